@@ -1,0 +1,41 @@
+# kforge — build, test, lint. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X kforge.dev/kforge/cmd/kforge/app.Version=$(VERSION) -X kforge.dev/kforge/cmd/kforge/app.Commit=$(COMMIT)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
+
+.PHONY: all build test test-unit test-e2e lint deps demo clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kforge ./cmd/kforge
+
+# Installs what the tests need (apt packages, Go modules) when missing.
+deps:
+	./hack/install-deps.sh
+	$(GO) mod download
+
+# Everything CI runs: prerequisites, lint, unit and integration tests with
+# the race detector, then the end-to-end tests on the lab.
+test: deps lint test-unit test-e2e
+
+test-unit:
+	$(GO) test -race -count=1 ./...
+
+test-e2e: build
+	KFORGE_E2E=1 KFORGE_BINARY=$(CURDIR)/bin/kforge $(GO) test -count=1 -timeout 20m -v ./test/e2e/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+demo:
+	@echo "make demo: the whole install on the local lab arrives with the lab and installer issues; today it builds kforge and checks the lab spec." >&2
+	$(MAKE) build
+
+clean:
+	rm -rf bin

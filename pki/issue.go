@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cloudflare/cfssl/config"
 	"github.com/cloudflare/cfssl/csr"
@@ -40,13 +41,20 @@ type pair struct {
 
 // newCA makes a self-signed CA with initca. Its path length is 0: it signs
 // leaves only.
-func newCA(spec *Cert) (*pair, error) {
+func newCA(spec *Cert) (*pair, error) { return newCAWithBackdate(spec, 0) }
+
+// newCAWithBackdate starts the CA's validity backdate before now (cfssl's
+// default when 0); tests use it to make an expired CA.
+func newCAWithBackdate(spec *Cert, backdate time.Duration) (*pair, error) {
 	quietCFSSL()
 	req := &csr.CertificateRequest{
 		CN:         spec.CommonName,
 		Names:      subjectNames(spec.Organization),
 		KeyRequest: keyRequest(),
 		CA:         &csr.CAConfig{Expiry: spec.Validity.String(), PathLenZero: true},
+	}
+	if backdate > 0 {
+		req.CA.Backdate = backdate.String()
 	}
 	certPEM, _, keyPEM, err := initca.New(req)
 	if err != nil {

@@ -516,10 +516,10 @@ func writeExpiredCA(t *testing.T, inv *Inventory, name string) {
 
 func TestInitRefusesBrokenDir(t *testing.T) {
 	tests := []struct {
-		name   string
-		break_ func(t *testing.T, inv *Inventory)
-		file   string // the file the error must name
-		msg    string
+		name     string
+		breakDir func(t *testing.T, inv *Inventory)
+		file     string // the file the error must name
+		msg      string
 	}{
 		{"CA cert without key", func(t *testing.T, inv *Inventory) { rm(t, inv, "ca/cluster-ca.key") }, "ca/cluster-ca.crt", "key"},
 		{"CA key without cert", func(t *testing.T, inv *Inventory) { rm(t, inv, "ca/etcd-ca.crt") }, "ca/etcd-ca.key", "certificate"},
@@ -556,7 +556,7 @@ func TestInitRefusesBrokenDir(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			inv := initLab(t)
-			tt.break_(t, inv)
+			tt.breakDir(t, inv)
 			before := snapshot(t, inv.Dir)
 			_, err := Init(context.Background(), inv, InitOptions{})
 			if err == nil {

@@ -11,6 +11,8 @@ import (
 
 // CertStatus is one certificate as found on disk.
 type CertStatus struct {
+	// ID is the certificate's ID in the inventory ("m1/etcd-server").
+	ID string `json:"id"`
 	// Name and Host are the certificate's Name and Where (owner host,
 	// "masters", "workers", "all" or "operator").
 	Name    string   `json:"name"`
@@ -44,7 +46,7 @@ func Status(inv *Inventory, now time.Time) ([]CertStatus, error) {
 	var out []CertStatus
 	for i := range inv.Certs {
 		c := &inv.Certs[i]
-		st := CertStatus{Name: c.Name, Host: c.Where, Hosts: c.Hosts, Purpose: c.Purpose, CA: c.CA, File: c.CertFile}
+		st := CertStatus{ID: c.ID(), Name: c.Name, Host: c.Where, Hosts: c.Hosts, Purpose: c.Purpose, CA: c.CA, File: c.CertFile}
 		path := inv.Path(c.CertFile)
 		data, err := readOptional(path)
 		if err != nil {

@@ -219,6 +219,7 @@ func sorted(s []string) []string {
 }
 
 func TestInitIssuesExactCertificates(t *testing.T) {
+	t.Parallel()
 	inv := initLab(t)
 	roots := map[string]*x509.CertPool{}
 	for _, ca := range []string{ClusterCA, EtcdCA} {
@@ -294,6 +295,7 @@ func TestInitIssuesExactCertificates(t *testing.T) {
 }
 
 func TestInitModesAndLayout(t *testing.T) {
+	t.Parallel()
 	inv := initLab(t)
 	snap := snapshot(t, inv.Dir)
 	for p, st := range snap {
@@ -371,6 +373,7 @@ func TestInitModesAndLayout(t *testing.T) {
 }
 
 func TestInitTwiceChangesNothing(t *testing.T) {
+	t.Parallel()
 	inv := initLab(t)
 	before := snapshot(t, inv.Dir)
 	var progress bytes.Buffer
@@ -402,6 +405,7 @@ func actions(rep *Report) map[string]Item {
 }
 
 func TestInitReissuesOnlyWhatChanged(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		change   func([]host) []host
@@ -490,6 +494,7 @@ func mustRead(t *testing.T, p string) []byte {
 }
 
 func TestReissueReasons(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	mustInit(t, loadCluster(t, dir, labHosts()))
 	hs := labHosts()
@@ -515,6 +520,7 @@ func writeExpiredCA(t *testing.T, inv *Inventory, name string) {
 }
 
 func TestInitRefusesBrokenDir(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		breakDir func(t *testing.T, inv *Inventory)
@@ -596,6 +602,7 @@ func write(t *testing.T, inv *Inventory, rel, data string, mode fs.FileMode) {
 }
 
 func TestInitReissuesExpiredLeafAndForeignLeaf(t *testing.T) {
+	t.Parallel()
 	inv := initLab(t)
 	// A leaf signed by the other CA is reissued (the CA stays).
 	spec := *inv.Cert("m1/etcd-server")
@@ -630,6 +637,7 @@ func TestInitReissuesExpiredLeafAndForeignLeaf(t *testing.T) {
 }
 
 func TestInitDirOverrideAndCancel(t *testing.T) {
+	t.Parallel()
 	c := loadCluster(t, t.TempDir(), labHosts())
 	other := filepath.Join(t.TempDir(), "elsewhere")
 	inv, err := NewInventory(c, other)
@@ -653,6 +661,7 @@ func TestInitDirOverrideAndCancel(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
+	t.Parallel()
 	inv := initLab(t)
 	now := time.Now()
 	sts, err := Status(inv, now)

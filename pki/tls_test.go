@@ -62,6 +62,7 @@ func tlsServer(t *testing.T, cert tls.Certificate, clientCA *x509.CertPool) *htt
 // client-go's own transport: server verification against the embedded CA
 // and client authentication both work.
 func TestKubeconfigsHandshake(t *testing.T) {
+	t.Parallel()
 	inv := initLab(t)
 	srv := tlsServer(t, keyPair(t, inv, "m2/apiserver"), pool(t, inv, ClusterCA))
 	want := map[string]string{
@@ -147,6 +148,7 @@ func handshake(t *testing.T, srv *httptest.Server, client tls.Certificate, roots
 // TestHandshakesAcrossCAs checks the pairs that must and must not work:
 // each server accepts clients of its own CA only.
 func TestHandshakesAcrossCAs(t *testing.T) {
+	t.Parallel()
 	inv := initLab(t)
 	clusterCA, etcdCA := pool(t, inv, ClusterCA), pool(t, inv, EtcdCA)
 	etcd := tlsServer(t, keyPair(t, inv, "m1/etcd-server"), etcdCA)
@@ -186,6 +188,7 @@ func TestHandshakesAcrossCAs(t *testing.T) {
 // TestOpenSSLVerifies has openssl verify every leaf against its CA on its
 // own, for the purpose it is for.
 func TestOpenSSLVerifies(t *testing.T) {
+	t.Parallel()
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
 		t.Skip("openssl is not installed (hack/install-deps.sh installs it)")

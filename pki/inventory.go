@@ -404,13 +404,3 @@ func splitSANs(sans []string) (dns, ips []string) {
 	}
 	return dns, ips
 }
-
-// hostOfPath returns the host whose folder holds rel, or "".
-func hostOfPath(rel string) string {
-	if rest, ok := strings.CutPrefix(rel, hostsDir+"/"); ok {
-		if h, _, ok := strings.Cut(rest, "/"); ok {
-			return h
-		}
-	}
-	return ""
-}

@@ -709,3 +709,14 @@ func TestStatus(t *testing.T) {
 		t.Errorf("Status on no PKI: %v", err)
 	}
 }
+
+
+// hostOfPath returns the host whose folder holds rel, or "".
+func hostOfPath(rel string) string {
+	if rest, ok := strings.CutPrefix(rel, hostsDir+"/"); ok {
+		if h, _, ok := strings.Cut(rest, "/"); ok {
+			return h
+		}
+	}
+	return ""
+}

@@ -710,7 +710,6 @@ func TestStatus(t *testing.T) {
 	}
 }
 
-
 // hostOfPath returns the host whose folder holds rel, or "".
 func hostOfPath(rel string) string {
 	if rest, ok := strings.CutPrefix(rel, hostsDir+"/"); ok {

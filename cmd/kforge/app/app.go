@@ -106,6 +106,9 @@ those daemons itself: each is a role of this one binary.`,
 	root.AddCommand(
 		newVersionCommand(streams),
 		newValidateCommand(streams, g),
+		newPKICommand(streams, g),
+		newCertCommand(streams, g),
+		newKubeconfigCommand(streams, g),
 	)
 	return root
 }

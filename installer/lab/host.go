@@ -144,8 +144,11 @@ func nspawnArgs(p hostPaths, h HostSpec, bridge, imagesDir string) []string {
 var nspawnEnv = []string{"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1", "SYSTEMD_SECCOMP=0"}
 
 // startHost starts systemd-nspawn detached (own session, console to
-// console.log) and returns its PID and start time. It does not wait.
-func startHost(p hostPaths, args []string) (pid int, start uint64, err error) {
+// console.log) in the cgroups whose cgroup.procs files are given, and
+// returns its PID and start time. It does not wait. A shell joins the
+// cgroups and then execs nspawn, so nspawn starts inside them and the PID
+// stays the same.
+func startHost(p hostPaths, args []string, cgroupProcs []string) (pid int, start uint64, err error) {
 	nspawn, err := exec.LookPath("systemd-nspawn")
 	if err != nil {
 		return 0, 0, err
@@ -160,7 +163,12 @@ func startHost(p hostPaths, args []string) (pid int, start uint64, err error) {
 		return 0, 0, err
 	}
 	defer devnull.Close()
-	cmd := exec.Command(nspawn, args...)
+	script := ""
+	for _, cp := range cgroupProcs {
+		script += "echo $$ > '" + cp + "' && "
+	}
+	script += `exec "$@"`
+	cmd := exec.Command("/bin/sh", append([]string{"-c", script, "kforge-lab-host", nspawn}, args...)...)
 	cmd.Env = append(os.Environ(), nspawnEnv...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

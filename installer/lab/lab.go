@@ -151,6 +151,7 @@ func Up(ctx context.Context, o UpOptions) (err error) {
 	idb := make([]byte, 6)
 	_, _ = rand.Read(idb)
 	st := &State{Kind: stateKind, ID: hex.EncodeToString(idb), Created: time.Now().UTC(), Bridge: o.Bridge, Base: base.RootFS}
+	st.Cgroups = labCgroupDirs(st.ID)
 	for _, h := range hosts {
 		st.Hosts = append(st.Hosts, HostState{HostSpec: h})
 	}
@@ -243,7 +244,11 @@ func Up(ctx context.Context, o UpOptions) (err error) {
 			if err := customiseHost(ctx, p, h, secrets[h.Name]); err != nil {
 				return fmt.Errorf("host %s: %w", h.Name, err)
 			}
-			pid, ps, err := startHost(p, nspawnArgs(p, h, o.Bridge, imagesDir))
+			procs, err := makeHostCgroups(st.Cgroups, h.Name)
+			if err != nil {
+				return fmt.Errorf("host %s: %w", h.Name, err)
+			}
+			pid, ps, err := startHost(p, nspawnArgs(p, h, o.Bridge, imagesDir), procs)
 			stMu.Lock()
 			st.host(h.Name).PID, st.host(h.Name).StartTime = pid, ps
 			stMu.Unlock()
@@ -263,6 +268,7 @@ func Up(ctx context.Context, o UpOptions) (err error) {
 	defer cancel()
 	var degraded []string
 	var degMu sync.Mutex
+	states := map[string]string{}
 	if err := step(o.ErrOut, "Waiting for sshd and systemd on every host", func() error {
 		cfg, err := ClientConfig(o.Dir, "root")
 		if err != nil {
@@ -274,10 +280,11 @@ func Up(ctx context.Context, o UpOptions) (err error) {
 			if err != nil {
 				return fmt.Errorf("host %s: %w", h.Name, err)
 			}
+			degMu.Lock()
+			defer degMu.Unlock()
+			states[h.Name] = state
 			if state == "degraded" {
-				degMu.Lock()
 				degraded = append(degraded, fmt.Sprintf("%s is degraded; failed units:\n%s", h.Name, failed))
-				degMu.Unlock()
 			}
 			return nil
 		})
@@ -323,7 +330,7 @@ func Up(ctx context.Context, o UpOptions) (err error) {
 	}
 	elapsed := time.Since(start)
 	fmt.Fprintf(o.ErrOut, "Lab up: %d hosts in %s (%s after the base image was ready).\n", len(hosts), elapsed.Round(10*time.Millisecond), time.Since(baseDone).Round(10*time.Millisecond))
-	writeHostTable(o.Out, statusRows(st, nil))
+	writeHostTable(o.Out, statusRows(st, states))
 	fmt.Fprintf(o.Out, "\ncluster file: %s\nssh:          kforge lab ssh --dir %s m1\n", filepath.Join(o.Dir, "cluster.yaml"), o.Dir)
 	return nil
 }
@@ -472,6 +479,11 @@ func teardownTimeout(ctx context.Context, o Options, st *State, stopTimeout time
 		}
 		if st.BridgeCreated {
 			if err := deleteBridge(ctx, st.Bridge, st.ID); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, cg := range st.Cgroups {
+			if err := removeCgroupTree(cg); err != nil {
 				errs = append(errs, err)
 			}
 		}

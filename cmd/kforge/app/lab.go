@@ -93,7 +93,11 @@ func newLabSSHCommand(streams Streams, g *globalFlags) *cobra.Command {
   sudo kforge lab ssh --user kforge w2 -- id`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			code, err := lab.SSH(cmd.Context(), lab.SSHOptions{Options: f.options(streams, g), Host: args[0], User: user, Command: args[1:], In: streams.In})
+			command := args[1:]
+			if len(command) > 0 && command[0] == "--" {
+				command = command[1:] // flag parsing stopped at NAME, so "--" is still here
+			}
+			code, err := lab.SSH(cmd.Context(), lab.SSHOptions{Options: f.options(streams, g), Host: args[0], User: user, Command: command, In: streams.In})
 			if err != nil {
 				return err
 			}

@@ -22,12 +22,12 @@ type State struct {
 	Created time.Time `json:"created"`
 	Bridge  string    `json:"bridge"`
 	// BridgeCreated is true once the lab made the bridge (so Down removes it).
-	BridgeCreated bool        `json:"bridgeCreated"`
-	Base          string      `json:"base"` // base rootfs the overlays sit on
+	BridgeCreated bool   `json:"bridgeCreated"`
+	Base          string `json:"base"` // base rootfs the overlays sit on
 	// Cgroups are the lab's cgroup folders (one per hierarchy), recorded
 	// before they are made.
-	Cgroups []string `json:"cgroups,omitempty"`
-	Hosts         []HostState `json:"hosts"`
+	Cgroups []string    `json:"cgroups,omitempty"`
+	Hosts   []HostState `json:"hosts"`
 	// Ready is set when Up finished successfully.
 	Ready bool `json:"ready"`
 }

@@ -534,6 +534,7 @@ func stopHosts(st *State, timeout time.Duration) error {
 		_ = syscall.Kill(p.pid, syscall.SIGTERM)
 	}
 	deadline := time.Now().Add(timeout)
+	resend := time.Now().Add(2 * time.Second)
 	for {
 		left := 0
 		for _, p := range ps {
@@ -546,6 +547,16 @@ func stopHosts(st *State, timeout time.Duration) error {
 		}
 		if time.Now().After(deadline) {
 			break
+		}
+		// A guest still booting may miss the first request (systemd
+		// installs its signal handlers early, but not at once): ask again.
+		if time.Now().After(resend) {
+			for _, p := range ps {
+				if alive(p.pid, p.start) {
+					_ = syscall.Kill(p.pid, syscall.SIGTERM)
+				}
+			}
+			resend = time.Now().Add(2 * time.Second)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

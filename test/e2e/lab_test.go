@@ -105,8 +105,8 @@ func sshRun(t *testing.T, c *ssh.Client, cmd, stdin string) (string, error) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	var out bytes.Buffer
-	s.Stdout, s.Stderr = &out, &out
+	out := &syncBuffer{} // stdout and stderr are copied by two goroutines
+	s.Stdout, s.Stderr = out, out
 	if stdin != "" {
 		s.Stdin = strings.NewReader(stdin)
 	}
@@ -194,8 +194,8 @@ func TestLab(t *testing.T) {
 			t.Errorf("without nspawn on PATH: err=%v; want an error naming systemd-nspawn and its package", err)
 		}
 
-		// The bridge name taken by something else.
-		if out, err := exec.Command("ip", "link", "add", "kforge0", "type", "dummy").CombinedOutput(); err != nil {
+		// The bridge name taken by something else (a bridge without the lab's alias).
+		if out, err := exec.Command("ip", "link", "add", "kforge0", "type", "bridge").CombinedOutput(); err != nil {
 			t.Fatalf("making a foreign kforge0: %v %s", err, out)
 		}
 		_, stderr, err = kforge(t, bin, nil, "lab", "up", "--dir", dir)

@@ -88,3 +88,38 @@ func removeCgroupTree(dir string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// cgroupPSS sums the proportional set size (kB) of every process in a
+// cgroup folder and below: what a host's processes use, with shared pages
+// split among their users.
+func cgroupPSS(dir string) (kb int64) {
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		for _, pid := range strings.Fields(string(data)) {
+			kb += pssOf(pid)
+		}
+		return nil
+	})
+	return kb
+}
+
+func pssOf(pid string) int64 {
+	data, err := os.ReadFile("/proc/" + pid + "/smaps_rollup")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
+			var n int64
+			fmt.Sscan(f[1], &n)
+			return n
+		}
+	}
+	return 0
+}

@@ -594,6 +594,8 @@ type HostStatus struct {
 	// State is "stopped", "unreachable", or what systemctl
 	// is-system-running says (running, degraded, starting, ...).
 	State string `json:"state"`
+	// MemoryKB is the PSS of the host's processes (0 when unknown).
+	MemoryKB int64 `json:"memoryKB,omitempty"`
 }
 
 // Status reports every host of the lab in o.Dir and prints a table.
@@ -630,6 +632,13 @@ func Status(ctx context.Context, o Options) ([]HostStatus, error) {
 		return nil
 	})
 	rows := statusRows(st, states)
+	if len(st.Cgroups) > 0 {
+		for i := range rows {
+			if rows[i].State != "stopped" {
+				rows[i].MemoryKB = cgroupPSS(filepath.Join(st.Cgroups[0], rows[i].Name))
+			}
+		}
+	}
 	writeHostTable(o.Out, rows)
 	return rows, nil
 }
@@ -678,9 +687,24 @@ func statusRows(st *State, states map[string]string) []HostStatus {
 
 func writeHostTable(w io.Writer, rows []HostStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tPID\tSTATE")
+	var total int64
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", r.Name, r.Role, r.Address, r.PID, r.State)
+		total += r.MemoryKB
+	}
+	if total > 0 {
+		fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tPID\tSTATE\tMEMORY (PSS)")
+	} else {
+		fmt.Fprintln(tw, "NAME\tROLE\tADDRESS\tPID\tSTATE")
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s", r.Name, r.Role, r.Address, r.PID, r.State)
+		if total > 0 {
+			fmt.Fprintf(tw, "\t%.0f MiB", float64(r.MemoryKB)/1024)
+		}
+		fmt.Fprintln(tw)
+	}
+	if total > 0 {
+		fmt.Fprintf(tw, "total\t\t\t\t\t%.0f MiB\n", float64(total)/1024)
 	}
 	tw.Flush()
 }

@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X kforge.dev/kforge/cmd/kforge/app.Version=$(VERSION) -X kforge.dev/kforge/cmd/kforge/app.Commit=$(COMMIT)
 
-.PHONY: all build test test-unit test-e2e lint deps demo clean
+.PHONY: all build test test-unit test-e2e lint deps demo demo-down clean
 
 all: build
 
@@ -32,9 +32,20 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-demo:
-	@echo "make demo: the whole install on the local lab arrives with the lab and installer issues; today it builds kforge and checks the lab spec." >&2
-	$(MAKE) build
+# Today: boots the local lab (seven hosts) and says how to reach it. The
+# installer (`kforge up` on DIR/cluster.yaml) joins this when it lands.
+demo: build
+	./bin/kforge lab up --dir kforge-lab
+	@echo
+	@echo "The lab is up. Try:"
+	@echo "  ./bin/kforge lab status"
+	@echo "  ./bin/kforge lab ssh m1"
+	@echo "  ./bin/kforge lab ssh w1 -- ctr -n k8s.io run --rm --cpu-shares 0 docker.io/library/busybox:local t1 echo hello"
+	@echo "  ssh -i kforge-lab/ssh/id_ed25519 -o UserKnownHostsFile=kforge-lab/ssh/known_hosts root@198.18.0.11"
+	@echo "Stop it with: ./bin/kforge lab down   (or make demo-down)"
+
+demo-down: build
+	./bin/kforge lab down --dir kforge-lab
 
 clean:
 	rm -rf bin

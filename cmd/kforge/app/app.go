@@ -109,6 +109,7 @@ those daemons itself: each is a role of this one binary.`,
 		newPKICommand(streams, g),
 		newCertCommand(streams, g),
 		newKubeconfigCommand(streams, g),
+		newLabCommand(streams, g),
 	)
 	return root
 }

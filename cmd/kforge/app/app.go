@@ -106,6 +106,7 @@ those daemons itself: each is a role of this one binary.`,
 	root.AddCommand(
 		newVersionCommand(streams),
 		newValidateCommand(streams, g),
+		newEtcdCommand(streams, g),
 	)
 	return root
 }

@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -228,7 +229,18 @@ func TestClientWithoutCertificateIsRefused(t *testing.T) {
 	if errors.Is(err, rpctypes.ErrPermissionDenied) {
 		t.Fatalf("refused by etcd auth, not by TLS: %v", err)
 	}
-	t.Logf("refused: %v", err)
+	t.Logf("clientv3 without a certificate: %v", err)
+
+	// Underneath, the TLS handshake itself is refused.
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(cfg.ListenClientURLs[0], "https://"), p.clientTLS(t, false))
+	if err == nil {
+		conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Fatalf("TLS without a client certificate: got %v, want a certificate-required alert", err)
+	}
 
 	// The same CA with a client certificate works.
 	put(t, newClient(t, p, true, cfg.ListenClientURLs[0]), "/yes", "x")

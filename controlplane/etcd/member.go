@@ -54,15 +54,16 @@ func NewMember(cfg *Config, log *slog.Logger) (*Member, error) {
 	}
 	log = log.With("component", "etcd", "member", cfg.Name)
 	reg := prometheus.NewRegistry()
-	return &Member{
+	m := &Member{
 		cfg:     cfg,
 		log:     log,
-		zl:      newZapLogger(log),
 		reg:     reg,
 		metrics: newMaintenanceMetrics(reg),
 		readyc:  make(chan struct{}),
 		errc:    make(chan error, 1),
-	}, nil
+	}
+	m.zl = newZapLogger(log, m.closing.Load)
+	return m, nil
 }
 
 // Start opens the metrics listener, starts the embedded etcd server and

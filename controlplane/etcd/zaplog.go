@@ -9,14 +9,24 @@ import (
 )
 
 // newZapLogger returns a zap logger whose entries go to log, so embedded
-// etcd logs through the handler kforge was given, at its level.
-func newZapLogger(log *slog.Logger) *zap.Logger {
-	return zap.New(&slogCore{h: log.Handler()})
+// etcd logs through the handler kforge was given, at its level. While
+// quiet returns true (a member shutting down), warnings and errors are
+// logged at debug level: etcd reports its own closed listeners as errors.
+func newZapLogger(log *slog.Logger, quiet func() bool) *zap.Logger {
+	return zap.New(&slogCore{h: log.Handler(), quiet: quiet})
 }
 
 // slogCore is a zapcore.Core that forwards entries to a slog.Handler.
 type slogCore struct {
-	h slog.Handler
+	h     slog.Handler
+	quiet func() bool // may be nil
+}
+
+func (c *slogCore) level(l zapcore.Level) slog.Level {
+	if l > zapcore.InfoLevel && c.quiet != nil && c.quiet() {
+		return slog.LevelDebug
+	}
+	return slogLevel(l)
 }
 
 func slogLevel(l zapcore.Level) slog.Level {
@@ -33,11 +43,11 @@ func slogLevel(l zapcore.Level) slog.Level {
 }
 
 func (c *slogCore) Enabled(l zapcore.Level) bool {
-	return c.h.Enabled(context.Background(), slogLevel(l))
+	return c.h.Enabled(context.Background(), c.level(l))
 }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{h: c.h.WithAttrs(attrs(fields))}
+	return &slogCore{h: c.h.WithAttrs(attrs(fields)), quiet: c.quiet}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -48,7 +58,7 @@ func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 }
 
 func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
-	r := slog.NewRecord(e.Time, slogLevel(e.Level), e.Message, 0)
+	r := slog.NewRecord(e.Time, c.level(e.Level), e.Message, 0)
 	if e.LoggerName != "" {
 		r.AddAttrs(slog.String("logger", e.LoggerName))
 	}

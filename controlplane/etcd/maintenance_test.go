@@ -76,7 +76,7 @@ func TestShouldDefrag(t *testing.T) {
 		want        bool
 	}{
 		{0, 0, false},
-		{50 << 20, 1 << 20, false},   // mostly free but small
+		{50 << 20, 1 << 20, false},    // mostly free but small
 		{200 << 20, 150 << 20, false}, // big but mostly used
 		{200 << 20, 99 << 20, true},
 		{200 << 20, 100 << 20, false}, // exactly the ratio is not below it

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -208,6 +209,32 @@ func TestThreeMembersSurviveOneDown(t *testing.T) {
 	}
 	// And it takes writes through itself again.
 	put(t, cli2, "/k/after", "back")
+
+	// Without quorum the survivor is alive but not ready.
+	ms[1].Close()
+	ms[2].Close()
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		code, body := httpGet(t, ms[0].MetricsAddr(), "/readyz")
+		if code == http.StatusServiceUnavailable {
+			t.Logf("/readyz without quorum: %s", strings.TrimSpace(body))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz without quorum = %d %s", code, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if code, body := httpGet(t, ms[0].MetricsAddr(), "/healthz"); code != 200 {
+		t.Errorf("/healthz without quorum = %d %s", code, body)
+	}
+
+	// Close leaves none of the Member's own goroutines behind.
+	ms[0].Close()
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "etcd.(*Member)") {
+		t.Errorf("Member goroutines left after Close:\n%s", stacks)
+	}
 }
 
 func TestClientWithoutCertificateIsRefused(t *testing.T) {

@@ -37,7 +37,8 @@ type Member struct {
 	readyc     chan struct{} // closed once joined and a leader is known
 	errc       chan error    // fatal errors while running; buffered
 	cancel     context.CancelFunc
-	wg         sync.WaitGroup // every goroutine Start starts
+	wg         sync.WaitGroup // the serving and watching goroutines Start starts
+	loops      sync.WaitGroup // the maintenance loops
 	closing    atomic.Bool
 	defragging atomic.Bool
 	closeOnce  sync.Once
@@ -93,28 +94,20 @@ func (m *Member) Start(ctx context.Context) error {
 	m.http = &http.Server{Handler: m.handler(), ReadHeaderTimeout: 5 * time.Second}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
-	m.goroutine(func() {
+	m.wg.Go(func() {
 		if err := m.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.fail(fmt.Errorf("etcd: metrics server: %w", err))
 		}
 	})
-	m.goroutine(func() { m.watchReady(loopCtx) })
-	m.goroutine(func() { m.watchErrors(loopCtx) })
+	m.wg.Go(func() { m.watchReady(loopCtx) })
+	m.wg.Go(func() { m.watchErrors(loopCtx) })
 	if m.cfg.Compaction.Interval > 0 {
-		m.goroutine(func() { m.compactLoop(loopCtx) })
+		m.loops.Go(func() { m.compactLoop(loopCtx) })
 	}
 	if m.cfg.Defrag.Interval > 0 {
-		m.goroutine(func() { m.defragLoop(loopCtx) })
+		m.loops.Go(func() { m.defragLoop(loopCtx) })
 	}
 	return nil
-}
-
-func (m *Member) goroutine(f func()) {
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		f()
-	}()
 }
 
 // fail reports a fatal error on Err, keeping only the first.
@@ -202,6 +195,7 @@ func (m *Member) Close() {
 		if m.cancel != nil {
 			m.cancel()
 		}
+		m.loops.Wait()
 		if m.etcd != nil {
 			m.etcd.Close()
 		}
@@ -245,6 +239,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 }
 
+// healthCheckTimeout bounds one of etcd's health checks; without quorum a
+// linearizable read would otherwise wait for the caller to give up.
+const healthCheckTimeout = 3 * time.Second
+
 // handler serves /healthz, /readyz, /metrics, and etcd's own /health,
 // /livez and /readyz checks under /etcd/.
 func (m *Member) handler() http.Handler {
@@ -252,7 +250,10 @@ func (m *Member) handler() http.Handler {
 	etcdhttp.HandleHealth(m.zl, inner, m.etcd.Server)
 
 	forward := func(w http.ResponseWriter, r *http.Request, path string) {
-		r2 := r.Clone(r.Context())
+		// etcd's checks read through raft with no deadline of their own.
+		ctx, cancel := context.WithTimeout(r.Context(), healthCheckTimeout)
+		defer cancel()
+		r2 := r.Clone(ctx)
 		r2.URL.Path = path
 		r2.URL.RawPath = ""
 		inner.ServeHTTP(w, r2)

@@ -110,6 +110,7 @@ those daemons itself: each is a role of this one binary.`,
 		newCertCommand(streams, g),
 		newKubeconfigCommand(streams, g),
 		newLabCommand(streams, g),
+		newEtcdCommand(streams, g),
 	)
 	return root
 }

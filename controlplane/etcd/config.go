@@ -1,0 +1,452 @@
+package etcd
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// APIVersion and Kind identify an etcd role config document.
+const (
+	APIVersion = "kforge.dev/v1alpha1"
+	Kind       = "EtcdConfig"
+)
+
+// Initial cluster states.
+const (
+	ClusterStateNew      = "new"
+	ClusterStateExisting = "existing"
+)
+
+// DefaultConfigPath is where the installer puts the role config on a master.
+const DefaultConfigPath = "/etc/kforge/etcd.yaml"
+
+// Defaults applied by NewConfig.
+const (
+	DefaultDataDir             = "/var/lib/kforge/etcd"
+	DefaultListenPeerURL       = "https://127.0.0.1:2380"
+	DefaultListenClientURL     = "https://127.0.0.1:2379"
+	DefaultMetricsAddress      = "127.0.0.1:2381"
+	DefaultInitialClusterToken = "kforge-etcd"
+
+	DefaultHeartbeatInterval = 100 * time.Millisecond
+	DefaultElectionTimeout   = 1000 * time.Millisecond
+	// 8 GiB is etcd's recommended maximum; its own default is 2 GiB.
+	DefaultQuotaBackendBytes = 8 << 30
+
+	DefaultCompactionInterval     = time.Minute
+	DefaultCompactionMinRetention = 5 * time.Minute
+	DefaultCompactionMinRevisions = 1000
+
+	DefaultDefragInterval      = 10 * time.Minute
+	DefaultDefragMinDBSize     = 100 << 20
+	DefaultDefragMaxInUseRatio = 0.5
+)
+
+// Config is the etcd role's configuration, read from /etc/kforge/etcd.yaml.
+// Build one with NewConfig (defaults) or LoadConfig (file), then Validate.
+type Config struct {
+	APIVersion string `yaml:"apiVersion" json:"apiVersion"`
+	Kind       string `yaml:"kind" json:"kind"`
+
+	// Name is this member's name; it appears in InitialCluster.
+	Name string `yaml:"name" json:"name"`
+	// DataDir holds the WAL, snapshots and the bbolt database.
+	DataDir string `yaml:"dataDir" json:"dataDir"`
+
+	// ListenPeerURLs and ListenClientURLs are the https:// URLs this member
+	// binds; the Advertise* URLs are what other members and clients use to
+	// reach it (they default to the listen URLs).
+	ListenPeerURLs      []string `yaml:"listenPeerURLs" json:"listenPeerURLs"`
+	AdvertisePeerURLs   []string `yaml:"advertisePeerURLs,omitempty" json:"advertisePeerURLs,omitempty"`
+	ListenClientURLs    []string `yaml:"listenClientURLs" json:"listenClientURLs"`
+	AdvertiseClientURLs []string `yaml:"advertiseClientURLs,omitempty" json:"advertiseClientURLs,omitempty"`
+
+	// InitialCluster is "name=peerURL,name=peerURL,..." and must name this
+	// member with one of its advertised peer URLs.
+	InitialCluster string `yaml:"initialCluster" json:"initialCluster"`
+	// InitialClusterState is "new" when bootstrapping, "existing" when
+	// joining a running cluster (after `member add`).
+	InitialClusterState string `yaml:"initialClusterState" json:"initialClusterState"`
+	InitialClusterToken string `yaml:"initialClusterToken" json:"initialClusterToken"`
+
+	TLS TLS `yaml:"tls" json:"tls"`
+
+	// MetricsAddress is host:port of a plain-HTTP listener serving
+	// /healthz, /readyz and /metrics (and etcd's own /health, /livez).
+	// Keep it on a loopback or management address.
+	MetricsAddress string `yaml:"metricsAddress" json:"metricsAddress"`
+
+	HeartbeatInterval time.Duration `yaml:"heartbeatInterval" json:"heartbeatInterval"`
+	ElectionTimeout   time.Duration `yaml:"electionTimeout" json:"electionTimeout"`
+	// QuotaBackendBytes raises the NOSPACE alarm when the database grows past it.
+	QuotaBackendBytes int64 `yaml:"quotaBackendBytes" json:"quotaBackendBytes"`
+
+	Compaction Compaction `yaml:"compaction" json:"compaction"`
+	Defrag     Defrag     `yaml:"defrag" json:"defrag"`
+}
+
+// TLS holds the PKI files. Peers and clients both use mutual TLS: every
+// connection must present a certificate signed by TrustedCAFile.
+type TLS struct {
+	// CertFile and KeyFile are the client-facing serving certificate.
+	CertFile string `yaml:"certFile" json:"certFile"`
+	KeyFile  string `yaml:"keyFile" json:"keyFile"`
+	// PeerCertFile and PeerKeyFile are used both to serve and to dial
+	// peers, so the certificate needs server and client auth usages.
+	PeerCertFile string `yaml:"peerCertFile" json:"peerCertFile"`
+	PeerKeyFile  string `yaml:"peerKeyFile" json:"peerKeyFile"`
+	// TrustedCAFile is the etcd CA; it verifies clients and peers.
+	TrustedCAFile string `yaml:"trustedCAFile" json:"trustedCAFile"`
+}
+
+// Compaction configures the leader's periodic compaction. Each run
+// compacts to the newest revision that is both older than MinRetention
+// and at least MinRevisions behind the head, so both are always kept.
+type Compaction struct {
+	// Interval between runs; 0 disables compaction.
+	Interval     time.Duration `yaml:"interval" json:"interval"`
+	MinRetention time.Duration `yaml:"minRetention" json:"minRetention"`
+	MinRevisions int64         `yaml:"minRevisions" json:"minRevisions"`
+}
+
+// Defrag configures this member's defragmentation policy (see doc.go).
+type Defrag struct {
+	// Interval is the length of one round; 0 disables defragmentation.
+	Interval time.Duration `yaml:"interval" json:"interval"`
+	// MinDBSize is the smallest database file, in bytes, worth defragmenting.
+	MinDBSize int64 `yaml:"minDBSize" json:"minDBSize"`
+	// MaxInUseRatio: defragment when in-use/size falls below it (0 < r < 1).
+	MaxInUseRatio float64 `yaml:"maxInUseRatio" json:"maxInUseRatio"`
+}
+
+// NewConfig returns a Config with every default filled in: a single
+// member on 127.0.0.1 named after the host. TLS files have no default.
+func NewConfig() *Config {
+	name, err := os.Hostname()
+	if err != nil || name == "" {
+		name = "default"
+	}
+	c := &Config{
+		APIVersion:          APIVersion,
+		Kind:                Kind,
+		Name:                name,
+		DataDir:             DefaultDataDir,
+		ListenPeerURLs:      []string{DefaultListenPeerURL},
+		ListenClientURLs:    []string{DefaultListenClientURL},
+		InitialClusterState: ClusterStateNew,
+		InitialClusterToken: DefaultInitialClusterToken,
+		MetricsAddress:      DefaultMetricsAddress,
+		HeartbeatInterval:   DefaultHeartbeatInterval,
+		ElectionTimeout:     DefaultElectionTimeout,
+		QuotaBackendBytes:   DefaultQuotaBackendBytes,
+		Compaction: Compaction{
+			Interval:     DefaultCompactionInterval,
+			MinRetention: DefaultCompactionMinRetention,
+			MinRevisions: DefaultCompactionMinRevisions,
+		},
+		Defrag: Defrag{
+			Interval:      DefaultDefragInterval,
+			MinDBSize:     DefaultDefragMinDBSize,
+			MaxInUseRatio: DefaultDefragMaxInUseRatio,
+		},
+	}
+	c.InitialCluster = c.Name + "=" + DefaultListenPeerURL
+	return c
+}
+
+// LoadConfig reads path, decodes it strictly over NewConfig's defaults
+// (an unknown field is an error), resolves relative file paths against
+// the file's folder and validates the result.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("etcd config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("etcd config: resolving %s: %w", path, err)
+	}
+	c, err := ParseConfig(data, filepath.Dir(abs))
+	if err != nil {
+		return nil, fmt.Errorf("etcd config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig is LoadConfig for a document held in memory; baseDir
+// resolves relative paths.
+func ParseConfig(data []byte, baseDir string) (*Config, error) {
+	c := NewConfig()
+	// Lists replace defaults rather than merge into them.
+	c.ListenPeerURLs, c.ListenClientURLs = nil, nil
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("the file is empty")
+		}
+		return nil, fmt.Errorf("decoding: %w", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, errors.New("the file holds more than one YAML document")
+	}
+	if len(c.ListenPeerURLs) == 0 {
+		c.ListenPeerURLs = []string{DefaultListenPeerURL}
+	}
+	if len(c.ListenClientURLs) == 0 {
+		c.ListenClientURLs = []string{DefaultListenClientURL}
+	}
+	c.ResolvePaths(baseDir)
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ResolvePaths makes the data dir and TLS file paths absolute, relative to baseDir.
+func (c *Config) ResolvePaths(baseDir string) {
+	for _, p := range []*string{&c.DataDir, &c.TLS.CertFile, &c.TLS.KeyFile, &c.TLS.PeerCertFile, &c.TLS.PeerKeyFile, &c.TLS.TrustedCAFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(baseDir, *p)
+		}
+	}
+}
+
+// advertisePeerURLs returns the advertised peer URLs, defaulting to the listen ones.
+func (c *Config) advertisePeerURLs() []string {
+	if len(c.AdvertisePeerURLs) > 0 {
+		return c.AdvertisePeerURLs
+	}
+	return c.ListenPeerURLs
+}
+
+func (c *Config) advertiseClientURLs() []string {
+	if len(c.AdvertiseClientURLs) > 0 {
+		return c.AdvertiseClientURLs
+	}
+	return c.ListenClientURLs
+}
+
+// ConfigError lists every problem found in a Config.
+type ConfigError struct {
+	Problems []string // "field: message"
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invalid etcd config (%d problem", len(e.Problems))
+	if len(e.Problems) != 1 {
+		b.WriteString("s")
+	}
+	b.WriteString("):")
+	for _, p := range e.Problems {
+		b.WriteString("\n  - ")
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+var memberName = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+
+// Validate checks the whole config and returns a *ConfigError listing
+// every problem, or nil. It has no side effects (it does not open files).
+func (c *Config) Validate() error {
+	var probs []string
+	add := func(field, format string, args ...any) {
+		probs = append(probs, field+": "+fmt.Sprintf(format, args...))
+	}
+
+	if c.APIVersion != APIVersion {
+		add("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
+	}
+	if c.Kind != Kind {
+		add("kind", "must be %q, not %q", Kind, c.Kind)
+	}
+	if c.Name == "" {
+		add("name", "is required")
+	} else if !memberName.MatchString(c.Name) || len(c.Name) > 63 {
+		add("name", "%q is not a valid member name (letters, digits, '-', '_', '.'; at most 63)", c.Name)
+	}
+	if c.DataDir == "" {
+		add("dataDir", "is required")
+	}
+
+	urlList := func(field string, list []string, listen bool) {
+		if len(list) == 0 {
+			add(field, "needs at least one URL")
+		}
+		for i, s := range list {
+			if err := checkURL(s, listen); err != nil {
+				add(fmt.Sprintf("%s[%d]", field, i), "%v", err)
+			}
+		}
+	}
+	urlList("listenPeerURLs", c.ListenPeerURLs, true)
+	urlList("listenClientURLs", c.ListenClientURLs, true)
+	if len(c.AdvertisePeerURLs) > 0 {
+		urlList("advertisePeerURLs", c.AdvertisePeerURLs, false)
+	}
+	if len(c.AdvertiseClientURLs) > 0 {
+		urlList("advertiseClientURLs", c.AdvertiseClientURLs, false)
+	}
+
+	switch c.InitialClusterState {
+	case ClusterStateNew, ClusterStateExisting:
+	default:
+		add("initialClusterState", "must be %q or %q, not %q", ClusterStateNew, ClusterStateExisting, c.InitialClusterState)
+	}
+	if c.InitialClusterToken == "" {
+		add("initialClusterToken", "is required")
+	}
+	c.validateInitialCluster(add)
+
+	tlsFile := func(field, v string) {
+		if v == "" {
+			add("tls."+field, "is required (peers and clients use mutual TLS)")
+		}
+	}
+	tlsFile("certFile", c.TLS.CertFile)
+	tlsFile("keyFile", c.TLS.KeyFile)
+	tlsFile("peerCertFile", c.TLS.PeerCertFile)
+	tlsFile("peerKeyFile", c.TLS.PeerKeyFile)
+	tlsFile("trustedCAFile", c.TLS.TrustedCAFile)
+
+	if c.MetricsAddress == "" {
+		add("metricsAddress", "is required (it serves /healthz, /readyz and /metrics)")
+	} else if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+		add("metricsAddress", "%q is not host:port: %v", c.MetricsAddress, err)
+	}
+
+	if c.HeartbeatInterval <= 0 || c.HeartbeatInterval%time.Millisecond != 0 {
+		add("heartbeatInterval", "must be a positive whole number of milliseconds, not %s", c.HeartbeatInterval)
+	}
+	if c.ElectionTimeout < 5*c.HeartbeatInterval {
+		add("electionTimeout", "%s must be at least 5 × heartbeatInterval (%s)", c.ElectionTimeout, c.HeartbeatInterval)
+	}
+	if c.ElectionTimeout > 50*time.Second {
+		add("electionTimeout", "%s is more than etcd's 50s maximum", c.ElectionTimeout)
+	}
+	if c.QuotaBackendBytes < 0 {
+		add("quotaBackendBytes", "must not be negative")
+	}
+
+	if c.Compaction.Interval < 0 {
+		add("compaction.interval", "must not be negative (0 disables compaction)")
+	}
+	if c.Compaction.MinRetention < 0 {
+		add("compaction.minRetention", "must not be negative")
+	}
+	if c.Compaction.MinRevisions < 0 {
+		add("compaction.minRevisions", "must not be negative")
+	}
+	if c.Defrag.Interval < 0 {
+		add("defrag.interval", "must not be negative (0 disables defragmentation)")
+	}
+	if c.Defrag.MinDBSize < 0 {
+		add("defrag.minDBSize", "must not be negative")
+	}
+	if r := c.Defrag.MaxInUseRatio; !(r > 0 && r < 1) {
+		add("defrag.maxInUseRatio", "must be between 0 and 1 (exclusive), not %v", r)
+	}
+
+	if len(probs) > 0 {
+		return &ConfigError{Problems: probs}
+	}
+	return nil
+}
+
+// checkURL accepts only https URLs with an explicit host and port and
+// nothing else: etcd serves TLS only here, and paths are meaningless.
+func checkURL(s string, listen bool) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %v", s, err)
+	}
+	if u.Scheme != "https" {
+		return fmt.Errorf("%q must use https (mutual TLS is required)", s)
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil || port == "" {
+		return fmt.Errorf("%q needs host:port", s)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("%q must be scheme://host:port only", s)
+	}
+	if listen && net.ParseIP(host) == nil && host != "localhost" {
+		return fmt.Errorf("%q: a listen URL needs an IP address (or localhost)", s)
+	}
+	if !listen && port == "0" {
+		return fmt.Errorf("%q: an advertised URL needs a real port", s)
+	}
+	return nil
+}
+
+// parseInitialCluster splits "a=u1,a=u2,b=u3" into name → URLs.
+func parseInitialCluster(s string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		name, u, ok := strings.Cut(part, "=")
+		if !ok || name == "" || u == "" {
+			return nil, fmt.Errorf("%q is not name=peerURL", part)
+		}
+		out[name] = append(out[name], u)
+	}
+	return out, nil
+}
+
+func (c *Config) validateInitialCluster(add func(field, format string, args ...any)) {
+	if c.InitialCluster == "" {
+		add("initialCluster", "is required (name=peerURL,...)")
+		return
+	}
+	members, err := parseInitialCluster(c.InitialCluster)
+	if err != nil {
+		add("initialCluster", "%v", err)
+		return
+	}
+	names := make([]string, 0, len(members))
+	seen := map[string]string{}
+	for name := range members {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		for _, u := range members[name] {
+			if err := checkURL(u, false); err != nil {
+				add("initialCluster", "member %s: %v", name, err)
+			}
+			if other, dup := seen[u]; dup && other != name {
+				add("initialCluster", "%s is used by both %s and %s", u, other, name)
+			}
+			seen[u] = name
+		}
+	}
+	own, ok := members[c.Name]
+	if !ok {
+		add("initialCluster", "does not name this member %q", c.Name)
+		return
+	}
+	adv := map[string]bool{}
+	for _, u := range c.advertisePeerURLs() {
+		adv[u] = true
+	}
+	for _, u := range own {
+		if !adv[u] {
+			add("initialCluster", "member %s's URL %s is not one of its advertised peer URLs %v", c.Name, u, c.advertisePeerURLs())
+		}
+	}
+}

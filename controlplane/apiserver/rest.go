@@ -128,7 +128,14 @@ func deleteOptions(r *http.Request) (metav1.DeleteOptions, error) {
 		return o, err
 	}
 	if len(strings.TrimSpace(string(body))) > 0 {
-		if err := json.Unmarshal(body, &o); err != nil {
+		var err error
+		if mediaType(r) == "application/vnd.kubernetes.protobuf" {
+			gvk := metav1.SchemeGroupVersion.WithKind("DeleteOptions")
+			_, _, err = protoSerializer.Decode(body, &gvk, &o)
+		} else {
+			err = json.Unmarshal(body, &o)
+		}
+		if err != nil {
 			return o, apierrors.NewBadRequest("decoding DeleteOptions: " + err.Error())
 		}
 	}

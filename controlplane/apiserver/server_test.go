@@ -504,4 +504,3 @@ func TestBadInputIs4xx(t *testing.T) {
 		t.Fatalf("lenient unknown field: %d warning %q", resp.StatusCode, resp.Header.Get("Warning"))
 	}
 }
-

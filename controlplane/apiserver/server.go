@@ -1,0 +1,207 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"kforge.dev/kforge/controlplane/apiserver/storage"
+)
+
+// Options are what a Server needs; the role's config file maps to them.
+type Options struct {
+	// Store is the etcd-backed storage; the Server does not close it.
+	Store *storage.Store
+	// Resources is the table of kinds; DefaultResources() when nil.
+	Resources []*Resource
+	// ServiceCIDR is the range ClusterIPs are allocated from.
+	ServiceCIDR string
+	Logger      *slog.Logger
+	// Version and Commit are reported by /version.
+	Version, Commit string
+	// BookmarkInterval is how often an idle watch that asked for bookmarks
+	// gets one; one minute when zero.
+	BookmarkInterval time.Duration
+}
+
+// Server is the Kubernetes-compatible API server: the HTTP handler over the
+// resource table and storage. Serve it with TLS that verifies client
+// certificates when given (tls.VerifyClientCertIfGiven): a request without
+// one is answered 401, not refused at the handshake.
+type Server struct {
+	cfg   Options
+	reg   *Registry
+	store *storage.Store
+	log   *slog.Logger
+
+	watches sync.WaitGroup
+	openW   sync.Mutex
+	nWatch  int
+}
+
+// New builds a Server. Call Bootstrap before serving.
+func New(o Options) (*Server, error) {
+	if o.Store == nil {
+		return nil, errors.New("apiserver: no storage")
+	}
+	if o.Resources == nil {
+		o.Resources = DefaultResources()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.BookmarkInterval == 0 {
+		o.BookmarkInterval = time.Minute
+	}
+	return &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger}, nil
+}
+
+// Bootstrap creates what must exist from the start: the default, kube-system,
+// kube-public and kube-node-lease namespaces. It is idempotent.
+func (s *Server) Bootstrap(ctx context.Context) error {
+	nsRes := s.reg.Lookup("", "v1", "namespaces")
+	for _, name := range []string{metav1.NamespaceDefault, metav1.NamespaceSystem, metav1.NamespacePublic, corev1.NamespaceNodeLease} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		_, err := s.create(ctx, nsRes, "", ns)
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("apiserver: creating namespace %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// WaitForWatches waits until every open watch has ended (after the
+// listener closed and their contexts ended).
+func (s *Server) WaitForWatches() { s.watches.Wait() }
+
+// user is an authenticated caller.
+type user struct {
+	Name   string
+	Groups []string
+}
+
+func (u user) in(group string) bool {
+	for _, g := range u.Groups {
+		if g == group {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticate reads the verified client certificate: CN is the user, O
+// the groups.
+func authenticate(r *http.Request) (user, bool) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return user{}, false
+	}
+	c := r.TLS.VerifiedChains[0][0]
+	if c.Subject.CommonName == "" {
+		return user{}, false
+	}
+	groups := append(append([]string{}, c.Subject.Organization...), "system:authenticated")
+	return user{Name: c.Subject.CommonName, Groups: groups}, true
+}
+
+// ServeHTTP routes a request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := strings.Trim(r.URL.Path, "/")
+	switch path {
+	case "healthz", "livez":
+		_, _ = w.Write([]byte("ok"))
+		return
+	case "readyz":
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := s.store.Revision(ctx); err != nil {
+			http.Error(w, "etcd: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+		return
+	}
+	u, ok := authenticate(r)
+	if !ok {
+		writeError(w, apierrors.NewUnauthorized("Unauthorized"))
+		return
+	}
+	var parts []string
+	if path != "" {
+		parts = strings.Split(path, "/")
+	}
+	if len(parts) == 0 {
+		writeJSON(w, http.StatusOK, map[string][]string{"paths": {"/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"}})
+		return
+	}
+	if r.Method == http.MethodGet && s.serveDiscovery(w, r, parts) {
+		return
+	}
+	req, err := s.parseRequest(r, parts)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	req.user = u
+	if err := s.authorize(req); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.serveResource(w, r, req)
+}
+
+// authorize allows system:masters everything. Other users are refused
+// until RBAC evaluation lands; the message has upstream's shape.
+func (s *Server) authorize(req *request) error {
+	if req.user.in("system:masters") {
+		return nil
+	}
+	what := fmt.Sprintf("User %q cannot %s resource %q in API group %q", req.user.Name, req.verb, req.res.Plural, req.res.Group)
+	if req.sub != "" {
+		what = fmt.Sprintf("User %q cannot %s resource %q in API group %q", req.user.Name, req.verb, req.res.Plural+"/"+req.sub, req.res.Group)
+	}
+	if req.ns != "" {
+		what += fmt.Sprintf(" in the namespace %q", req.ns)
+	} else {
+		what += " at the cluster scope"
+	}
+	return apierrors.NewForbidden(req.res.GroupVersion().WithResource(req.res.Plural).GroupResource(), req.name, errors.New(what))
+}
+
+// Serve serves the API on l with TLS until ctx ends, then shuts down:
+// the listener closes first, in-flight requests and watches end, then
+// Serve returns.
+func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Config) error {
+	hs := &http.Server{
+		Handler:           s,
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.ServeTLS(l, "", "") }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("apiserver: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := hs.Shutdown(shutdownCtx)
+	s.WaitForWatches()
+	if err != nil {
+		return fmt.Errorf("apiserver: shutdown: %w", err)
+	}
+	return nil
+}

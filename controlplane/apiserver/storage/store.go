@@ -1,0 +1,278 @@
+package storage
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Errors a Store returns; callers map them to API statuses.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrConflict means the object changed since the revision the caller
+	// read (HTTP 409).
+	ErrConflict = errors.New("the object has been modified")
+	// ErrExpired means the revision asked for has been compacted (HTTP 410).
+	ErrExpired = errors.New("the requested revision has been compacted")
+	// ErrBadContinue means a continue token could not be decoded.
+	ErrBadContinue = errors.New("invalid continue token")
+)
+
+// KV is one stored object.
+type KV struct {
+	Key            string
+	Value          []byte
+	ModRevision    int64
+	CreateRevision int64
+}
+
+// Store reads and writes objects in etcd.
+type Store struct {
+	client *clientv3.Client
+}
+
+// New returns a Store over an etcd client. The Store does not own the
+// client; the caller closes it.
+func New(c *clientv3.Client) *Store { return &Store{client: c} }
+
+func kvOf(k *mvccpb.KeyValue) KV {
+	return KV{Key: string(k.Key), Value: k.Value, ModRevision: k.ModRevision, CreateRevision: k.CreateRevision}
+}
+
+// Create stores value under key if nothing is there. It returns the new
+// object's revision; ErrAlreadyExists when the key exists.
+func (s *Store) Create(ctx context.Context, key string, value []byte) (int64, error) {
+	resp, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(value))).
+		Commit()
+	if err != nil {
+		return 0, fmt.Errorf("etcd create %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		return 0, ErrAlreadyExists
+	}
+	return resp.Header.Revision, nil
+}
+
+// Get reads one key at the newest revision.
+func (s *Store) Get(ctx context.Context, key string) (KV, error) {
+	resp, err := s.client.Get(ctx, key)
+	if err != nil {
+		return KV{}, fmt.Errorf("etcd get %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return KV{}, ErrNotFound
+	}
+	return kvOf(resp.Kvs[0]), nil
+}
+
+// Update replaces the value under key if its mod revision is still
+// expected. It returns the new revision; ErrNotFound when the key is gone,
+// ErrConflict (with the current KV) when it changed.
+func (s *Store) Update(ctx context.Context, key string, value []byte, expected int64) (int64, KV, error) {
+	resp, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", expected)).
+		Then(clientv3.OpPut(key, string(value))).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return 0, KV{}, fmt.Errorf("etcd update %s: %w", key, err)
+	}
+	if resp.Succeeded {
+		return resp.Header.Revision, KV{}, nil
+	}
+	cur, err := currentOf(resp)
+	return 0, cur, err
+}
+
+func currentOf(resp *clientv3.TxnResponse) (KV, error) {
+	if len(resp.Responses) == 0 || len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
+		return KV{}, ErrNotFound
+	}
+	return kvOf(resp.Responses[0].GetResponseRange().Kvs[0]), ErrConflict
+}
+
+// Delete removes key if its mod revision is still expected (0 means any).
+// It returns the deletion's revision.
+func (s *Store) Delete(ctx context.Context, key string, expected int64) (int64, error) {
+	var cmp clientv3.Cmp
+	if expected == 0 {
+		cmp = clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
+	} else {
+		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", expected)
+	}
+	resp, err := s.client.Txn(ctx).If(cmp).
+		Then(clientv3.OpDelete(key)).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return 0, fmt.Errorf("etcd delete %s: %w", key, err)
+	}
+	if resp.Succeeded {
+		return resp.Header.Revision, nil
+	}
+	_, err = currentOf(resp)
+	return 0, err
+}
+
+// ListOptions page a list.
+type ListOptions struct {
+	// Limit caps the number of items; 0 means all.
+	Limit int64
+	// Continue is the token from the previous page.
+	Continue string
+	// Revision reads at an exact revision; 0 means the newest.
+	Revision int64
+}
+
+// ListResult is one page of a list.
+type ListResult struct {
+	Items []KV
+	// Revision is the revision the page was read at (the list's
+	// resourceVersion).
+	Revision int64
+	// Continue is set when more items remain.
+	Continue string
+	// Remaining counts the items after this page, when known.
+	Remaining int64
+}
+
+type continueToken struct {
+	Rev   int64  `json:"rv"`
+	Start string `json:"start"`
+}
+
+// List reads the keys under prefix (which should end in "/"), in key order,
+// at one revision for every page.
+func (s *Store) List(ctx context.Context, prefix string, o ListOptions) (ListResult, error) {
+	start, rev := prefix, o.Revision
+	if o.Continue != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(o.Continue)
+		var tok continueToken
+		if err == nil {
+			err = json.Unmarshal(raw, &tok)
+		}
+		if err != nil || tok.Rev <= 0 || !strings.HasPrefix(tok.Start, prefix) {
+			return ListResult{}, ErrBadContinue
+		}
+		start, rev = tok.Start, tok.Rev
+	}
+	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix))}
+	if o.Limit > 0 {
+		opts = append(opts, clientv3.WithLimit(o.Limit+1))
+	}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := s.client.Get(ctx, start, opts...)
+	if err != nil {
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			return ListResult{}, ErrExpired
+		}
+		if errors.Is(err, rpctypes.ErrFutureRev) {
+			return ListResult{}, fmt.Errorf("revision %d is newer than etcd's: %w", rev, err)
+		}
+		return ListResult{}, fmt.Errorf("etcd list %s: %w", prefix, err)
+	}
+	res := ListResult{Revision: resp.Header.Revision}
+	if rev > 0 {
+		res.Revision = rev
+	}
+	kvs := resp.Kvs
+	if o.Limit > 0 && int64(len(kvs)) > o.Limit {
+		kvs = kvs[:o.Limit]
+		next := string(kvs[len(kvs)-1].Key) + "\x00"
+		raw, _ := json.Marshal(continueToken{Rev: res.Revision, Start: next})
+		res.Continue = base64.RawURLEncoding.EncodeToString(raw)
+		res.Remaining = resp.Count - o.Limit
+	}
+	res.Items = make([]KV, len(kvs))
+	for i, k := range kvs {
+		res.Items[i] = kvOf(k)
+	}
+	return res, nil
+}
+
+// Revision returns etcd's current revision (a quorum read).
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	resp, err := s.client.Get(ctx, "/registry/", clientv3.WithCountOnly(), clientv3.WithLimit(1))
+	if err != nil {
+		return 0, fmt.Errorf("etcd revision: %w", err)
+	}
+	return resp.Header.Revision, nil
+}
+
+// EventType says what happened to a key.
+type EventType int
+
+// Event types.
+const (
+	Put EventType = iota
+	Deleted
+)
+
+// Event is one change seen by a watch. For a Put, KV is the new value and
+// Prev the old (zero on creation); for a Delete, Prev is the value before
+// deletion and KV carries the deletion's revision.
+type Event struct {
+	Type EventType
+	KV   KV
+	Prev KV
+	// Created reports a Put that created the key.
+	Created bool
+}
+
+// Watch streams changes under prefix that happen after revision rev (0:
+// after now). The channel closes when ctx ends; a compacted start revision
+// or a later compaction ends it with an error on errc (ErrExpired).
+func (s *Store) Watch(ctx context.Context, prefix string, rev int64) (<-chan Event, <-chan error) {
+	out := make(chan Event, 100)
+	errc := make(chan error, 1)
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV()}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev+1))
+	}
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wch := s.client.Watch(ctx, prefix, opts...)
+	go func() {
+		defer close(errc)
+		defer close(out)
+		defer cancel()
+		for resp := range wch {
+			if resp.CompactRevision != 0 {
+				errc <- ErrExpired
+				return
+			}
+			if err := resp.Err(); err != nil {
+				errc <- fmt.Errorf("etcd watch %s: %w", prefix, err)
+				return
+			}
+			for _, e := range resp.Events {
+				ev := Event{KV: kvOf(e.Kv)}
+				if e.PrevKv != nil {
+					ev.Prev = kvOf(e.PrevKv)
+				}
+				if e.Type == clientv3.EventTypeDelete {
+					ev.Type = Deleted
+				} else {
+					ev.Created = e.IsCreate()
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, errc
+}

@@ -307,6 +307,13 @@ func (s *Server) mergeUpdate(req *request, old, obj runtime.Object) (runtime.Obj
 	om, _ := meta.Accessor(old)
 	nm, _ := meta.Accessor(obj)
 	oldStatus, hasStatus := fieldByName(old, "Status")
+	if req.sub == "finalize" {
+		// Only spec.finalizers changes (the namespace controller's step).
+		out := old.DeepCopyObject().(*corev1.Namespace)
+		out.Spec.Finalizers = obj.(*corev1.Namespace).Spec.Finalizers
+		out.ResourceVersion = nm.GetResourceVersion()
+		return out, nil
+	}
 	if req.sub == "status" {
 		// Only the status changes: start from the stored object.
 		out := old.DeepCopyObject()
@@ -414,8 +421,11 @@ func mustEncode(res *Resource, obj runtime.Object) []byte {
 // finalizers left is removed. Pods also wait for their grace period to be
 // acknowledged by the node (a delete with grace 0).
 func finalizeOnEmpty(res *Resource, obj runtime.Object) bool {
-	if p, ok := obj.(*corev1.Pod); ok {
-		return p.DeletionGracePeriodSeconds != nil && *p.DeletionGracePeriodSeconds == 0 || p.Spec.NodeName == ""
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return o.DeletionGracePeriodSeconds != nil && *o.DeletionGracePeriodSeconds == 0 || o.Spec.NodeName == ""
+	case *corev1.Namespace:
+		return len(o.Spec.Finalizers) == 0
 	}
 	return true
 }
@@ -441,12 +451,14 @@ func (s *Server) delete(ctx context.Context, res *Resource, ns, name string, opt
 			}
 		}
 		grace := gracePeriod(res, obj, opts)
-		graceful := grace > 0 || len(m.GetFinalizers()) > 0
+		// keep: the object stays, marked for deletion, until its finalizers
+		// (or, for a namespace, spec.finalizers) are gone or its grace ends.
+		keep := grace > 0 || len(m.GetFinalizers()) > 0
 		if ns, ok := obj.(*corev1.Namespace); ok && len(ns.Spec.Finalizers) > 0 {
-			graceful = true
+			keep = true
 			ns.Status.Phase = corev1.NamespaceTerminating
 		}
-		if graceful {
+		if keep {
 			if m.GetDeletionTimestamp() == nil {
 				now := metav1.NewTime(time.Now().Add(time.Duration(grace) * time.Second))
 				m.SetDeletionTimestamp(&now)
@@ -454,26 +466,22 @@ func (s *Server) delete(ctx context.Context, res *Resource, ns, name string, opt
 			} else if cur := m.GetDeletionGracePeriodSeconds(); cur != nil && grace < *cur {
 				m.SetDeletionGracePeriodSeconds(&grace)
 			}
-			// The last step of a graceful pod deletion (grace 0, no
-			// finalizers) removes it below.
-			if len(m.GetFinalizers()) > 0 || grace > 0 {
-				if dryRunFrom(ctx) {
-					return obj, nil
-				}
-				data, err := encodeStored(res, obj)
-				if err != nil {
-					return nil, apierrors.NewInternalError(err)
-				}
-				rev, _, err := s.store.Update(ctx, key, data, kv.ModRevision)
-				if errors.Is(err, storage.ErrConflict) {
-					continue
-				}
-				if err != nil {
-					return nil, storageError(err, groupResource(res), name)
-				}
-				m.SetResourceVersion(fmt.Sprint(rev))
+			if dryRunFrom(ctx) {
 				return obj, nil
 			}
+			data, err := encodeStored(res, obj)
+			if err != nil {
+				return nil, apierrors.NewInternalError(err)
+			}
+			rev, _, err := s.store.Update(ctx, key, data, kv.ModRevision)
+			if errors.Is(err, storage.ErrConflict) {
+				continue
+			}
+			if err != nil {
+				return nil, storageError(err, groupResource(res), name)
+			}
+			m.SetResourceVersion(fmt.Sprint(rev))
+			return obj, nil
 		}
 		if dryRunFrom(ctx) {
 			return obj, nil

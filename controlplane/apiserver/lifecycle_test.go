@@ -1,0 +1,182 @@
+package apiserver
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+)
+
+func TestFinalizersHoldDeletion(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	cms := e.admin.CoreV1().ConfigMaps("default")
+	c := cm("held", nil)
+	c.Finalizers = []string{"example.com/hold"}
+	if _, err := cms.Create(ctx, c, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cms.Delete(ctx, "held", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := cms.Get(ctx, "held", metav1.GetOptions{})
+	if err != nil || got.DeletionTimestamp == nil {
+		t.Fatalf("after delete with a finalizer: %v, deletionTimestamp %v", err, got.DeletionTimestamp)
+	}
+	got.Finalizers = nil
+	if _, err := cms.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cms.Get(ctx, "held", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("after the last finalizer went: %v", err)
+	}
+}
+
+func TestPodGracefulDeletion(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	pods := e.admin.CoreV1().Pods("default")
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{NodeName: "w1",
+		Containers: []corev1.Container{{Name: "c", Image: "busybox:local"}}}}
+	if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A bound pod waits for its node: the first delete only marks it.
+	if err := pods.Delete(ctx, "p", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := pods.Get(ctx, "p", metav1.GetOptions{})
+	if err != nil || got.DeletionTimestamp == nil || got.DeletionGracePeriodSeconds == nil || *got.DeletionGracePeriodSeconds != 30 {
+		t.Fatalf("graceful delete: %v %+v", err, got.ObjectMeta)
+	}
+	// The node's final delete with grace 0 removes it.
+	zero := int64(0)
+	if err := pods.Delete(ctx, "p", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pods.Get(ctx, "p", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("after grace 0: %v", err)
+	}
+	// An unbound pod goes at once.
+	p.Name, p.Spec.NodeName = "q", ""
+	if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pods.Delete(ctx, "q", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pods.Get(ctx, "q", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("unbound pod after delete: %v", err)
+	}
+}
+
+func TestTerminatingNamespaceRefusesCreates(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	nss := e.admin.CoreV1().Namespaces()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "going"}, Spec: corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{"kubernetes"}}}
+	if _, err := nss.Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nss.Delete(ctx, "going", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := nss.Get(ctx, "going", metav1.GetOptions{})
+	if err != nil || got.Status.Phase != corev1.NamespaceTerminating {
+		t.Fatalf("namespace after delete: %v phase %q", err, got.Status.Phase)
+	}
+	_, err = e.admin.CoreV1().ConfigMaps("going").Create(ctx, cm("x", nil), metav1.CreateOptions{})
+	if !apierrors.IsForbidden(err) {
+		t.Fatalf("create in terminating namespace: %v", err)
+	}
+	// A label change does not finish the deletion; the finalize step does.
+	got.Labels = map[string]string{"x": "y"}
+	if got, err = nss.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("update of a terminating namespace: %v", err)
+	}
+	got.Spec.Finalizers = nil
+	if _, err := nss.Finalize(ctx, got, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nss.Get(ctx, "going", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("namespace after finalize: %v", err)
+	}
+	for _, n := range []string{"default", "kube-system", "kube-public", "kube-node-lease"} {
+		if _, err := nss.Get(ctx, n, metav1.GetOptions{}); err != nil {
+			t.Errorf("bootstrap namespace %s: %v", n, err)
+		}
+	}
+}
+
+func TestWatchListSendsInitialEventsThenBookmark(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	cms := e.admin.CoreV1().ConfigMaps("default")
+	for _, n := range []string{"a", "b"} {
+		if _, err := cms.Create(ctx, cm(n, nil), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	yes := true
+	w, err := cms.Watch(ctx, metav1.ListOptions{SendInitialEvents: &yes, AllowWatchBookmarks: true,
+		ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var added []string
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-w.ResultChan():
+			m := ev.Object.(*corev1.ConfigMap)
+			switch ev.Type {
+			case watch.Added:
+				added = append(added, m.Name)
+				continue
+			case watch.Bookmark:
+				if m.Annotations[metav1.InitialEventsAnnotationKey] != "true" || m.ResourceVersion == "" {
+					t.Fatalf("bookmark without the initial-events-end annotation: %+v", m.ObjectMeta)
+				}
+				if len(added) != 2 {
+					t.Fatalf("initial events before the bookmark: %v", added)
+				}
+				return
+			default:
+				t.Fatalf("unexpected %s", ev.Type)
+			}
+		case <-timeout:
+			t.Fatalf("no initial-events-end bookmark; got %v", added)
+		}
+	}
+}
+
+func TestServiceDefaultsAndClusterIP(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	svcs := e.admin.CoreV1().Services("default")
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}}}
+	got, err := svcs.Create(ctx, s, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.Type != corev1.ServiceTypeClusterIP || got.Spec.ClusterIP == "" || got.Spec.Ports[0].Protocol != corev1.ProtocolTCP || got.Spec.Ports[0].TargetPort.IntValue() != 80 {
+		t.Fatalf("service defaults: %+v", got.Spec)
+	}
+	s2 := s.DeepCopy()
+	s2.Name = "other"
+	got2, err := svcs.Create(ctx, s2, metav1.CreateOptions{})
+	if err != nil || got2.Spec.ClusterIP == got.Spec.ClusterIP {
+		t.Fatalf("second service: %v, IPs %s %s", err, got.Spec.ClusterIP, got2.Spec.ClusterIP)
+	}
+	s3 := s.DeepCopy()
+	s3.Name, s3.Spec.ClusterIP = "taken", got.Spec.ClusterIP
+	if _, err := svcs.Create(ctx, s3, metav1.CreateOptions{}); !apierrors.IsInvalid(err) {
+		t.Fatalf("duplicate ClusterIP: %v", err)
+	}
+}

@@ -95,6 +95,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 		obj, err = s.deleteCollection(ctx, req, r)
 		gvk = req.res.GroupVersion().WithKind(req.res.Kind + "List")
 	}
+	if err == nil && (req.verb == "get" || req.verb == "list") && req.sub == "" && wantsTable(r) {
+		obj, err = asTable(r, req.res, obj)
+		gvk = tableGVK
+	}
 	for _, wn := range warnings {
 		w.Header().Add("Warning", `299 - "`+strings.ReplaceAll(wn, `"`, `'`)+`"`)
 	}

@@ -154,6 +154,19 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, req *request
 		return true
 	}
 	gvk := req.res.GroupVersion().WithKind(req.res.Kind)
+	if wantsTable(r) {
+		// kubectl get --watch: each event carries a one-row Table, the
+		// column definitions only in the first.
+		plain, first := send, true
+		include := q.Get("includeObject")
+		send = func(t watch.EventType, obj any) bool {
+			if o, ok := obj.(runtime.Object); ok && t != watch.Error && t != watch.Bookmark {
+				obj = toTable(req.res, []runtime.Object{o}, include, first, metav1.ListMeta{})
+				first = false
+			}
+			return plain(t, obj)
+		}
+	}
 	bookmark := func(rev int64, initialEnd bool) bool {
 		obj := req.res.New()
 		obj.GetObjectKind().SetGroupVersionKind(gvk)

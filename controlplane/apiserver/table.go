@@ -276,8 +276,14 @@ var tableColumns = map[string][]column{
 		col("Up-to-date", "integer", 0, typed(func(d *appsv1.Deployment, _ time.Time) any { return d.Status.UpdatedReplicas })),
 		col("Available", "integer", 0, typed(func(d *appsv1.Deployment, _ time.Time) any { return d.Status.AvailableReplicas })),
 		ageCol,
-		col("Containers", "string", 1, typed(func(d *appsv1.Deployment, _ time.Time) any { c, _ := containersAndImages(&d.Spec.Template.Spec); return c })),
-		col("Images", "string", 1, typed(func(d *appsv1.Deployment, _ time.Time) any { _, i := containersAndImages(&d.Spec.Template.Spec); return i })),
+		col("Containers", "string", 1, typed(func(d *appsv1.Deployment, _ time.Time) any {
+			c, _ := containersAndImages(&d.Spec.Template.Spec)
+			return c
+		})),
+		col("Images", "string", 1, typed(func(d *appsv1.Deployment, _ time.Time) any {
+			_, i := containersAndImages(&d.Spec.Template.Spec)
+			return i
+		})),
 		col("Selector", "string", 1, typed(func(d *appsv1.Deployment, _ time.Time) any { return selectorString(d.Spec.Selector) })),
 	},
 	"apps/ReplicaSet": {nameCol,
@@ -285,8 +291,14 @@ var tableColumns = map[string][]column{
 		col("Current", "integer", 0, typed(func(r *appsv1.ReplicaSet, _ time.Time) any { return r.Status.Replicas })),
 		col("Ready", "integer", 0, typed(func(r *appsv1.ReplicaSet, _ time.Time) any { return r.Status.ReadyReplicas })),
 		ageCol,
-		col("Containers", "string", 1, typed(func(r *appsv1.ReplicaSet, _ time.Time) any { c, _ := containersAndImages(&r.Spec.Template.Spec); return c })),
-		col("Images", "string", 1, typed(func(r *appsv1.ReplicaSet, _ time.Time) any { _, i := containersAndImages(&r.Spec.Template.Spec); return i })),
+		col("Containers", "string", 1, typed(func(r *appsv1.ReplicaSet, _ time.Time) any {
+			c, _ := containersAndImages(&r.Spec.Template.Spec)
+			return c
+		})),
+		col("Images", "string", 1, typed(func(r *appsv1.ReplicaSet, _ time.Time) any {
+			_, i := containersAndImages(&r.Spec.Template.Spec)
+			return i
+		})),
 		col("Selector", "string", 1, typed(func(r *appsv1.ReplicaSet, _ time.Time) any { return selectorString(r.Spec.Selector) })),
 	},
 	"apps/DaemonSet": {nameCol,
@@ -297,8 +309,14 @@ var tableColumns = map[string][]column{
 		col("Available", "integer", 0, typed(func(d *appsv1.DaemonSet, _ time.Time) any { return d.Status.NumberAvailable })),
 		col("Node Selector", "string", 0, typed(func(d *appsv1.DaemonSet, _ time.Time) any { return mapSelector(d.Spec.Template.Spec.NodeSelector) })),
 		ageCol,
-		col("Containers", "string", 1, typed(func(d *appsv1.DaemonSet, _ time.Time) any { c, _ := containersAndImages(&d.Spec.Template.Spec); return c })),
-		col("Images", "string", 1, typed(func(d *appsv1.DaemonSet, _ time.Time) any { _, i := containersAndImages(&d.Spec.Template.Spec); return i })),
+		col("Containers", "string", 1, typed(func(d *appsv1.DaemonSet, _ time.Time) any {
+			c, _ := containersAndImages(&d.Spec.Template.Spec)
+			return c
+		})),
+		col("Images", "string", 1, typed(func(d *appsv1.DaemonSet, _ time.Time) any {
+			_, i := containersAndImages(&d.Spec.Template.Spec)
+			return i
+		})),
 		col("Selector", "string", 1, typed(func(d *appsv1.DaemonSet, _ time.Time) any { return selectorString(d.Spec.Selector) })),
 	},
 	"/Service": {nameCol,
@@ -460,7 +478,9 @@ var tableColumns = map[string][]column{
 		ageCol,
 		col("Users", "string", 1, typed(func(b *rbacv1.ClusterRoleBinding, _ time.Time) any { return subjects(b.Subjects, rbacv1.UserKind) })),
 		col("Groups", "string", 1, typed(func(b *rbacv1.ClusterRoleBinding, _ time.Time) any { return subjects(b.Subjects, rbacv1.GroupKind) })),
-		col("ServiceAccounts", "string", 1, typed(func(b *rbacv1.ClusterRoleBinding, _ time.Time) any { return subjects(b.Subjects, rbacv1.ServiceAccountKind) })),
+		col("ServiceAccounts", "string", 1, typed(func(b *rbacv1.ClusterRoleBinding, _ time.Time) any {
+			return subjects(b.Subjects, rbacv1.ServiceAccountKind)
+		})),
 	},
 }
 

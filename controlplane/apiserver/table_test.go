@@ -27,7 +27,7 @@ func TestTablesForKubectlGet(t *testing.T) {
 	var tbl struct {
 		metav1.Table
 		Rows []struct {
-			Cells  []any                         `json:"cells"`
+			Cells  []any                        `json:"cells"`
 			Object metav1.PartialObjectMetadata `json:"object"`
 		} `json:"rows"`
 	}

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"runtime"
 	"sort"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/version"
@@ -63,6 +64,9 @@ func (reg *Registry) APIResourceList(group, ver string) (*metav1.APIResourceList
 }
 
 func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request, parts []string) bool {
+	if len(parts) >= 2 && parts[0] == "openapi" {
+		return s.serveOpenAPI(w, r, strings.Join(parts, "/"))
+	}
 	switch {
 	case len(parts) == 1 && parts[0] == "api":
 		writeJSON(w, http.StatusOK, &metav1.APIVersions{

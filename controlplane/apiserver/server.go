@@ -45,6 +45,8 @@ type Server struct {
 	store *storage.Store
 	log   *slog.Logger
 
+	openapi openAPIDocs
+
 	watches sync.WaitGroup
 	openW   sync.Mutex
 	nWatch  int

@@ -74,8 +74,9 @@ func KubeconfigPath(dir string) string { return filepath.Join(dir, KubeconfigFil
 // Up runs the control plane in the foreground until ctx ends, then stops
 // the apiserver and then etcd and returns nil; or it returns the first
 // error. It writes DIR/admin.kubeconfig (mode 0600) once the apiserver's
-// /readyz is ok, after removing any left from an earlier run, so the file
-// existing means this run is ready.
+// /readyz is ok and removes it again when it stops (and any left from an
+// earlier run when it starts), so the file exists only while a ready
+// control plane serves it.
 //
 // Ports: the apiserver on 127.0.0.1:Port; etcd's client and peer ports
 // are picked by the OS on the first run and recorded in DIR/etcd.yaml,
@@ -204,6 +205,9 @@ func Up(ctx context.Context, o Options) (err error) {
 	if err := writeFileAtomic(kubeconfig, data, 0o600); err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
+	// Removed first on the way out, so the file exists only while this
+	// control plane is ready (a stale one would point at a closed port).
+	defer os.Remove(kubeconfig)
 	fmt.Fprintf(o.Out, "kforge local control plane is ready: apiserver %s, etcd %s.\n", server, etcdURL)
 	fmt.Fprintf(o.Out, "Use it with:\n\n  kubectl --kubeconfig %s get ns\n\n", kubeconfig)
 	fmt.Fprintf(o.Out, "Stop it with Ctrl-C (SIGINT) or SIGTERM; the data stays in %s.\n", dir)

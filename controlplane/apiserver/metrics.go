@@ -1,8 +1,6 @@
 package apiserver
 
 import (
-	"bufio"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -183,10 +181,6 @@ func (w *statusRecorder) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
-}
-
-func (w *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(w.ResponseWriter).Hijack()
 }
 
 func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -113,3 +113,14 @@ func TestMetrics(t *testing.T) {
 		t.Error("the 404 was not counted")
 	}
 }
+
+func TestMetricsDisabled(t *testing.T) {
+	e := startServer(t)
+	srv, err := New(Options{Store: e.srv.store, DisableMetrics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.metrics != nil || srv.handler() != http.Handler(srv) {
+		t.Error("DisableMetrics still wraps the Server")
+	}
+}

@@ -33,6 +33,8 @@ type Options struct {
 	// BookmarkInterval is how often an idle watch that asked for bookmarks
 	// gets one; one minute when zero.
 	BookmarkInterval time.Duration
+	// DisableMetrics turns off request metrics and /metrics (metrics.go).
+	DisableMetrics bool
 }
 
 // Server is the Kubernetes-compatible API server: the HTTP handler over the
@@ -50,6 +52,8 @@ type Server struct {
 	watches sync.WaitGroup
 	openW   sync.Mutex
 	nWatch  int
+
+	metrics *metrics // nil when disabled
 }
 
 // New builds a Server. Call Bootstrap before serving.
@@ -66,7 +70,11 @@ func New(o Options) (*Server, error) {
 	if o.BookmarkInterval == 0 {
 		o.BookmarkInterval = time.Minute
 	}
-	return &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger}, nil
+	s := &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger}
+	if !o.DisableMetrics {
+		s.metrics = newMetrics(s.OpenWatches)
+	}
+	return s, nil
 }
 
 // Bootstrap creates what must exist from the start: the default, kube-system,
@@ -185,7 +193,7 @@ func (s *Server) authorize(req *request) error {
 // Serve returns.
 func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Config) error {
 	hs := &http.Server{
-		Handler:           s,
+		Handler:           s.handler(),
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },

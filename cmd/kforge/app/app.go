@@ -111,6 +111,8 @@ those daemons itself: each is a role of this one binary.`,
 		newKubeconfigCommand(streams, g),
 		newLabCommand(streams, g),
 		newEtcdCommand(streams, g),
+		newAPIServerCommand(streams, g),
+		newLocalCommand(streams, g),
 	)
 	return root
 }

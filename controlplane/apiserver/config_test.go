@@ -1,0 +1,181 @@
+package apiserver
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigExample(t *testing.T) {
+	c, err := LoadConfig("testdata/apiserver.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := filepath.Abs("testdata")
+	for got, want := range map[string]string{
+		c.TLS.CertFile:                 "pki/apiserver.crt",
+		c.TLS.ClientCAFile:             "pki/cluster-ca.crt",
+		c.Etcd.KeyFile:                 "pki/apiserver-etcd-client.key",
+		c.ServiceAccount.PublicKeyFile: "pki/sa.pub",
+	} {
+		if got != filepath.Join(dir, want) {
+			t.Errorf("%s not resolved against the file's folder: %s", want, got)
+		}
+	}
+	if len(c.Etcd.Endpoints) != 3 || c.Etcd.DialTimeout != 5*time.Second || c.ServiceCIDR != "198.18.16.0/20" || !c.Metrics.Enabled {
+		t.Errorf("decoded %+v", c)
+	}
+}
+
+func TestNewConfigDefaults(t *testing.T) {
+	c := NewConfig()
+	if c.BindAddress != "0.0.0.0:6443" || c.ServiceCIDR != DefaultServiceCIDR || !c.Metrics.Enabled ||
+		!reflect.DeepEqual(c.Etcd.Endpoints, []string{DefaultEtcdEndpoint}) || c.Etcd.DialTimeout != DefaultEtcdDialTimeout {
+		t.Errorf("defaults: %+v", c)
+	}
+	var ce *ConfigError
+	if err := c.Validate(); !errors.As(err, &ce) {
+		t.Fatalf("Validate = %v, want the missing TLS files", err)
+	}
+	for _, p := range ce.Problems {
+		if !strings.HasPrefix(p, "tls.") && !strings.HasPrefix(p, "etcd.") {
+			t.Errorf("default config has a problem besides TLS files: %s", p)
+		}
+	}
+	c.TLS = ServingTLS{CertFile: "a", KeyFile: "b", ClientCAFile: "c"}
+	c.Etcd.CAFile, c.Etcd.CertFile, c.Etcd.KeyFile = "d", "e", "f"
+	if err := c.Validate(); err != nil {
+		t.Errorf("defaults plus TLS: %v", err)
+	}
+}
+
+func TestParseConfigDefaultsFillGaps(t *testing.T) {
+	doc := `apiVersion: kforge.dev/v1alpha1
+kind: APIServerConfig
+tls: {certFile: a.crt, keyFile: a.key, clientCAFile: ca.crt}
+etcd: {caFile: e.crt, certFile: c.crt, keyFile: c.key}
+`
+	c, err := ParseConfig([]byte(doc), "/etc/kforge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BindAddress != DefaultBindAddress || c.Etcd.Endpoints[0] != DefaultEtcdEndpoint || !c.Metrics.Enabled || c.TLS.CertFile != "/etc/kforge/a.crt" {
+		t.Errorf("%+v", c)
+	}
+	c, err = ParseConfig([]byte(doc+"metrics: {enabled: false}\n"), "/etc/kforge")
+	if err != nil || c.Metrics.Enabled {
+		t.Errorf("metrics.enabled false: %v %+v", err, c.Metrics)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	base, err := os.ReadFile("testdata/apiserver.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(prefix, line string) string {
+		var out []string
+		found := false
+		for _, l := range strings.Split(string(base), "\n") {
+			if strings.HasPrefix(l, prefix) {
+				l, found = line, true
+			}
+			out = append(out, l)
+		}
+		if !found {
+			t.Fatalf("no line starts with %q", prefix)
+		}
+		return strings.Join(out, "\n")
+	}
+	tests := []struct {
+		name string
+		doc  string
+		want []string
+	}{
+		{"empty", "", []string{"empty"}},
+		{"unknown field", string(base) + "insecurePort: 8080\n", []string{"field insecurePort not found"}},
+		{"unknown nested field", edit("  dialTimeout:", "  dialTimeout: 5s\n  keepalive: 1s"), []string{"field keepalive not found"}},
+		{"two documents", string(base) + "---\nkind: x\n", []string{"more than one YAML document"}},
+		{"bad duration", edit("  dialTimeout:", "  dialTimeout: soon"), []string{"decoding"}},
+		{"wrong apiVersion", edit("apiVersion:", "apiVersion: v1"), []string{`apiVersion: must be "kforge.dev/v1alpha1"`}},
+		{"wrong kind", edit("kind:", "kind: EtcdConfig"), []string{`kind: must be "APIServerConfig"`}},
+		{"bind no port", edit("bindAddress:", "bindAddress: 0.0.0.0"), []string{"bindAddress", "not host:port"}},
+		{"bind host name", edit("bindAddress:", "bindAddress: m1.lab:6443"), []string{"bindAddress", "must be an IP address"}},
+		{"bind bad port", edit("bindAddress:", "bindAddress: 0.0.0.0:70000"), []string{"bindAddress", "not a TCP port"}},
+		{"bind empty", edit("bindAddress:", "bindAddress: ''"), []string{"bindAddress: is required"}},
+		{"no cert", edit("  certFile: pki/apiserver.crt", "  certFile: ''"), []string{"tls.certFile: is required"}},
+		{"no key", edit("  keyFile: pki/apiserver.key", "  keyFile: ''"), []string{"tls.keyFile: is required"}},
+		{"no client CA", edit("  clientCAFile:", "  clientCAFile: ''"), []string{"tls.clientCAFile: is required"}},
+		{"no endpoints", edit("  endpoints:", "  endpoints: []"), []string{"etcd.endpoints: needs at least one"}},
+		{"http endpoint", edit("  endpoints:", "  endpoints: [http://198.18.0.11:2379]"), []string{"etcd.endpoints[0]", "must use https"}},
+		{"endpoint without port", edit("  endpoints:", "  endpoints: [https://198.18.0.11]"), []string{"etcd.endpoints[0]", "needs host:port"}},
+		{"endpoint with path", edit("  endpoints:", "  endpoints: [https://198.18.0.11:2379/v3]"), []string{"etcd.endpoints[0]", "https://host:port only"}},
+		{"duplicate endpoint", edit("  endpoints:", "  endpoints: [https://a:2379, https://a:2379]"), []string{"etcd.endpoints[1]", "listed twice"}},
+		{"no etcd CA", edit("  caFile:", "  caFile: ''"), []string{"etcd.caFile: is required"}},
+		{"no etcd cert", edit("  certFile: pki/apiserver-etcd", "  certFile: ''"), []string{"etcd.certFile: is required"}},
+		{"no etcd key", edit("  keyFile: pki/apiserver-etcd", "  keyFile: ''"), []string{"etcd.keyFile: is required"}},
+		{"dial timeout", edit("  dialTimeout:", "  dialTimeout: 0s"), []string{"etcd.dialTimeout: must be positive"}},
+		{"no service CIDR", edit("serviceCIDR:", "serviceCIDR: ''"), []string{"serviceCIDR: is required"}},
+		{"bad service CIDR", edit("serviceCIDR:", "serviceCIDR: 10.96.0.0"), []string{"serviceCIDR", "not a CIDR"}},
+		{"host bits", edit("serviceCIDR:", "serviceCIDR: 10.96.0.1/16"), []string{"host bits set", "10.96.0.0/16"}},
+		{"too big", edit("serviceCIDR:", "serviceCIDR: 10.0.0.0/8"), []string{"serviceCIDR", "/12 to /30"}},
+		{"too small", edit("serviceCIDR:", "serviceCIDR: 10.96.0.0/31"), []string{"serviceCIDR", "/12 to /30"}},
+		{"half a key pair", edit("  publicKeyFile:", "  publicKeyFile: ''"), []string{"serviceAccount: keyFile and publicKeyFile go together"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tt.doc), "/etc/kforge")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateListsEveryProblem(t *testing.T) {
+	c := &Config{Etcd: Etcd{Endpoints: []string{"http://x:1"}}, ServiceCIDR: "nope", ServiceAccount: ServiceAccount{KeyFile: "k"}}
+	var ce *ConfigError
+	if err := c.Validate(); !errors.As(err, &ce) {
+		t.Fatalf("Validate = %v", err)
+	}
+	for _, field := range []string{"apiVersion", "kind", "bindAddress", "tls.certFile", "tls.keyFile", "tls.clientCAFile",
+		"etcd.endpoints[0]", "etcd.caFile", "etcd.certFile", "etcd.keyFile", "etcd.dialTimeout", "serviceCIDR", "serviceAccount"} {
+		found := false
+		for _, p := range ce.Problems {
+			if strings.HasPrefix(p, field+":") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no problem reported for %s in:\n%v", field, ce)
+		}
+	}
+	if !strings.HasPrefix(ce.Error(), "invalid apiserver config (13 problems):") {
+		t.Errorf("summary: %s", strings.SplitN(ce.Error(), "\n", 2)[0])
+	}
+}
+
+func TestValidateWithListenerSkipsBindAddress(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c := NewConfig()
+	c.BindAddress = ""
+	c.Listener = l
+	err = c.Validate()
+	if err != nil && strings.Contains(err.Error(), "bindAddress") {
+		t.Errorf("bindAddress checked despite a listener: %v", err)
+	}
+}

@@ -1,0 +1,498 @@
+package local
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"kforge.dev/kforge/controlplane/apiserver"
+	"kforge.dev/kforge/controlplane/etcd"
+	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/pki"
+)
+
+// Defaults for Options.
+const (
+	DefaultDir  = "kforge-local"
+	DefaultPort = 6443
+)
+
+// The cluster Up builds.
+const (
+	ClusterName = "local"
+	HostName    = "local"
+	Address     = "127.0.0.1"
+	ServiceCIDR = "10.96.0.0/16"
+	PodCIDR     = "10.244.0.0/16"
+)
+
+// Files and folders under Options.Dir.
+const (
+	PKIDir         = "pki"
+	EtcdDataDir    = "etcd"
+	EtcdConfig     = "etcd.yaml"
+	APIServerConf  = "apiserver.yaml"
+	KubeconfigFile = "admin.kubeconfig"
+)
+
+// Options configure Up.
+type Options struct {
+	// Dir holds everything: pki/, etcd/ (data), etcd.yaml,
+	// apiserver.yaml and admin.kubeconfig.
+	Dir string
+	// Port is the apiserver's port on 127.0.0.1; 0 asks the OS for a
+	// free one (tests).
+	Port int
+	// Out gets the result (how to use the cluster); ErrOut the progress.
+	// Either may be nil.
+	Out, ErrOut io.Writer
+	// Logger receives the roles' logs; nil discards them.
+	Logger *slog.Logger
+	// Version and Commit are what /version reports.
+	Version, Commit string
+	// ReadyTimeout bounds the wait for etcd and the apiserver; 2 minutes
+	// when zero.
+	ReadyTimeout time.Duration
+}
+
+// KubeconfigPath is where Up writes the admin kubeconfig for dir.
+func KubeconfigPath(dir string) string { return filepath.Join(dir, KubeconfigFile) }
+
+// Up runs the control plane in the foreground until ctx ends, then stops
+// the apiserver and then etcd and returns nil; or it returns the first
+// error. It writes DIR/admin.kubeconfig (mode 0600) once the apiserver's
+// /readyz is ok and removes it again when it stops (and any left from an
+// earlier run when it starts), so the file exists only while a ready
+// control plane serves it.
+//
+// Ports: the apiserver on 127.0.0.1:Port; etcd's client and peer ports
+// are picked by the OS on the first run and recorded in DIR/etcd.yaml,
+// so they stay the same across restarts and never collide with a real
+// etcd on 2379/2380; etcd's plain-HTTP health and metrics listener takes
+// a fresh free port each run.
+func Up(ctx context.Context, o Options) (err error) {
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.ErrOut == nil {
+		o.ErrOut = io.Discard
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 2 * time.Minute
+	}
+	if o.Dir == "" {
+		return errors.New("local: no folder (--dir)")
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		return fmt.Errorf("local: --port %d is not a TCP port (0-65535; 0 picks a free one)", o.Port)
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	kubeconfig := KubeconfigPath(dir)
+	if err := os.Remove(kubeconfig); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("local: removing the old kubeconfig: %w", err)
+	}
+	step := func(format string, args ...any) { fmt.Fprintf(o.ErrOut, " ✓ "+format+"\n", args...) }
+
+	// Bind the API port first: a busy port fails before anything starts,
+	// and port 0 becomes a real port for the certificates' kubeconfigs.
+	apiLn, err := net.Listen("tcp", net.JoinHostPort(Address, strconv.Itoa(o.Port)))
+	if err != nil {
+		return fmt.Errorf("local: apiserver port: %w", err)
+	}
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			apiLn.Close()
+		}
+	}()
+	port := apiLn.Addr().(*net.TCPAddr).Port
+
+	inv, err := issuePKI(ctx, dir, port, o.ErrOut)
+	if err != nil {
+		return err
+	}
+	step("PKI in %s", inv.Dir)
+
+	etcdCfg, err := etcdConfig(dir, inv)
+	if err != nil {
+		return err
+	}
+	member, err := etcd.NewMember(etcdCfg, o.Logger)
+	if err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	if err := member.Start(ctx); err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	defer member.Close() // runs last: etcd stops after the apiserver
+	readyCtx, cancelReady := context.WithTimeout(ctx, o.ReadyTimeout)
+	defer cancelReady()
+	select {
+	case <-member.ReadyNotify():
+	case err := <-member.Err():
+		return fmt.Errorf("local: %w", err)
+	case <-readyCtx.Done():
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("local: etcd not ready after %s", o.ReadyTimeout)
+	}
+	etcdURL := etcdCfg.ListenClientURLs[0]
+	step("etcd member %s ready at %s (data in %s)", etcdCfg.Name, etcdURL, etcdCfg.DataDir)
+
+	apiCfg, err := apiserverConfig(dir, inv, port, etcdURL)
+	if err != nil {
+		return err
+	}
+	apiCfg.Listener = apiLn
+	apiCfg.Version, apiCfg.Commit = o.Version, o.Commit
+	inst, err := apiserver.NewInstance(apiCfg, o.Logger)
+	if err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	if err := inst.Start(ctx); err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	handedOver = true
+	defer inst.Close() // runs first
+	server := "https://" + inst.Addr().String()
+	select {
+	case <-inst.ReadyNotify():
+	case err := <-inst.Err():
+		return fmt.Errorf("local: %w", err)
+	case err := <-member.Err():
+		return fmt.Errorf("local: %w", err)
+	case <-readyCtx.Done():
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("local: apiserver not ready after %s", o.ReadyTimeout)
+	}
+	if err := waitReadyz(readyCtx, server, inv.Path(inv.Cert(pki.ClusterCA).CertFile)); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("local: %w", err)
+	}
+	step("apiserver ready at %s", server)
+
+	data, err := pki.KubeconfigFor(inv, "admin")
+	if err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	if err := writeFileAtomic(kubeconfig, data, 0o600); err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	// Removed first on the way out, so the file exists only while this
+	// control plane is ready (a stale one would point at a closed port).
+	defer os.Remove(kubeconfig)
+	fmt.Fprintf(o.Out, "kforge local control plane is ready: apiserver %s, etcd %s.\n", server, etcdURL)
+	fmt.Fprintf(o.Out, "Use it with:\n\n  kubectl --kubeconfig %s get ns\n\n", kubeconfig)
+	fmt.Fprintf(o.Out, "Stop it with Ctrl-C (SIGINT) or SIGTERM; the data stays in %s.\n", dir)
+
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(o.ErrOut, "stopping: apiserver, then etcd")
+		return nil
+	case err := <-inst.Err():
+		return fmt.Errorf("local: %w", err)
+	case err := <-member.Err():
+		return fmt.Errorf("local: %w", err)
+	}
+}
+
+// Cluster is the cluster spec Up issues the PKI for: one master named
+// "local" at 127.0.0.1, behind a "load balancer" that is the apiserver
+// itself at 127.0.0.1:port.
+func Cluster(dir string, port int) (*cluster.Cluster, error) {
+	c := &cluster.Cluster{
+		APIVersion: cluster.APIVersion,
+		Kind:       cluster.Kind,
+		Metadata:   cluster.Metadata{Name: ClusterName},
+		Spec: cluster.Spec{
+			LoadBalancer: cluster.LoadBalancer{Address: Address, Port: port},
+			Hosts:        []cluster.Host{{Name: HostName, Address: Address, Role: cluster.RoleMaster}},
+			Network:      cluster.Network{PodCIDR: PodCIDR, ServiceCIDR: ServiceCIDR},
+			PKI:          cluster.PKI{Dir: PKIDir},
+		},
+	}
+	c.SetDefaults()
+	c.ResolvePaths(dir)
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("local: the cluster spec: %w", err)
+	}
+	return c, nil
+}
+
+// issuePKI issues (or reuses) the PKI under dir/pki. A new port only
+// rewrites the kubeconfigs.
+func issuePKI(ctx context.Context, dir string, port int, progress io.Writer) (*pki.Inventory, error) {
+	c, err := Cluster(dir, port)
+	if err != nil {
+		return nil, err
+	}
+	inv, err := pki.NewInventory(c, "")
+	if err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	if _, err := pki.Init(ctx, inv, pki.InitOptions{}); err != nil {
+		return nil, fmt.Errorf("local: PKI: %w", err)
+	}
+	return inv, nil
+}
+
+// hostFile returns the path, relative to dir, of a file of the local
+// host's PKI folder: its own certificate or key (id "local/NAME"), or its
+// copy of a CA certificate or the service-account key pair (source
+// path, relative to the PKI dir).
+func hostFile(inv *pki.Inventory, source string) (string, error) {
+	for _, f := range inv.FilesFor(HostName) {
+		if f.Source == source || f.Path == source {
+			return PKIDir + "/" + f.Path, nil
+		}
+	}
+	return "", fmt.Errorf("local: the PKI inventory has no %s for host %s", source, HostName)
+}
+
+// files resolves a list of names for the templates.
+func files(inv *pki.Inventory) (map[string]string, error) {
+	out := map[string]string{}
+	own := func(key, id string, key2 bool) error {
+		c := inv.Cert(id)
+		if c == nil {
+			return fmt.Errorf("local: the PKI inventory has no certificate %s", id)
+		}
+		p := c.CertFile
+		if key2 {
+			p = c.KeyFile
+		}
+		f, err := hostFile(inv, p)
+		out[key] = f
+		return err
+	}
+	for _, e := range []struct {
+		key, id string
+		isKey   bool
+	}{
+		{"EtcdServerCert", HostName + "/etcd-server", false}, {"EtcdServerKey", HostName + "/etcd-server", true},
+		{"EtcdPeerCert", HostName + "/etcd-peer", false}, {"EtcdPeerKey", HostName + "/etcd-peer", true},
+		{"APIServerCert", HostName + "/apiserver", false}, {"APIServerKey", HostName + "/apiserver", true},
+		{"EtcdClientCert", HostName + "/apiserver-etcd-client", false}, {"EtcdClientKey", HostName + "/apiserver-etcd-client", true},
+	} {
+		if err := own(e.key, e.id, e.isKey); err != nil {
+			return nil, err
+		}
+	}
+	for key, src := range map[string]string{
+		"EtcdCA":    inv.Cert(pki.EtcdCA).CertFile,
+		"ClusterCA": inv.Cert(pki.ClusterCA).CertFile,
+		"SAKey":     inv.ServiceAccountKey,
+		"SAPub":     inv.ServiceAccountPub,
+	} {
+		f, err := hostFile(inv, src)
+		if err != nil {
+			return nil, err
+		}
+		out[key] = f
+	}
+	return out, nil
+}
+
+var etcdTemplate = template.Must(template.New("etcd").Parse(`# Written by "kforge local up" on its first run and reused after: it fixes
+# etcd's ports and data dir. Relative paths are against this file's folder.
+apiVersion: kforge.dev/v1alpha1
+kind: EtcdConfig
+name: {{.Name}}
+dataDir: {{.DataDir}}
+listenPeerURLs: [{{.PeerURL}}]
+listenClientURLs: [{{.ClientURL}}]
+initialCluster: {{.Name}}={{.PeerURL}}
+initialClusterState: new
+initialClusterToken: kforge-local
+tls:
+  certFile: {{.F.EtcdServerCert}}
+  keyFile: {{.F.EtcdServerKey}}
+  peerCertFile: {{.F.EtcdPeerCert}}
+  peerKeyFile: {{.F.EtcdPeerKey}}
+  trustedCAFile: {{.F.EtcdCA}}
+metricsAddress: 127.0.0.1:0       # a free port on each start
+`))
+
+// etcdConfig loads DIR/etcd.yaml, writing it first on the first run with
+// client and peer ports the OS picks.
+func etcdConfig(dir string, inv *pki.Inventory) (*etcd.Config, error) {
+	path := filepath.Join(dir, EtcdConfig)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		f, err := files(inv)
+		if err != nil {
+			return nil, err
+		}
+		client, peer, err := freePorts()
+		if err != nil {
+			return nil, fmt.Errorf("local: picking etcd ports: %w", err)
+		}
+		var b strings.Builder
+		if err := etcdTemplate.Execute(&b, map[string]any{
+			"Name": HostName, "DataDir": EtcdDataDir, "F": f,
+			"ClientURL": "https://" + net.JoinHostPort(Address, strconv.Itoa(client)),
+			"PeerURL":   "https://" + net.JoinHostPort(Address, strconv.Itoa(peer)),
+		}); err != nil {
+			return nil, fmt.Errorf("local: %w", err)
+		}
+		if err := writeFileAtomic(path, []byte(b.String()), 0o600); err != nil {
+			return nil, fmt.Errorf("local: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	c, err := etcd.LoadConfig(path)
+	if err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	return c, nil
+}
+
+var apiserverTemplate = template.Must(template.New("apiserver").Parse(`# Written by "kforge local up" on every start. Relative paths are against
+# this file's folder.
+apiVersion: kforge.dev/v1alpha1
+kind: APIServerConfig
+bindAddress: {{.Bind}}
+tls:
+  certFile: {{.F.APIServerCert}}
+  keyFile: {{.F.APIServerKey}}
+  clientCAFile: {{.F.ClusterCA}}
+etcd:
+  endpoints: [{{.Etcd}}]
+  caFile: {{.F.EtcdCA}}
+  certFile: {{.F.EtcdClientCert}}
+  keyFile: {{.F.EtcdClientKey}}
+serviceCIDR: {{.ServiceCIDR}}
+serviceAccount:
+  keyFile: {{.F.SAKey}}
+  publicKeyFile: {{.F.SAPub}}
+metrics:
+  enabled: true
+`))
+
+// apiserverConfig writes DIR/apiserver.yaml for this run and loads it.
+func apiserverConfig(dir string, inv *pki.Inventory, port int, etcdURL string) (*apiserver.Config, error) {
+	f, err := files(inv)
+	if err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	if err := apiserverTemplate.Execute(&b, map[string]any{
+		"Bind": net.JoinHostPort(Address, strconv.Itoa(port)), "Etcd": etcdURL,
+		"ServiceCIDR": ServiceCIDR, "F": f,
+	}); err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	path := filepath.Join(dir, APIServerConf)
+	if err := writeFileAtomic(path, []byte(b.String()), 0o600); err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	c, err := apiserver.LoadConfig(path)
+	if err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	return c, nil
+}
+
+// freePorts asks the OS for two free loopback ports. Both listeners are
+// held open together so the two differ.
+func freePorts() (a, b int, err error) {
+	l1, err := net.Listen("tcp", net.JoinHostPort(Address, "0"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer l1.Close()
+	l2, err := net.Listen("tcp", net.JoinHostPort(Address, "0"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer l2.Close()
+	return l1.Addr().(*net.TCPAddr).Port, l2.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitReadyz polls server/readyz, trusting the cluster CA, until it
+// answers 200 or ctx ends.
+func waitReadyz(ctx context.Context, server, caFile string) error {
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return fmt.Errorf("%s holds no certificate", caFile)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	u, err := url.JoinPath(server, "readyz")
+	if err != nil {
+		return err
+	}
+	var last error
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("apiserver /readyz not ok: %w", last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// writeFileAtomic writes through a temporary file in the same folder and
+// renames it, so a reader never sees half a file.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

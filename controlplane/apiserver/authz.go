@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/validation/path"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -47,7 +50,7 @@ func isResourcePath(parts []string) bool {
 
 // authorize allows system:masters everything and asks RBAC about everyone
 // else. A denial is a 403 Status with upstream's message.
-func (s *Server) authorize(ctx context.Context, req *request) error {
+func (s *Server) authorize(r *http.Request, req *request) error {
 	if req.user.in(rbac.Masters) {
 		return nil
 	}
@@ -61,7 +64,17 @@ func (s *Server) authorize(ctx context.Context, req *request) error {
 	if req.res.Group == "" && req.res.Plural == "namespaces" && req.name != "" {
 		at.Namespace = req.name
 	}
-	allowed, reason, err := s.rbacAllows(ctx, at)
+	// As upstream: a list or watch of one object by metadata.name is a
+	// request for that name, so resourceNames rules can grant it (an
+	// informer on a single node or secret).
+	if (req.verb == "list" || req.verb == "watch") && req.name == "" {
+		if fs, err := fields.ParseSelector(r.URL.Query().Get("fieldSelector")); err == nil {
+			if name, ok := fs.RequiresExactMatch("metadata.name"); ok && len(path.IsValidPathSegmentName(name)) == 0 {
+				at.Name = name
+			}
+		}
+	}
+	allowed, reason, err := s.rbacAllows(r.Context(), at)
 	if err != nil || allowed {
 		return err
 	}
@@ -78,7 +91,7 @@ func (s *Server) authorize(ctx context.Context, req *request) error {
 	if reason != "" {
 		what += ": " + reason
 	}
-	return apierrors.NewForbidden(req.gr(), req.name, errors.New(what))
+	return apierrors.NewForbidden(req.gr(), at.Name, errors.New(what))
 }
 
 // authorizeNonResource checks a request for a path that is not a resource

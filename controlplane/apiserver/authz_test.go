@@ -188,7 +188,7 @@ func TestRBACResourceNamesAndSubresources(t *testing.T) {
 	rbac := e.admin.RbacV1()
 	if _, err := rbac.Roles("a").Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "narrow"},
 		Rules: []rbacv1.PolicyRule{
-			{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"allowed"}},
+			{Verbs: []string{"get", "list", "watch"}, APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"allowed"}},
 			{Verbs: []string{"get", "update"}, APIGroups: []string{""}, Resources: []string{"pods/status"}},
 		}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -210,6 +210,21 @@ func TestRBACResourceNamesAndSubresources(t *testing.T) {
 	}
 	if _, err := erin.CoreV1().ConfigMaps("a").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Fatalf("resourceNames granted a list: %v", err)
+	}
+	// A list or watch of the one allowed name (as a single-object informer
+	// does) is a request for that name, as upstream.
+	one := metav1.ListOptions{FieldSelector: "metadata.name=allowed"}
+	if l, err := erin.CoreV1().ConfigMaps("a").List(ctx, one); err != nil || len(l.Items) != 1 {
+		t.Fatalf("list by metadata.name: %v", err)
+	}
+	w, err := erin.CoreV1().ConfigMaps("a").Watch(ctx, one)
+	if err != nil {
+		t.Fatalf("watch by metadata.name: %v", err)
+	}
+	w.Stop()
+	_, err = erin.CoreV1().ConfigMaps("a").List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=other"})
+	if want := `configmaps "other" is forbidden: User "erin" cannot list resource "configmaps" in API group "" in the namespace "a"`; !apierrors.IsForbidden(err) || err.Error() != want {
+		t.Fatalf("list other by name:\n got %v\nwant %q", err, want)
 	}
 
 	// pods/status is allowed, the pod itself is not.

@@ -173,7 +173,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.user = u
-	if err := s.authorize(r.Context(), req); err != nil {
+	if err := s.authorize(r, req); err != nil {
 		writeError(w, err)
 		return
 	}

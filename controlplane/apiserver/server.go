@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"kforge.dev/kforge/controlplane/apiserver/rbac"
 	"kforge.dev/kforge/controlplane/apiserver/storage"
 )
 
@@ -35,6 +36,10 @@ type Options struct {
 	BookmarkInterval time.Duration
 	// DisableMetrics turns off request metrics and /metrics (metrics.go).
 	DisableMetrics bool
+	// AuthzSyncTimeout is how long a request that needs RBAC waits for the
+	// authorization index to load before it is answered 503; five seconds
+	// when zero.
+	AuthzSyncTimeout time.Duration
 }
 
 // Server is the Kubernetes-compatible API server: the HTTP handler over the
@@ -54,6 +59,9 @@ type Server struct {
 	nWatch  int
 
 	metrics *metrics // nil when disabled
+
+	authz     *rbac.Authorizer
+	authzOnce sync.Once
 }
 
 // New builds a Server. Call Bootstrap before serving.
@@ -70,7 +78,11 @@ func New(o Options) (*Server, error) {
 	if o.BookmarkInterval == 0 {
 		o.BookmarkInterval = time.Minute
 	}
-	s := &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger}
+	if o.AuthzSyncTimeout == 0 {
+		o.AuthzSyncTimeout = 5 * time.Second
+	}
+	s := &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger,
+		authz: rbac.New(o.Store, o.Logger)}
 	if !o.DisableMetrics {
 		s.metrics = newMetrics(s.OpenWatches)
 	}
@@ -78,7 +90,9 @@ func New(o Options) (*Server, error) {
 }
 
 // Bootstrap creates what must exist from the start: the default, kube-system,
-// kube-public and kube-node-lease namespaces. It is idempotent.
+// kube-public and kube-node-lease namespaces, and the bootstrap RBAC policy
+// (roles and bindings missing are created; existing ones are left as they
+// are). It is idempotent.
 func (s *Server) Bootstrap(ctx context.Context) error {
 	nsRes := s.reg.Lookup("", "v1", "namespaces")
 	for _, name := range []string{metav1.NamespaceDefault, metav1.NamespaceSystem, metav1.NamespacePublic, corev1.NamespaceNodeLease} {
@@ -88,7 +102,7 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 			return fmt.Errorf("apiserver: creating namespace %s: %w", name, err)
 		}
 	}
-	return nil
+	return s.bootstrapRBAC(ctx)
 }
 
 // WaitForWatches waits until every open watch has ended (after the
@@ -150,6 +164,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if path != "" {
 		parts = strings.Split(path, "/")
 	}
+	if !isResourcePath(parts) {
+		if err := s.authorizeNonResource(r.Context(), u, r.Method, "/"+path); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	if len(parts) == 0 {
 		writeJSON(w, http.StatusOK, map[string][]string{"paths": {"/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"}})
 		return
@@ -163,35 +183,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.user = u
-	if err := s.authorize(req); err != nil {
+	if err := s.authorize(r, req); err != nil {
 		writeError(w, err)
 		return
 	}
 	s.serveResource(w, r, req)
 }
 
-// authorize allows system:masters everything. Other users are refused
-// until RBAC evaluation lands; the message has upstream's shape.
-func (s *Server) authorize(req *request) error {
-	if req.user.in("system:masters") {
-		return nil
-	}
-	what := fmt.Sprintf("User %q cannot %s resource %q in API group %q", req.user.Name, req.verb, req.res.Plural, req.res.Group)
-	if req.sub != "" {
-		what = fmt.Sprintf("User %q cannot %s resource %q in API group %q", req.user.Name, req.verb, req.res.Plural+"/"+req.sub, req.res.Group)
-	}
-	if req.ns != "" {
-		what += fmt.Sprintf(" in the namespace %q", req.ns)
-	} else {
-		what += " at the cluster scope"
-	}
-	return apierrors.NewForbidden(req.res.GroupVersion().WithResource(req.res.Plural).GroupResource(), req.name, errors.New(what))
-}
-
 // Serve serves the API on l with TLS until ctx ends, then shuts down:
 // the listener closes first, in-flight requests and watches end, then
-// Serve returns.
+// Serve returns. The first Serve also runs the RBAC index until it returns.
 func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Config) error {
+	if stop := s.startAuthorizer(ctx); stop != nil {
+		defer stop()
+	}
 	hs := &http.Server{
 		Handler:           s.handler(),
 		TLSConfig:         tlsConfig,

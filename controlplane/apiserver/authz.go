@@ -1,0 +1,160 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/validation/path"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"kforge.dev/kforge/controlplane/apiserver/rbac"
+)
+
+// startAuthorizer runs the RBAC index in a goroutine the first time it is
+// called and returns a func that stops it and waits for it; later calls
+// return nil (the first caller owns the goroutine).
+func (s *Server) startAuthorizer(ctx context.Context) (stop func()) {
+	s.authzOnce.Do(func() {
+		ctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.authz.Run(ctx) })
+		stop = func() {
+			cancel()
+			wg.Wait()
+		}
+	})
+	return stop
+}
+
+// isResourcePath tells resource requests (api/v1/RES..., apis/G/V/RES...)
+// from the rest (discovery, /version, /): upstream's split, which decides
+// between resource rules and nonResourceURLs rules.
+func isResourcePath(parts []string) bool {
+	switch {
+	case len(parts) >= 3 && parts[0] == "api":
+		return true
+	case len(parts) >= 4 && parts[0] == "apis":
+		return true
+	}
+	return false
+}
+
+// authorize allows system:masters everything and asks RBAC about everyone
+// else. A denial is a 403 Status with upstream's message.
+func (s *Server) authorize(r *http.Request, req *request) error {
+	if req.user.in(rbac.Masters) {
+		return nil
+	}
+	at := rbac.Attributes{
+		User: rbac.User{Name: req.user.Name, Groups: req.user.Groups}, Verb: req.verb,
+		ResourceRequest: true, APIGroup: req.res.Group, Resource: req.res.Plural, Subresource: req.sub,
+		Namespace: req.ns, Name: req.name,
+	}
+	// As upstream: a namespace object is in its own namespace, so a
+	// RoleBinding there can grant reading it.
+	if req.res.Group == "" && req.res.Plural == "namespaces" && req.name != "" {
+		at.Namespace = req.name
+	}
+	// As upstream: a list or watch of one object by metadata.name is a
+	// request for that name, so resourceNames rules can grant it (an
+	// informer on a single node or secret).
+	if (req.verb == "list" || req.verb == "watch") && req.name == "" {
+		if fs, err := fields.ParseSelector(r.URL.Query().Get("fieldSelector")); err == nil {
+			if name, ok := fs.RequiresExactMatch("metadata.name"); ok && len(path.IsValidPathSegmentName(name)) == 0 {
+				at.Name = name
+			}
+		}
+	}
+	allowed, reason, err := s.rbacAllows(r.Context(), at)
+	if err != nil || allowed {
+		return err
+	}
+	resource := at.Resource
+	if at.Subresource != "" {
+		resource += "/" + at.Subresource
+	}
+	what := fmt.Sprintf("User %q cannot %s resource %q in API group %q", at.User.Name, at.Verb, resource, at.APIGroup)
+	if at.Namespace != "" {
+		what += fmt.Sprintf(" in the namespace %q", at.Namespace)
+	} else {
+		what += " at the cluster scope"
+	}
+	if reason != "" {
+		what += ": " + reason
+	}
+	return apierrors.NewForbidden(req.gr(), at.Name, errors.New(what))
+}
+
+// authorizeNonResource checks a request for a path that is not a resource
+// (discovery, /version) against nonResourceURLs rules.
+func (s *Server) authorizeNonResource(ctx context.Context, u user, method, path string) error {
+	if u.in(rbac.Masters) {
+		return nil
+	}
+	verb := strings.ToLower(method)
+	allowed, reason, err := s.rbacAllows(ctx, rbac.Attributes{User: rbac.User{Name: u.Name, Groups: u.Groups}, Verb: verb, Path: path})
+	if err != nil || allowed {
+		return err
+	}
+	what := fmt.Sprintf("User %q cannot %s path %q", u.Name, verb, path)
+	if reason != "" {
+		what += ": " + reason
+	}
+	return apierrors.NewForbidden(schema.GroupResource{}, "", errors.New(what))
+}
+
+// rbacAllows waits (briefly) for the RBAC index to sync, then asks it: a
+// request is never allowed by an index that has not loaded yet.
+func (s *Server) rbacAllows(ctx context.Context, at rbac.Attributes) (bool, string, error) {
+	if err := s.authz.WaitForSync(ctx, s.cfg.AuthzSyncTimeout); err != nil {
+		return false, "", apierrors.NewServiceUnavailable("authorization is not ready yet: " + err.Error())
+	}
+	allowed, reason := s.authz.Authorize(at)
+	return allowed, reason, nil
+}
+
+// bootstrapRBAC creates the bootstrap roles and bindings that do not exist;
+// an existing object, perhaps edited by an operator, is left alone.
+func (s *Server) bootstrapRBAC(ctx context.Context) error {
+	p := rbac.Bootstrap()
+	type item struct {
+		kind string
+		obj  runtime.Object
+	}
+	var items []item
+	for _, o := range p.ClusterRoles {
+		items = append(items, item{"ClusterRole", o})
+	}
+	for _, o := range p.ClusterRoleBindings {
+		items = append(items, item{"ClusterRoleBinding", o})
+	}
+	for _, o := range p.Roles {
+		items = append(items, item{"Role", o})
+	}
+	for _, o := range p.RoleBindings {
+		items = append(items, item{"RoleBinding", o})
+	}
+	for _, it := range items {
+		res := s.reg.ByKind(rbacv1.GroupName, it.kind)
+		if res == nil {
+			return fmt.Errorf("apiserver: bootstrap RBAC: %s is not served", it.kind)
+		}
+		m, err := meta.Accessor(it.obj)
+		if err != nil {
+			return fmt.Errorf("apiserver: bootstrap RBAC: %w", err)
+		}
+		if _, err := s.create(ctx, res, m.GetNamespace(), it.obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("apiserver: bootstrap RBAC: creating %s %s: %w", it.kind, m.GetName(), err)
+		}
+	}
+	return nil
+}

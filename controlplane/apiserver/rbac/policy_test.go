@@ -1,0 +1,115 @@
+package rbac
+
+import (
+	"testing"
+)
+
+// bootstrapped returns an Authorizer whose index holds the bootstrap policy.
+func bootstrapped(t *testing.T) *Authorizer {
+	t.Helper()
+	a := New(nil, nil)
+	p := Bootstrap()
+	objs := map[string]any{}
+	for _, o := range p.ClusterRoles {
+		objs["clusterroles/"+o.Name] = o
+	}
+	for _, o := range p.ClusterRoleBindings {
+		objs["clusterrolebindings/"+o.Name] = o
+	}
+	for _, o := range p.Roles {
+		objs["roles/"+o.Namespace+"/"+o.Name] = o
+	}
+	for _, o := range p.RoleBindings {
+		objs["rolebindings/"+o.Namespace+"/"+o.Name] = o
+	}
+	load(t, a, objs)
+	return a
+}
+
+func TestBootstrapPolicyGrants(t *testing.T) {
+	a := bootstrapped(t)
+	u := func(name string, groups ...string) User {
+		return User{Name: name, Groups: append(groups, Authenticated)}
+	}
+	var (
+		scheduler = u(SchedulerUser)
+		cm        = u(ControllerManager)
+		node      = u("system:node:w1", Nodes)
+		proxy     = u(ProxyUser)
+		ingress   = u(IngressUser)
+		dns       = u(DNSUser)
+		nobody    = u("nobody")
+	)
+	tests := []struct {
+		who  User
+		at   Attributes
+		want bool
+	}{
+		{nobody, path("get", "/api"), true},
+		{nobody, path("get", "/apis/apps/v1"), true},
+		{nobody, path("get", "/version"), true},
+		{nobody, path("get", "/openapi/v3"), true},
+		{nobody, path("post", "/api"), false},
+		{nobody, path("get", "/metrics"), false},
+		{nobody, res("list", "", "pods", "", "default", ""), false},
+		{nobody, res("create", "authorization.k8s.io", "selfsubjectaccessreviews", "", "", ""), true},
+
+		{scheduler, res("list", "", "pods", "", "", ""), true},
+		{scheduler, res("watch", "", "pods", "", "", ""), true},
+		{scheduler, res("create", "", "pods", "binding", "default", "p"), true},
+		{scheduler, res("patch", "", "pods", "status", "default", "p"), true},
+		{scheduler, res("update", "", "pods", "", "default", "p"), false},
+		{scheduler, res("list", "", "nodes", "", "", ""), true},
+		{scheduler, res("update", "", "nodes", "", "", "n"), false},
+		{scheduler, res("create", "coordination.k8s.io", "leases", "", "kube-system", ""), true},
+		{scheduler, res("update", "coordination.k8s.io", "leases", "", "kube-system", "kube-scheduler"), true},
+		{scheduler, res("update", "coordination.k8s.io", "leases", "", "default", "kube-scheduler"), false},
+		{scheduler, res("create", "", "events", "", "default", ""), true},
+		{scheduler, res("patch", "events.k8s.io", "events", "", "default", "e"), true},
+		{scheduler, res("delete", "", "namespaces", "", "default", "default"), false},
+		{scheduler, res("get", "", "secrets", "", "default", "s"), false},
+
+		{cm, res("create", "apps", "replicasets", "", "default", ""), true},
+		{cm, res("update", "apps", "deployments", "status", "default", "d"), true},
+		{cm, res("create", "", "pods", "", "default", ""), true},
+		{cm, res("update", "discovery.k8s.io", "endpointslices", "", "default", "e"), true},
+		{cm, res("update", "", "namespaces", "finalize", "x", "x"), true},
+		{cm, res("delete", "networking.k8s.io", "ingresses", "", "x", "i"), true},
+		{cm, res("update", "coordination.k8s.io", "leases", "", "kube-system", "kube-controller-manager"), true},
+		{cm, res("create", "rbac.authorization.k8s.io", "clusterrolebindings", "", "", ""), false},
+
+		{node, res("create", "", "nodes", "", "", ""), true},
+		{node, res("patch", "", "nodes", "status", "", "w1"), true},
+		{node, res("watch", "", "pods", "", "", ""), true},
+		{node, res("update", "", "pods", "status", "default", "p"), true},
+		{node, res("create", "", "pods", "binding", "default", "p"), false},
+		{node, res("update", "coordination.k8s.io", "leases", "", "kube-node-lease", "w1"), true},
+		{node, res("update", "coordination.k8s.io", "leases", "", "kube-system", "kube-scheduler"), false},
+		{node, res("get", "", "secrets", "", "default", "s"), true},
+		{node, res("create", "", "secrets", "", "default", ""), false},
+		{node, res("create", "", "events", "", "default", ""), true},
+
+		{proxy, res("watch", "discovery.k8s.io", "endpointslices", "", "", ""), true},
+		{proxy, res("list", "", "services", "", "", ""), true},
+		{proxy, res("get", "", "secrets", "", "default", "s"), false},
+
+		{ingress, res("watch", "networking.k8s.io", "ingresses", "", "", ""), true},
+		{ingress, res("list", "networking.k8s.io", "ingressclasses", "", "", ""), true},
+		{ingress, res("update", "networking.k8s.io", "ingresses", "status", "default", "i"), true},
+		{ingress, res("update", "networking.k8s.io", "ingresses", "", "default", "i"), false},
+		{ingress, res("get", "", "secrets", "", "default", "tls"), true},
+		{ingress, res("watch", "", "endpoints", "", "", ""), true},
+
+		{dns, res("watch", "", "services", "", "", ""), true},
+		{dns, res("list", "discovery.k8s.io", "endpointslices", "", "", ""), true},
+		{dns, res("get", "", "secrets", "", "default", "s"), false},
+	}
+	for _, tt := range tests {
+		at := tt.at
+		at.User = tt.who
+		if got, _ := a.Authorize(at); got != tt.want {
+			t.Errorf("%s: %s %s/%s/%s ns=%q path=%q: allowed=%v, want %v",
+				tt.who.Name, at.Verb, at.APIGroup, at.Resource, at.Subresource, at.Namespace, at.Path, got, tt.want)
+		}
+	}
+}

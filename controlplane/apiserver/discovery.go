@@ -17,6 +17,11 @@ var (
 		"scale":    {"get", "patch", "update"},
 		"binding":  {"create"},
 		"finalize": {"update"},
+		// Served by the node agent; until it lands they answer 503.
+		"log":         {"get"},
+		"exec":        {"create", "get"},
+		"attach":      {"create", "get"},
+		"portforward": {"create", "get"},
 	}
 )
 
@@ -45,9 +50,13 @@ func (reg *Registry) APIResourceList(group, ver string) (*metav1.APIResourceList
 			continue
 		}
 		found = true
+		verbs := readWriteVerbs
+		if r.Review != nil {
+			verbs = metav1.Verbs{"create"}
+		}
 		list.APIResources = append(list.APIResources, metav1.APIResource{
 			Name: r.Plural, SingularName: r.Singular, Namespaced: r.Namespaced, Kind: r.Kind,
-			Verbs: readWriteVerbs, ShortNames: r.ShortNames, Categories: r.Categories,
+			Verbs: verbs, ShortNames: r.ShortNames, Categories: r.Categories,
 		})
 		for _, sub := range r.Subresources {
 			res := metav1.APIResource{Name: r.Plural + "/" + sub, Namespaced: r.Namespaced, Kind: r.Kind, Verbs: subVerbs[sub]}
@@ -56,6 +65,8 @@ func (reg *Registry) APIResourceList(group, ver string) (*metav1.APIResourceList
 				res.Group, res.Version, res.Kind = scaleGVK.Group, scaleGVK.Version, scaleGVK.Kind
 			case "binding":
 				res.Kind = "Binding"
+			case "log", "exec", "attach", "portforward":
+				res.Kind = map[string]string{"log": "Pod", "exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions"}[sub]
 			}
 			list.APIResources = append(list.APIResources, res)
 		}

@@ -33,6 +33,7 @@ func (s *Server) buildOpenAPI() {
 			Group: r.Group, Version: r.Version, Kind: r.Kind, Plural: r.Plural, Namespaced: r.Namespaced,
 			Subresources: r.Subresources,
 			Object:       reflect.TypeOf(r.New()).Elem(), List: reflect.TypeOf(r.NewList()).Elem(),
+			CreateOnly: r.Review != nil,
 		})
 	}
 	d.docs, d.etags = map[string][]byte{}, map[string]string{}

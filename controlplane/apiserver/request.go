@@ -58,6 +58,9 @@ func (s *Server) parseRequest(r *http.Request, parts []string) (*request, error)
 	if req.name == "" && req.res.Namespaced && req.ns == "" && r.Method != http.MethodGet {
 		return nil, apierrors.NewBadRequest("a namespace is required for " + req.res.Plural)
 	}
+	if req.res.Review != nil && (r.Method != http.MethodPost || req.name != "") {
+		return nil, apierrors.NewMethodNotSupported(req.gr(), r.Method)
+	}
 	q := r.URL.Query()
 	switch r.Method {
 	case http.MethodGet:
@@ -89,6 +92,14 @@ func (s *Server) parseRequest(r *http.Request, parts []string) (*request, error)
 	if (req.verb == "update" || req.verb == "patch") && req.name == "" {
 		return nil, apierrors.NewMethodNotSupported(req.gr(), req.verb+" without a name")
 	}
+	if nodeAgentSubresources[req.sub] {
+		if r.Method == http.MethodGet && req.sub == "log" {
+			req.verb = "get"
+		} else {
+			req.verb = "create"
+		}
+		return req, nil
+	}
 	if req.sub == "binding" && req.verb != "create" {
 		return nil, apierrors.NewMethodNotSupported(req.gr(), req.verb+" on pods/binding")
 	}
@@ -105,3 +116,7 @@ func notFoundPath(r *http.Request) error {
 	e.ErrStatus.Details = nil
 	return e
 }
+
+// nodeAgentSubresources are proxied to the node agent, which has not
+// landed: they answer 503 with a clear message rather than 404.
+var nodeAgentSubresources = map[string]bool{"log": true, "exec": true, "attach": true, "portforward": true}

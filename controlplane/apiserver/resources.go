@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -32,6 +33,9 @@ type Resource struct {
 	// Fields adds kind-specific field-selector fields to metadata.name and
 	// metadata.namespace.
 	Fields func(obj runtime.Object) fields.Set
+	// Review, when set, makes this a create-only kind that is answered,
+	// never stored (SelfSubjectAccessReview and friends).
+	Review func(s *Server, ctx context.Context, u user, obj runtime.Object) (runtime.Object, error)
 }
 
 // GroupVersion of the resource.
@@ -89,7 +93,7 @@ var all = []string{"all"}
 
 // DefaultResources is the table of kinds kforge serves.
 func DefaultResources() []*Resource {
-	return []*Resource{
+	return append([]*Resource{
 		{Group: "", Version: "v1", Kind: "Namespace", Plural: "namespaces", ShortNames: []string{"ns"}, Subresources: []string{"status", "finalize"},
 			New: newOf[corev1.Namespace](), NewList: newOf[corev1.NamespaceList](),
 			Fields: func(o runtime.Object) fields.Set {
@@ -101,7 +105,7 @@ func DefaultResources() []*Resource {
 				return fields.Set{"spec.unschedulable": boolString(o.(*corev1.Node).Spec.Unschedulable)}
 			}},
 		{Group: "", Version: "v1", Kind: "Pod", Plural: "pods", ShortNames: []string{"po"}, Categories: all, Namespaced: true,
-			Subresources: []string{"status", "binding"},
+			Subresources: []string{"status", "binding", "log", "exec", "attach", "portforward"},
 			New:          newOf[corev1.Pod](), NewList: newOf[corev1.PodList](),
 			Fields: func(o runtime.Object) fields.Set {
 				p := o.(*corev1.Pod)
@@ -160,7 +164,7 @@ func DefaultResources() []*Resource {
 			New: newOf[rbacv1.RoleBinding](), NewList: newOf[rbacv1.RoleBindingList]()},
 		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBinding", Plural: "clusterrolebindings",
 			New: newOf[rbacv1.ClusterRoleBinding](), NewList: newOf[rbacv1.ClusterRoleBindingList]()},
-	}
+	}, reviewResources()...)
 }
 
 // scaleGVK is the kind of every /scale subresource.

@@ -34,6 +34,15 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 		ctx = context.WithValue(ctx, dryRunKey{}, true)
 	}
 	gvk := req.res.GroupVersion().WithKind(req.res.Kind)
+	if nodeAgentSubresources[req.sub] {
+		if _, err := s.get(ctx, req.res, req.ns, req.name); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeError(w, apierrors.NewServiceUnavailable(fmt.Sprintf(
+			"pods/%s is served by the node agent (kforge agent), which this cluster does not run yet", req.sub)))
+		return
+	}
 	var (
 		obj      runtime.Object
 		code     = http.StatusOK
@@ -70,6 +79,13 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 		case req.sub == "scale":
 			obj, warnings, err = s.updateScale(ctx, req, r, body)
 			gvk = scaleGVK
+		case req.res.Review != nil:
+			into := req.res.New()
+			warnings, err = decodeBody(r, body, gvk, into)
+			if err == nil {
+				obj, err = req.res.Review(s, ctx, req.user, into)
+				code = http.StatusCreated
+			}
 		case req.verb == "create":
 			into := req.res.New()
 			warnings, err = decodeBody(r, body, gvk, into)
@@ -89,6 +105,9 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 	case "delete":
 		var opts metav1.DeleteOptions
 		if opts, err = deleteOptions(r); err == nil {
+			if len(opts.DryRun) > 0 { // client-go sends it in the body
+				ctx = context.WithValue(ctx, dryRunKey{}, true)
+			}
 			obj, err = s.delete(ctx, req.res, req.ns, req.name, opts)
 		}
 	case "deletecollection":
@@ -635,6 +654,9 @@ func (s *Server) deleteCollection(ctx context.Context, req *request, r *http.Req
 	opts, err := deleteOptions(r)
 	if err != nil {
 		return nil, err
+	}
+	if len(opts.DryRun) > 0 {
+		ctx = context.WithValue(ctx, dryRunKey{}, true)
 	}
 	listObj, err := s.list(ctx, req, r)
 	if err != nil {

@@ -17,6 +17,8 @@ type Kind struct {
 	Subresources                 []string
 	// Object and List are the Go types of the kind and its list.
 	Object, List reflect.Type
+	// CreateOnly kinds (access reviews) are only ever POSTed.
+	CreateOnly bool
 }
 
 var (
@@ -75,7 +77,9 @@ func Document(gv schema.GroupVersion, kinds []Kind) Schema {
 	b := NewBuilder()
 	for _, k := range kinds {
 		b.SetGVK(k.Object, schema.GroupVersionKind{Group: k.Group, Version: k.Version, Kind: k.Kind})
-		b.SetGVK(k.List, schema.GroupVersionKind{Group: k.Group, Version: k.Version, Kind: k.Kind + "List"})
+		if !k.CreateOnly {
+			b.SetGVK(k.List, schema.GroupVersionKind{Group: k.Group, Version: k.Version, Kind: k.Kind + "List"})
+		}
 	}
 	for _, v := range []string{"v1"} {
 		b.SetGVK(statusType, schema.GroupVersionKind{Version: v, Kind: "Status"})
@@ -96,7 +100,10 @@ func Document(gv schema.GroupVersion, kinds []Kind) Schema {
 	for _, k := range kinds {
 		gvk := Schema{"group": k.Group, "version": k.Version, "kind": k.Kind}
 		objRef := b.Ref(k.Object)
-		listRef := b.Ref(k.List)
+		listRef := ""
+		if !k.CreateOnly {
+			listRef = b.Ref(k.List)
+		}
 		statusRef := b.Ref(statusType)
 		nsPart, nsParams := "", []Schema{}
 		collection := prefix + "/" + k.Plural
@@ -155,6 +162,12 @@ func Document(gv schema.GroupVersion, kinds []Kind) Schema {
 			return withParams(ps...)
 		}
 
+		if k.CreateOnly {
+			paths[collection] = Schema{
+				"post": op("create", "post", "create a "+k.Kind, writeParams(false, false), Schema{"requestBody": body(objRef), "responses": resp(objRef, "200", "201", "202")}),
+			}
+			continue
+		}
 		paths[collection] = Schema{
 			"get":    op("list", "list", "list or watch objects of kind "+k.Kind, withParams(append([]Schema{prettyParam}, listParams...)...), Schema{"responses": resp(listRef, "200")}),
 			"post":   op("create", "post", "create a "+k.Kind, writeParams(false, false), Schema{"requestBody": body(objRef), "responses": resp(objRef, "200", "201", "202")}),
@@ -179,7 +192,7 @@ func Document(gv schema.GroupVersion, kinds []Kind) Schema {
 				p["x-kubernetes-group-version-kind"] = Schema{"group": "", "version": "v1", "kind": "Binding"}
 				paths[collection+"/{name}/binding"] = Schema{"post": p}
 				continue
-			case "finalize":
+			case "finalize", "log", "exec", "attach", "portforward":
 				continue
 			}
 			suffix := camel(sub)

@@ -298,3 +298,36 @@ func (a *Authorizer) rulesLocked(ref rbacv1.RoleRef, namespace string) ([]rbacv1
 		return nil, fmt.Errorf("unsupported role reference kind: %q", ref.Kind)
 	}
 }
+
+// RulesFor lists the rules that apply to a user in a namespace (cluster
+// bindings plus the namespace's bindings), for SelfSubjectRulesReview.
+// Broken role references are reported in incomplete.
+func (a *Authorizer) RulesFor(u User, namespace string) (rules []rbacv1.PolicyRule, incomplete []string) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for _, b := range a.clusterBindings {
+		if !subjectsInclude(b.Subjects, u, "") {
+			continue
+		}
+		rs, err := a.rulesLocked(b.RoleRef, "")
+		if err != nil {
+			incomplete = append(incomplete, err.Error())
+			continue
+		}
+		rules = append(rules, rs...)
+	}
+	if namespace != "" {
+		for _, b := range a.bindings[namespace] {
+			if !subjectsInclude(b.Subjects, u, namespace) {
+				continue
+			}
+			rs, err := a.rulesLocked(b.RoleRef, namespace)
+			if err != nil {
+				incomplete = append(incomplete, err.Error())
+				continue
+			}
+			rules = append(rules, rs...)
+		}
+	}
+	return rules, incomplete
+}

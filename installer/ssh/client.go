@@ -447,7 +447,12 @@ func (c *Client) exec(ctx context.Context, cmd string, stdin io.Reader) (stdout,
 	case <-ctx.Done():
 		_ = s.Signal(gossh.SIGKILL)
 		s.Close()
-		<-waited
+		// A server that ignores the signal may keep the session open; do
+		// not wait for it for long (Close of the Client ends it anyway).
+		select {
+		case <-waited:
+		case <-time.After(time.Second):
+		}
 		return out.Bytes(), errOut.Bytes(), -1, ctx.Err()
 	}
 	var ee *gossh.ExitError

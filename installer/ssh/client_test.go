@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/user"
@@ -336,14 +337,21 @@ func testUpload(t *testing.T, c *Client, dir string) {
 	if changed, err = c.Upload(ctx, up); err != nil || !changed {
 		t.Errorf("mode change: changed=%v %v", changed, err)
 	}
-	// New content replaces the file by rename (new inode), leaving no temp files.
+	// New content replaces the file by rename: a reader that has the old
+	// file open still reads all of the old content. No temp files are left.
+	old, err := os.Open(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
 	up.File = BytesFile([]byte("version two, longer\n"))
 	if changed, err = c.Upload(ctx, up); err != nil || !changed {
 		t.Fatalf("new content: changed=%v %v", changed, err)
 	}
 	data, _ = os.ReadFile(dst)
-	if string(data) != "version two, longer\n" || inode(t, dst) == ino {
-		t.Errorf("after update: %q, same inode %v", data, inode(t, dst) == ino)
+	oldData, _ := io.ReadAll(old)
+	if string(data) != "version two, longer\n" || string(oldData) != "version one\n" {
+		t.Errorf("after update: %q; the old file now reads %q", data, oldData)
 	}
 	entries, _ := os.ReadDir(filepath.Dir(dst))
 	if len(entries) != 1 {

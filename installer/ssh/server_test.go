@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 	"testing"
 
 	"github.com/pkg/sftp"
@@ -187,8 +188,7 @@ func (s *testServer) session(ch gossh.Channel, reqs <-chan *gossh.Request) {
 				return
 			}
 			req.Reply(true, nil)
-			go gossh.DiscardRequests(reqs)
-			s.exec(ch, p.Command)
+			s.exec(ch, reqs, p.Command)
 			return
 		case "subsystem":
 			var p struct{ Name string }
@@ -212,12 +212,28 @@ func (s *testServer) session(ch gossh.Channel, reqs <-chan *gossh.Request) {
 	}
 }
 
-func (s *testServer) exec(ch gossh.Channel, command string) {
+func (s *testServer) exec(ch gossh.Channel, reqs <-chan *gossh.Request, command string) {
 	cmd := exec.Command("sh", "-c", command)
 	stdin := &recorder{}
 	cmd.Stdin = io.TeeReader(ch, stdin)
 	cmd.Stdout, cmd.Stderr = ch, ch.Stderr()
-	err := cmd.Run()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = time.Second
+	// Like OpenSSH, a "signal" request kills the command.
+	if err := cmd.Start(); err != nil {
+		return
+	}
+	go func() {
+		for req := range reqs {
+			if req.Type == "signal" && cmd.Process != nil {
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			}
+			if req.WantReply {
+				req.Reply(false, nil)
+			}
+		}
+	}()
+	err := cmd.Wait()
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

@@ -111,6 +111,7 @@ those daemons itself: each is a role of this one binary.`,
 		newKubeconfigCommand(streams, g),
 		newLabCommand(streams, g),
 		newEtcdCommand(streams, g),
+		newUpCommand(streams, g),
 	)
 	return root
 }

@@ -185,7 +185,11 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 	}
 	info := []string{f.OS + " " + f.OSVersion + " " + f.Arch, "systemd", "ports " + joinInts(PortsFor(role)) + " free"}
 	if f.CgroupFS == "cgroup2fs" {
-		info = append(info, "cgroup v2 ["+strings.Join(f.CgroupControllers, " ")+"]")
+		ctl := strings.Join(f.CgroupControllers, " ")
+		if ctl == "" {
+			ctl = "no controllers delegated"
+		}
+		info = append(info, "cgroup v2 ("+ctl+")")
 	}
 	if role == cluster.RoleWorker {
 		info = append(info, "containerd, runc, CNI")

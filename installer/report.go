@@ -112,10 +112,9 @@ func (r *TextReporter) Report(e Event) {
 	case e.Status == StatusFailed:
 		r.done++
 		fmt.Fprintf(r.w, " ✗ %-6s %s%s\n", e.Host, oneLine(e.Error), d)
-	case e.Status == StatusChange && e.DryRun && e.Change != nil:
-		fmt.Fprintf(r.w, " ~ %-6s would %s %s%s\n", e.Host, e.Change.Kind, e.Change.Target, suffix(e.Change.Detail))
-	case e.Status == StatusChange && e.Change != nil:
-		// The host's ✓ line says what changed; keep the stream short.
+	case e.Status == StatusChange:
+		// The host's ✓ line says what changed (and stdout lists a dry
+		// run's plan); JSON output carries every change as an event.
 	case e.Status == StatusSummary:
 		r.stopSpinner()
 	}

@@ -113,6 +113,7 @@ those daemons itself: each is a role of this one binary.`,
 		newEtcdCommand(streams, g),
 		newAPIServerCommand(streams, g),
 		newLocalCommand(streams, g),
+		newUpCommand(streams, g),
 	)
 	return root
 }

@@ -1,0 +1,69 @@
+package app
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"kforge.dev/kforge/installer"
+)
+
+func newUpCommand(streams Streams, g *globalFlags) *cobra.Command {
+	var file clusterFileFlag
+	var dryRun, acceptNew bool
+	var output, binary string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Provision the cluster's hosts over SSH (today: facts, preflight and the binary)",
+		Long: `up connects to every host of cluster.yaml over SSH (host keys checked strictly
+against spec.ssh.knownHosts), gathers facts, runs the preflight checks and
+pushes this kforge binary to /usr/local/bin/kforge where it differs.
+
+` + installer.NotYet + `.
+
+Progress goes to stderr, one ✓/✗ line per phase and host; --output json
+prints one JSON event per line on stdout instead. --dry-run connects and
+reads, changes nothing, and lists what it would change.`,
+		Example: `  kforge up -f cluster.yaml --dry-run
+  kforge up -f cluster.yaml
+  kforge up -f cluster.yaml --accept-new-host-keys --output json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "text" && output != "json" {
+				return fmt.Errorf("--output must be text or json, not %q", output)
+			}
+			c, err := file.load()
+			if err != nil {
+				return err
+			}
+			opts := installer.UpOptions{
+				Cluster: c, DryRun: dryRun, AcceptNewHostKeys: acceptNew, Binary: binary, JSON: output == "json",
+				TTY: isTerminal(streams.ErrOut), Out: streams.Out, ErrOut: streams.ErrOut,
+				Version: Version, Log: g.logger(streams.ErrOut),
+			}
+			if f, ok := streams.In.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				opts.PromptPassword = func(prompt string) (string, error) {
+					fmt.Fprint(streams.ErrOut, prompt)
+					b, err := term.ReadPassword(int(f.Fd()))
+					fmt.Fprintln(streams.ErrOut)
+					return string(b), err
+				}
+			}
+			_, err = installer.Up(cmd.Context(), opts)
+			return err
+		},
+	}
+	file.bind(cmd)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "connect and read only; print what would change")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text (status lines on stderr) or json (one event per line on stdout)")
+	cmd.Flags().BoolVar(&acceptNew, "accept-new-host-keys", false, "pin host keys that spec.ssh.knownHosts does not know yet (a changed key is always refused)")
+	cmd.Flags().StringVar(&binary, "binary", "", "the kforge binary to push (default: this one)")
+	return cmd
+}
+
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

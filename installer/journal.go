@@ -1,0 +1,146 @@
+package installer
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Journal record kinds.
+const (
+	JournalRunStart = "run-start"
+	JournalStep     = "step" // a phase finished (or failed) on a host
+	JournalRunEnd   = "run-end"
+)
+
+// JournalRecord is one line of the run journal (JSON Lines, append-only).
+type JournalRecord struct {
+	Time time.Time `json:"time"`
+	// Run identifies one `kforge up`; every record of a run has it.
+	Run   string `json:"run"`
+	Kind  string `json:"kind"`
+	Phase string `json:"phase,omitempty"`
+	Host  string `json:"host,omitempty"`
+	// OK is whether the step (or the run, on run-end) succeeded.
+	OK         bool   `json:"ok"`
+	DurationMS int64  `json:"durationMs,omitempty"`
+	Error      string `json:"error,omitempty"`
+	// Version is the kforge version, on run-start.
+	Version string `json:"version,omitempty"`
+}
+
+// JournalPath is where the journal of a cluster file lives: beside it,
+// "cluster.yaml" → "cluster.journal.jsonl".
+func JournalPath(clusterFile string) string {
+	dir, base := filepath.Split(clusterFile)
+	return filepath.Join(dir, strings.TrimSuffix(base, filepath.Ext(base))+".journal.jsonl")
+}
+
+// Journal appends records to the journal file, each flushed to disk, so a
+// crashed run still says what finished. Safe for concurrent use.
+type Journal struct {
+	run string
+
+	mu sync.Mutex
+	f  *os.File
+}
+
+// OpenJournal opens (creating) the journal at path for a new run.
+func OpenJournal(path, run string) (*Journal, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening the run journal: %w", err)
+	}
+	return &Journal{run: run, f: f}, nil
+}
+
+// Record appends one record, stamping the run and, when unset, the time.
+func (j *Journal) Record(r JournalRecord) error {
+	if j == nil {
+		return nil
+	}
+	r.Run = j.run
+	if r.Time.IsZero() {
+		r.Time = time.Now()
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if _, err := j.f.Write(append(data, '\n')); err != nil {
+		return fmt.Errorf("writing the run journal: %w", err)
+	}
+	return j.f.Sync()
+}
+
+// Close closes the file.
+func (j *Journal) Close() error {
+	if j == nil {
+		return nil
+	}
+	return j.f.Close()
+}
+
+// ReadJournal reads every record of the journal at path. A missing file
+// is an empty journal; a torn last line (a crash mid-write) is ignored.
+func ReadJournal(path string) ([]JournalRecord, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []JournalRecord
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	line := 0
+	var pending error
+	for sc.Scan() {
+		line++
+		if pending != nil {
+			return nil, pending // a bad line that was not the last one
+		}
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var r JournalRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			pending = fmt.Errorf("%s:%d: %w", path, line, err)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, sc.Err()
+}
+
+// Finished returns, for the latest run in records, which phases finished
+// on which hosts: finished[phase][host].
+func Finished(records []JournalRecord) map[string]map[string]bool {
+	last := ""
+	for _, r := range records {
+		if r.Kind == JournalRunStart {
+			last = r.Run
+		}
+	}
+	out := map[string]map[string]bool{}
+	for _, r := range records {
+		if r.Run != last || r.Kind != JournalStep || !r.OK {
+			continue
+		}
+		if out[r.Phase] == nil {
+			out[r.Phase] = map[string]bool{}
+		}
+		out[r.Phase][r.Host] = true
+	}
+	return out
+}

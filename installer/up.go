@@ -1,0 +1,206 @@
+package installer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/installer/ssh"
+)
+
+// NotYet is what `kforge up` says it does not do yet.
+const NotYet = "not there yet: PKI distribution, systemd units and role configs, etcd, the apiservers, the load balancer and the admin kubeconfig — kforge up stops after the binary today"
+
+// UpOptions configure `kforge up`.
+type UpOptions struct {
+	Cluster *cluster.Cluster
+	DryRun  bool
+	// AcceptNewHostKeys pins unknown host keys into spec.ssh.knownHosts.
+	AcceptNewHostKeys bool
+	// Binary is the kforge binary to push; empty means the running one.
+	Binary string
+	// JSON prints one JSON event per line on Out instead of status lines on ErrOut.
+	JSON bool
+	// TTY turns the spinner on (ErrOut is a terminal).
+	TTY         bool
+	Out, ErrOut io.Writer
+	// PromptPassword asks for a sudo password on a terminal; nil when
+	// there is none. Asked at most once per environment variable name.
+	PromptPassword func(prompt string) (string, error)
+	Parallel       int
+	Version        string
+	Log            *slog.Logger
+	// Hosts replaces the SSH hosts (tests).
+	Hosts []Host
+}
+
+// UpResult is what a run did.
+type UpResult struct {
+	Changes  []Change
+	Duration time.Duration
+}
+
+// Up runs the install phases that exist today: connect and gather facts,
+// preflight, upload the binary.
+func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	start := time.Now()
+	binPath := o.Binary
+	if binPath == "" {
+		p, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding the running binary (pass --binary): %w", err)
+		}
+		binPath = p
+	}
+	bin, file, err := LoadBinary(binPath)
+	if err != nil {
+		return nil, err
+	}
+	hosts := o.Hosts
+	if hosts == nil {
+		hosts = SSHHosts(o.Cluster, o.AcceptNewHostKeys, o.PromptPassword, o.Log)
+	}
+	defer func() {
+		for _, h := range hosts {
+			_ = h.Close()
+		}
+	}()
+
+	var rep Reporter
+	if o.JSON {
+		rep = NewJSONReporter(o.Out)
+	} else {
+		tr := NewTextReporter(o.ErrOut, o.TTY)
+		defer tr.Close()
+		rep = tr
+	}
+	gate := NewGate(o.DryRun)
+	env := &Env{Hosts: hosts, Gate: gate, Reporter: rep, Parallel: o.Parallel, Facts: &FactsStore{}}
+	gate.OnChange = func(c Change) {
+		env.report(Event{Phase: "", Host: c.Host, Status: StatusChange, Change: &c})
+	}
+	if !o.DryRun && o.Cluster.Path != "" {
+		run := time.Now().UTC().Format("20060102T150405Z") + "-" + strconv.Itoa(os.Getpid())
+		j, err := OpenJournal(JournalPath(o.Cluster.Path), run)
+		if err != nil {
+			return nil, err
+		}
+		defer j.Close()
+		env.Journal = j
+		if err := j.Record(JournalRecord{Kind: JournalRunStart, Version: o.Version, OK: true}); err != nil {
+			return nil, err
+		}
+	}
+	m := &Manager{Env: env, Phases: []Phase{
+		&FactsPhase{Env: env},
+		&PreflightPhase{Env: env, Binary: bin},
+		&UploadBinaryPhase{Env: env, Binary: bin, File: file},
+	}}
+	err = m.Run(ctx)
+	res := &UpResult{Changes: gate.Changes(), Duration: time.Since(start)}
+	if env.Journal != nil {
+		rec := JournalRecord{Kind: JournalRunEnd, OK: err == nil, DurationMS: res.Duration.Milliseconds()}
+		if err != nil {
+			rec.Error = err.Error()
+		}
+		_ = env.Journal.Record(rec)
+	}
+	summary := summaryText(o, len(hosts), res, err)
+	if o.JSON {
+		ev := Event{Status: StatusSummary, Message: summary, DurationMS: res.Duration.Milliseconds()}
+		if err != nil {
+			ev.Error = err.Error()
+		}
+		env.report(ev)
+	} else {
+		if o.DryRun {
+			fmt.Fprintf(o.Out, "Dry run: %d change(s) planned, nothing was changed.\n", len(res.Changes))
+			for _, c := range res.Changes {
+				fmt.Fprintf(o.Out, "  %s\n", c)
+			}
+		}
+		fmt.Fprintln(o.Out, summary)
+	}
+	return res, err
+}
+
+func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
+	verb := "done"
+	if o.DryRun {
+		verb = "dry run done"
+	}
+	if err != nil {
+		verb = "failed"
+	}
+	return fmt.Sprintf("kforge up %s in %s on %d hosts: facts, preflight and the binary (%d change(s)). %s.",
+		verb, formatDuration(res.Duration), hosts, len(res.Changes), NotYet)
+}
+
+// SSHHosts builds a Host per cluster host with its effective SSH settings.
+// Hosts sharing a known_hosts file share one HostKeys, so pinning is
+// serialised.
+func SSHHosts(c *cluster.Cluster, acceptNew bool, prompt func(string) (string, error), log *slog.Logger) []Host {
+	keys := map[string]*ssh.HostKeys{}
+	pw := &passwords{prompt: prompt, cache: map[string]string{}}
+	var out []Host
+	for _, h := range c.Spec.Hosts {
+		s := c.HostSSH(h)
+		hk := keys[s.KnownHosts]
+		if hk == nil {
+			hk = &ssh.HostKeys{File: s.KnownHosts, AcceptNew: acceptNew}
+			keys[s.KnownHosts] = hk
+		}
+		cfg := ssh.Config{
+			Name: h.Name, Address: h.Address, Port: s.Port, User: s.User, IdentityFile: s.IdentityFile,
+			HostKeys: hk, Bastion: s.Bastion, Log: log,
+		}
+		env, user := s.SudoPasswordEnv, s.User
+		cfg.SudoPassword = func(ctx context.Context) (string, error) { return pw.get(env, user) }
+		out = append(out, NewSSHHost(h.Name, h.Role, h.Address, cfg))
+	}
+	return out
+}
+
+// passwords hands out sudo passwords: from the environment variable the
+// spec names, else asked once on the terminal.
+type passwords struct {
+	prompt func(string) (string, error)
+	mu     sync.Mutex
+	cache  map[string]string
+}
+
+func (p *passwords) get(env, user string) (string, error) {
+	if env != "" {
+		if v := os.Getenv(env); v != "" {
+			return v, nil
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	key := env + "\x00" + user
+	if v, ok := p.cache[key]; ok {
+		return v, nil
+	}
+	if p.prompt == nil {
+		if env == "" {
+			return "", errors.New("sudo asks for a password: set spec.ssh.sudoPasswordEnv to an environment variable holding it, or run on a terminal to be asked")
+		}
+		return "", fmt.Errorf("sudo asks for a password and $%s (spec.ssh.sudoPasswordEnv) is empty; set it or run on a terminal to be asked", env)
+	}
+	v, err := p.prompt(fmt.Sprintf("sudo password for %s: ", user))
+	if err != nil {
+		return "", err
+	}
+	p.cache[key] = v
+	return v, nil
+}

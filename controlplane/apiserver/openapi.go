@@ -28,13 +28,9 @@ type openAPIDocs struct {
 func (s *Server) buildOpenAPI() {
 	d := &s.openapi
 	byGV := map[schema.GroupVersion][]openapi.Kind{}
-	for _, r := range s.reg.list {
-		byGV[r.GroupVersion()] = append(byGV[r.GroupVersion()], openapi.Kind{
-			Group: r.Group, Version: r.Version, Kind: r.Kind, Plural: r.Plural, Namespaced: r.Namespaced,
-			Subresources: r.Subresources,
-			Object:       reflect.TypeOf(r.New()).Elem(), List: reflect.TypeOf(r.NewList()).Elem(),
-			CreateOnly: r.Review != nil,
-		})
+	for _, k := range s.openAPIKinds() {
+		gv := schema.GroupVersion{Group: k.Group, Version: k.Version}
+		byGV[gv] = append(byGV[gv], k)
 	}
 	d.docs, d.etags = map[string][]byte{}, map[string]string{}
 	index := map[string]map[string]string{}
@@ -57,6 +53,20 @@ func (s *Server) buildOpenAPI() {
 	}
 	sort.Strings(keys)
 	d.root, d.err = json.Marshal(map[string]any{"paths": index})
+}
+
+// openAPIKinds describes the resource table for the openapi package.
+func (s *Server) openAPIKinds() []openapi.Kind {
+	var out []openapi.Kind
+	for _, r := range s.reg.list {
+		out = append(out, openapi.Kind{
+			Group: r.Group, Version: r.Version, Kind: r.Kind, Plural: r.Plural, Namespaced: r.Namespaced,
+			Subresources: r.Subresources,
+			Object:       reflect.TypeOf(r.New()).Elem(), List: reflect.TypeOf(r.NewList()).Elem(),
+			CreateOnly: r.Review != nil,
+		})
+	}
+	return out
 }
 
 // serveOpenAPI answers /openapi/v3 and /openapi/v3/<group-version>.

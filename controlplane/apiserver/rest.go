@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,9 +31,7 @@ import (
 
 func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *request) {
 	ctx := r.Context()
-	if isDryRun(r) {
-		ctx = context.WithValue(ctx, dryRunKey{}, true)
-	}
+	ctx = context.WithValue(ctx, writeInfoKey{}, writeInfo{dryRun: isDryRun(r), manager: fieldManagerName(r), sub: req.sub})
 	gvk := req.res.GroupVersion().WithKind(req.res.Kind)
 	if nodeAgentSubresources[req.sub] {
 		if _, err := s.get(ctx, req.res, req.ns, req.name); err != nil {
@@ -106,7 +105,9 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 		var opts metav1.DeleteOptions
 		if opts, err = deleteOptions(r); err == nil {
 			if len(opts.DryRun) > 0 { // client-go sends it in the body
-				ctx = context.WithValue(ctx, dryRunKey{}, true)
+				wi := writeInfoFrom(ctx)
+				wi.dryRun = true
+				ctx = context.WithValue(ctx, writeInfoKey{}, wi)
 			}
 			obj, err = s.delete(ctx, req.res, req.ns, req.name, opts)
 		}
@@ -254,12 +255,18 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 	m.SetDeletionTimestamp(nil)
 	m.SetDeletionGracePeriodSeconds(nil)
 	m.SetGeneration(1)
-	m.SetManagedFields(nil)
+	if !writeInfoFrom(ctx).apply {
+		m.SetManagedFields(nil)
+	}
 	if err := s.prepareForCreate(ctx, res, obj); err != nil {
 		return nil, err
 	}
 	if errs := validateObject(res, obj, nil); len(errs) > 0 {
 		return nil, apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), m.GetName(), errs)
+	}
+	obj = s.trackManagedFields(ctx, res, nil, obj)
+	if m, err = meta.Accessor(obj); err != nil {
+		return nil, apierrors.NewInternalError(err)
 	}
 	for attempt := 0; ; attempt++ {
 		data, err := encodeStored(res, obj)
@@ -282,10 +289,6 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 		return obj, nil
 	}
 }
-
-type dryRunKey struct{}
-
-func dryRunFrom(ctx context.Context) bool { v, _ := ctx.Value(dryRunKey{}).(bool); return v }
 
 func groupResource(res *Resource) schema.GroupResource {
 	return schema.GroupResource{Group: res.Group, Resource: res.Plural}
@@ -409,13 +412,16 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			return obj, nil
 		}
 		m.SetResourceVersion("")
+		if sameIgnoringManagedFields(res, obj, old) {
+			// A no-op write keeps the revision, as upstream does.
+			return old, nil
+		}
+		obj = s.trackManagedFields(ctx, res, old, obj)
+		m, _ = meta.Accessor(obj)
+		m.SetResourceVersion("")
 		data, err := encodeStored(res, obj)
 		if err != nil {
 			return nil, apierrors.NewInternalError(err)
-		}
-		if reflect.DeepEqual(data, mustEncode(res, old)) {
-			// A no-op write keeps the revision, as upstream does.
-			return old, nil
 		}
 		if dryRunFrom(ctx) {
 			m.SetResourceVersion(fmt.Sprint(kv.ModRevision))
@@ -434,10 +440,18 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 	return nil, storageError(storage.ErrConflict, groupResource(res), name)
 }
 
-func mustEncode(res *Resource, obj runtime.Object) []byte {
-	c := obj.DeepCopyObject()
-	data, _ := encodeStored(res, c)
-	return data
+// sameIgnoringManagedFields reports a no-op write: nothing but the
+// bookkeeping of who manages what would change.
+func sameIgnoringManagedFields(res *Resource, a, b runtime.Object) bool {
+	enc := func(o runtime.Object) []byte {
+		c := o.DeepCopyObject()
+		m, _ := meta.Accessor(c)
+		m.SetManagedFields(nil)
+		m.SetResourceVersion("")
+		data, _ := encodeStored(res, c)
+		return data
+	}
+	return bytes.Equal(enc(a), enc(b))
 }
 
 // finalizeOnEmpty says whether an object that is terminating and has no
@@ -656,7 +670,9 @@ func (s *Server) deleteCollection(ctx context.Context, req *request, r *http.Req
 		return nil, err
 	}
 	if len(opts.DryRun) > 0 {
-		ctx = context.WithValue(ctx, dryRunKey{}, true)
+		wi := writeInfoFrom(ctx)
+		wi.dryRun = true
+		ctx = context.WithValue(ctx, writeInfoKey{}, wi)
 	}
 	listObj, err := s.list(ctx, req, r)
 	if err != nil {
@@ -688,6 +704,13 @@ func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body 
 		ct = ct[:i]
 	}
 	ct = strings.TrimSpace(ct)
+	if types.PatchType(ct) == types.ApplyYAMLPatchType || ct == "application/apply-patch+cbor" {
+		if ct != string(types.ApplyYAMLPatchType) {
+			return nil, apierrors.NewGenericServerResponse(http.StatusUnsupportedMediaType, "PATCH", groupResource(req.res), req.name,
+				fmt.Sprintf("the patch content type %q is not supported", ct), 0, false)
+		}
+		return s.applyPatch(ctx, req, r, body)
+	}
 	return s.guaranteedUpdate(ctx, req.res, req.ns, req.name, "", func(old runtime.Object) (runtime.Object, error) {
 		cur, err := json.Marshal(old)
 		if err != nil {

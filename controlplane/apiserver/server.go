@@ -53,6 +53,7 @@ type Server struct {
 	log   *slog.Logger
 
 	openapi openAPIDocs
+	fields  fieldManagers
 
 	watches sync.WaitGroup
 	openW   sync.Mutex

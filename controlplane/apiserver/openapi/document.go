@@ -216,3 +216,22 @@ func Document(gv schema.GroupVersion, kinds []Kind) Schema {
 		"components": Schema{"schemas": b.Schemas()},
 	}
 }
+
+// Schemas returns the component schemas of every kind, across groups, with
+// their x-kubernetes-group-version-kind: what server-side apply's type
+// converter needs.
+func Schemas(kinds []Kind) map[string]Schema {
+	b := NewBuilder()
+	for _, k := range kinds {
+		b.SetGVK(k.Object, schema.GroupVersionKind{Group: k.Group, Version: k.Version, Kind: k.Kind})
+		if !k.CreateOnly {
+			b.SetGVK(k.List, schema.GroupVersionKind{Group: k.Group, Version: k.Version, Kind: k.Kind + "List"})
+		}
+	}
+	b.SetGVK(scaleType, schema.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "Scale"})
+	for _, k := range kinds {
+		b.Ref(k.Object)
+	}
+	b.Ref(scaleType)
+	return b.Schemas()
+}

@@ -444,3 +444,39 @@ func TestNewRejectsInvalidConfigAndMissingCA(t *testing.T) {
 		t.Errorf("New with a missing CA file: %v", err)
 	}
 }
+
+// TestCheckTimesOutOnAHungBackend: a backend that accepts and never
+// answers fails its check within the timeout, and a stopped one at once.
+func TestCheckTimesOutOnAHungBackend(t *testing.T) {
+	_, ca := startFakes(t, 1)
+	hung, err := net.Listen("tcp", "127.0.0.1:0") // never accepted: the handshake hangs
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	stopped, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stoppedAddr := stopped.Addr().String()
+	stopped.Close()
+
+	cfg := NewConfig()
+	cfg.Backends = []string{hung.Addr().String(), stoppedAddr}
+	cfg.HealthCheck.CAFile = ca
+	cfg.HealthCheck.Timeout = 200 * time.Millisecond
+	b, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, addr := range cfg.Backends {
+		start := time.Now()
+		if err := b.check(t.Context(), addr); err == nil {
+			t.Errorf("%s passed its check", addr)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("checking %s took %s with a %s timeout", addr, d, cfg.HealthCheck.Timeout)
+		}
+	}
+}

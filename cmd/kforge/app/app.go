@@ -112,6 +112,7 @@ those daemons itself: each is a role of this one binary.`,
 		newLabCommand(streams, g),
 		newEtcdCommand(streams, g),
 		newAPIServerCommand(streams, g),
+		newLBCommand(streams, g),
 		newLocalCommand(streams, g),
 		newUpCommand(streams, g),
 	)

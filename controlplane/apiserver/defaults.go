@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -224,24 +225,39 @@ func (s *Server) defaultService(ctx context.Context, svc *corev1.Service) error 
 			return apierrors.NewInvalid(svcRes.GroupVersion().WithKind("Service").GroupKind(), svc.Name, field.ErrorList{
 				field.Invalid(field.NewPath("spec", "clusterIP"), svc.Spec.ClusterIP, "must be an address in the service CIDR "+prefix.String())})
 		}
-		if used[a] {
+		ok := !used[a]
+		if ok {
+			if ok, err = s.reserveClusterIP(ctx, a, svc); err != nil {
+				return err
+			}
+		}
+		if !ok {
 			return apierrors.NewInvalid(svcRes.GroupVersion().WithKind("Service").GroupKind(), svc.Name, field.ErrorList{
 				field.Invalid(field.NewPath("spec", "clusterIP"), svc.Spec.ClusterIP, "provided IP is already allocated")})
 		}
 	} else {
 		first := prefix.Masked().Addr().Next()
-		if svc.Namespace == metav1.NamespaceDefault && svc.Name == "kubernetes" && !used[first] {
-			svc.Spec.ClusterIP = first.String()
-		} else {
-			for a := first.Next(); prefix.Contains(a); a = a.Next() {
-				if !used[a] && a.Next().IsValid() && prefix.Contains(a.Next()) {
-					svc.Spec.ClusterIP = a.String()
-					break
-				}
+		start := first.Next()
+		if svc.Namespace == metav1.NamespaceDefault && svc.Name == "kubernetes" {
+			start = first
+		}
+		for a := start; prefix.Contains(a) && a.Next().IsValid() && prefix.Contains(a.Next()); a = a.Next() {
+			if used[a] {
+				continue
 			}
-			if svc.Spec.ClusterIP == "" {
-				return apierrors.NewInternalError(fmt.Errorf("no ClusterIP left in %s", prefix))
+			// The listing is only a hint: the reservation decides, so two
+			// concurrent creates never get the same address.
+			ok, err := s.reserveClusterIP(ctx, a, svc)
+			if err != nil {
+				return err
 			}
+			if ok {
+				svc.Spec.ClusterIP = a.String()
+				break
+			}
+		}
+		if svc.Spec.ClusterIP == "" {
+			return apierrors.NewInternalError(fmt.Errorf("no ClusterIP left in %s", prefix))
 		}
 	}
 	svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP}
@@ -371,3 +387,35 @@ func validateSelector(sel *metav1.LabelSelector, tmplLabels map[string]string, p
 var storageListAll = storage.ListOptions{}
 
 func labelsSet(m map[string]string) labels.Set { return labels.Set(m) }
+
+// clusterIPKey is where a ClusterIP's reservation is kept; its value names
+// the Service holding it.
+func clusterIPKey(ip string) string { return "/registry/kforge.dev/serviceips/" + ip }
+
+// reserveClusterIP claims an address in one etcd transaction; false means
+// another Service holds it. A dry run claims nothing.
+func (s *Server) reserveClusterIP(ctx context.Context, a netip.Addr, svc *corev1.Service) (bool, error) {
+	if dryRunFrom(ctx) {
+		_, err := s.store.Get(ctx, clusterIPKey(a.String()))
+		return errors.Is(err, storage.ErrNotFound), nil
+	}
+	_, err := s.store.Create(ctx, clusterIPKey(a.String()), []byte(svc.Namespace+"/"+svc.Name))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, storage.ErrAlreadyExists):
+		return false, nil
+	}
+	return false, apierrors.NewInternalError(err)
+}
+
+// releaseClusterIP frees a deleted (or never created) Service's address.
+func (s *Server) releaseClusterIP(ctx context.Context, obj runtime.Object) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone || dryRunFrom(ctx) {
+		return
+	}
+	if _, err := s.store.Delete(context.WithoutCancel(ctx), clusterIPKey(svc.Spec.ClusterIP), 0); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		s.log.Warn("releasing a ClusterIP", "ip", svc.Spec.ClusterIP, "err", err)
+	}
+}

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -159,6 +160,10 @@ func TestServiceDefaultsAndClusterIP(t *testing.T) {
 	e := startServer(t)
 	ctx := context.Background()
 	svcs := e.admin.CoreV1().Services("default")
+	k, err := svcs.Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil || k.Spec.ClusterIP != "10.96.0.1" {
+		t.Fatalf("the kubernetes service: %v %+v", err, k.Spec)
+	}
 	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: corev1.ServiceSpec{
 		Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}}}
 	got, err := svcs.Create(ctx, s, metav1.CreateOptions{})
@@ -178,5 +183,35 @@ func TestServiceDefaultsAndClusterIP(t *testing.T) {
 	s3.Name, s3.Spec.ClusterIP = "taken", got.Spec.ClusterIP
 	if _, err := svcs.Create(ctx, s3, metav1.CreateOptions{}); !apierrors.IsInvalid(err) {
 		t.Fatalf("duplicate ClusterIP: %v", err)
+	}
+	// Deleting a Service frees its address for the next one that asks.
+	if err := svcs.Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svcs.Create(ctx, s3, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("reusing a freed ClusterIP: %v", err)
+	}
+	// Concurrent creates never share an address.
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		go func(i int) {
+			c := s.DeepCopy()
+			c.Name = fmt.Sprintf("par-%d", i)
+			_, err := svcs.Create(ctx, c, metav1.CreateOptions{})
+			errs <- err
+		}(i)
+	}
+	for i := 0; i < 8; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, _ := svcs.List(ctx, metav1.ListOptions{})
+	seen := map[string]string{}
+	for _, it := range list.Items {
+		if other, dup := seen[it.Spec.ClusterIP]; dup {
+			t.Fatalf("%s and %s share ClusterIP %s", it.Name, other, it.Spec.ClusterIP)
+		}
+		seen[it.Spec.ClusterIP] = it.Name
 	}
 }

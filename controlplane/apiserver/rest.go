@@ -262,6 +262,7 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 		return nil, err
 	}
 	if errs := validateObject(res, obj, nil); len(errs) > 0 {
+		s.releaseClusterIP(ctx, obj)
 		return nil, apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), m.GetName(), errs)
 	}
 	obj = s.trackManagedFields(ctx, res, nil, obj)
@@ -282,6 +283,7 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 			continue
 		}
 		if err != nil {
+			s.releaseClusterIP(ctx, obj)
 			return nil, storageError(err, groupResource(res), m.GetName())
 		}
 		m.SetResourceVersion(fmt.Sprint(rev))
@@ -409,6 +411,7 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 				}
 				return nil, storageError(err, groupResource(res), name)
 			}
+			s.releaseClusterIP(ctx, obj)
 			return obj, nil
 		}
 		m.SetResourceVersion("")
@@ -529,6 +532,7 @@ func (s *Server) delete(ctx context.Context, res *Resource, ns, name string, opt
 			}
 			return nil, storageError(err, groupResource(res), name)
 		}
+		s.releaseClusterIP(ctx, obj)
 		return obj, nil
 	}
 	return nil, storageError(storage.ErrConflict, groupResource(res), name)

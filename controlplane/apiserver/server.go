@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"kforge.dev/kforge/controlplane/apiserver/rbac"
 	"kforge.dev/kforge/controlplane/apiserver/storage"
@@ -101,6 +102,17 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 		_, err := s.create(ctx, nsRes, "", ns)
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("apiserver: creating namespace %s: %w", name, err)
+		}
+	}
+	if s.cfg.ServiceCIDR != "" {
+		// The "kubernetes" Service holds the first service address, as
+		// upstream; in-cluster clients find the API through it.
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: metav1.NamespaceDefault,
+			Labels: map[string]string{"component": "apiserver", "provider": "kubernetes"}},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromInt32(6443)}}}}
+		_, err := s.create(ctx, s.reg.Lookup("", "v1", "services"), metav1.NamespaceDefault, svc)
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("apiserver: creating the kubernetes service: %w", err)
 		}
 	}
 	return s.bootstrapRBAC(ctx)

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -96,6 +97,7 @@ func run(ctx context.Context, o options) error {
 	}
 	defer c.close()
 
+	loadStart := loadAvg()
 	t := &table{}
 	t.title = fmt.Sprintf("kforge apiserver benchmark — %d CPUs, %s, etcd %s (one member, data on disk, mTLS), client-go over TLS",
 		runtime.NumCPU(), runtime.Version(), o.etcdMode)
@@ -123,8 +125,22 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("watch: %w", err)
 		}
 	}
+	t.note("load average at the start %s, at the end %s (other work on this machine skews the figures)", loadStart, loadAvg())
 	t.print(os.Stdout)
 	return nil
+}
+
+// loadAvg is the 1-minute load average.
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func progress(format string, args ...any) {

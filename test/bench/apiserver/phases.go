@@ -79,8 +79,9 @@ func (w *writeRun) fail(ctx context.Context, err error) {
 
 // benchEtcdRaw is the anchor: the etcd calls a ConfigMap create and update
 // make, from the same number of concurrent clients, without the apiserver.
-// "txn" is the write transaction alone; "as kforge" adds the read kforge
-// does before it (the namespace for a create, the object for an update).
+// "txn" is the write transaction alone; "read+txn" adds the read kforge
+// does before it (the namespace for a create, the object for an update),
+// as a linearizable read (a quorum round) and as a serializable one.
 func benchEtcdRaw(ctx context.Context, c *cluster, o options, t *table) error {
 	t.section(fmt.Sprintf("etcd alone (clientv3 over mTLS, %d concurrent clients, %s)", o.clients, o.duration))
 	// A single client's put: one raft round and one fsync, nothing batched.
@@ -93,18 +94,23 @@ func benchEtcdRaw(ctx context.Context, c *cluster, o options, t *table) error {
 		serial = append(serial, time.Since(start))
 	}
 	t.add("1 client, Put (fsync floor)", serial.summary(), "", "")
-	for _, withRead := range []bool{false, true} {
-		name := "txn"
-		if withRead {
-			name = "read+txn as kforge"
-		}
+	for _, shape := range []struct {
+		name     string
+		withRead bool
+		readOpts []clientv3.OpOption
+	}{
+		{"txn", false, nil},
+		{"read+txn (linearizable read)", true, nil},
+		{"read+txn (serializable read)", true, []clientv3.OpOption{clientv3.WithSerializable()}},
+	} {
+		name, withRead := shape.name, shape.withRead
 		progress("etcd alone: %s, %d clients for %s", name, o.clients, o.duration)
 		res := runWorkers(ctx, o.clients, o.duration, func(ctx context.Context, i int, res *writeRun) {
 			for j := 0; ctx.Err() == nil; j++ {
-				key := fmt.Sprintf("/bench/raw-%s/%d/%d", strings.ReplaceAll(name, " ", "-"), i, j)
+				key := fmt.Sprintf("/bench/raw/%s/%d/%d", name, i, j)
 				start := time.Now()
 				if withRead {
-					if _, err := c.etcd.Get(ctx, "/registry/core/namespaces/default"); err != nil {
+					if _, err := c.etcd.Get(ctx, "/registry/core/namespaces/default", shape.readOpts...); err != nil {
 						res.fail(ctx, err)
 						continue
 					}
@@ -118,7 +124,7 @@ func benchEtcdRaw(ctx context.Context, c *cluster, o options, t *table) error {
 				res.create = append(res.create, time.Since(start))
 				start = time.Now()
 				if withRead {
-					if _, err := c.etcd.Get(ctx, key); err != nil {
+					if _, err := c.etcd.Get(ctx, key, shape.readOpts...); err != nil {
 						res.fail(ctx, err)
 						continue
 					}

@@ -211,19 +211,37 @@ func (s *Server) get(ctx context.Context, res *Resource, ns, name string) (runti
 }
 
 // checkNamespace refuses writes into a missing (404) or terminating (403)
-// namespace.
-func (s *Server) checkNamespace(ctx context.Context, ns string) error {
+// namespace. It returns the namespace's key and mod revision, which a
+// create guards on. A serializable read (stale) that allows the write is
+// proved current by that guard; a refusal is always decided from a
+// linearizable read.
+func (s *Server) checkNamespace(ctx context.Context, ns string, stale bool) (string, int64, error) {
 	nsRes := s.reg.Lookup("", "v1", "namespaces")
-	o, err := s.get(ctx, nsRes, "", ns)
+	key := nsRes.Key("", ns)
+	read := s.store.Get
+	if stale {
+		read = s.store.GetStale
+	}
+	kv, err := read(ctx, key)
 	if err != nil {
-		return err
+		if stale {
+			return s.checkNamespace(ctx, ns, false)
+		}
+		return "", 0, storageError(err, groupResource(nsRes), ns)
+	}
+	o, err := decodeStored(nsRes, kv)
+	if err != nil {
+		return "", 0, apierrors.NewInternalError(err)
 	}
 	n := o.(*corev1.Namespace)
 	if n.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating {
-		return apierrors.NewForbidden(groupResource(nsRes), ns,
+		if stale {
+			return s.checkNamespace(ctx, ns, false)
+		}
+		return "", 0, apierrors.NewForbidden(groupResource(nsRes), ns,
 			fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
 	}
-	return nil
+	return key, kv.ModRevision, nil
 }
 
 func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runtime.Object) (runtime.Object, error) {
@@ -231,6 +249,8 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 	if err != nil {
 		return nil, apierrors.NewBadRequest(err.Error())
 	}
+	var nsKey string // the namespace's key and revision, which the write guards on
+	var nsRev int64
 	if res.Namespaced {
 		switch {
 		case m.GetNamespace() == "":
@@ -238,7 +258,7 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 		case m.GetNamespace() != ns:
 			return nil, apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
 		}
-		if err := s.checkNamespace(ctx, ns); err != nil {
+		if nsKey, nsRev, err = s.checkNamespace(ctx, ns, !dryRunFrom(ctx)); err != nil {
 			return nil, err
 		}
 	} else {
@@ -277,7 +297,20 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 		if dryRunFrom(ctx) {
 			return obj, nil
 		}
-		rev, err := s.store.Create(ctx, res.Key(m.GetNamespace(), m.GetName()), data)
+		var rev int64
+		if nsKey != "" {
+			rev, err = s.store.CreateIf(ctx, res.Key(m.GetNamespace(), m.GetName()), data, nsKey, nsRev)
+		} else {
+			rev, err = s.store.Create(ctx, res.Key(m.GetNamespace(), m.GetName()), data)
+		}
+		if errors.Is(err, storage.ErrConflict) && attempt < 5 {
+			// The namespace changed since it was read: check it again.
+			if nsKey, nsRev, err = s.checkNamespace(ctx, ns, false); err != nil {
+				s.releaseClusterIP(ctx, obj)
+				return nil, err
+			}
+			continue
+		}
 		if errors.Is(err, storage.ErrAlreadyExists) && generated && attempt < 5 {
 			m.SetName(m.GetGenerateName() + rand.String(5))
 			continue
@@ -377,9 +410,25 @@ func (s *Server) mergeUpdate(req *request, old, obj runtime.Object) (runtime.Obj
 // resourceVersion a changed object is a 409; without one it retries.
 func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, rv string, mutate func(old runtime.Object) (runtime.Object, error)) (runtime.Object, error) {
 	key := res.Key(ns, name)
+	// The first read is serializable, which spares the quorum round of a
+	// linearizable one; the compare on its mod revision when writing proves
+	// it was current. Every other outcome of a serializable read (an error,
+	// a 409, a no-op) is decided again from a linearizable read, so callers
+	// get what reading linearizably every time would give.
+	stale := !dryRunFrom(ctx)
 	for attempt := 0; attempt < 10; attempt++ {
-		kv, err := s.store.Get(ctx, key)
+		readStale := stale
+		stale = false
+		read := s.store.Get
+		if readStale {
+			read = s.store.GetStale
+		}
+		kv, err := read(ctx, key)
 		if err != nil {
+			if readStale {
+				attempt--
+				continue
+			}
 			return nil, storageError(err, groupResource(res), name)
 		}
 		old, err := decodeStored(res, kv)
@@ -387,19 +436,29 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			return nil, apierrors.NewInternalError(err)
 		}
 		if rv != "" && rv != fmt.Sprint(kv.ModRevision) {
+			if readStale {
+				attempt--
+				continue
+			}
 			return nil, storageError(storage.ErrConflict, groupResource(res), name)
 		}
 		obj, err := mutate(old.DeepCopyObject())
+		if err == nil {
+			err = s.prepareForUpdate(ctx, res, obj, old)
+		}
+		if err == nil {
+			if errs := validateObject(res, obj, old); len(errs) > 0 {
+				err = apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), name, errs)
+			}
+		}
 		if err != nil {
+			if readStale {
+				attempt--
+				continue
+			}
 			return nil, err
 		}
 		m, _ := meta.Accessor(obj)
-		if err := s.prepareForUpdate(ctx, res, obj, old); err != nil {
-			return nil, err
-		}
-		if errs := validateObject(res, obj, old); len(errs) > 0 {
-			return nil, apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), name, errs)
-		}
 		// A terminating object whose last finalizer went away is deleted.
 		if m.GetDeletionTimestamp() != nil && len(m.GetFinalizers()) == 0 && finalizeOnEmpty(res, obj) {
 			if dryRunFrom(ctx) {
@@ -416,6 +475,10 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 		}
 		m.SetResourceVersion("")
 		if sameIgnoringManagedFields(res, obj, old) {
+			if readStale {
+				attempt--
+				continue
+			}
 			// A no-op write keeps the revision, as upstream does.
 			return old, nil
 		}

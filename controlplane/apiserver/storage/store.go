@@ -63,9 +63,47 @@ func (s *Store) Create(ctx context.Context, key string, value []byte) (int64, er
 	return resp.Header.Revision, nil
 }
 
+// CreateIf stores value under key if nothing is there and guard's mod
+// revision is still guardRev (the caller read guard, possibly stale, and
+// decided from it). It returns ErrAlreadyExists when key exists, else
+// ErrConflict when guard changed.
+func (s *Store) CreateIf(ctx context.Context, key string, value []byte, guard string, guardRev int64) (int64, error) {
+	resp, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), clientv3.Compare(clientv3.ModRevision(guard), "=", guardRev)).
+		Then(clientv3.OpPut(key, string(value))).
+		Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
+		Commit()
+	if err != nil {
+		return 0, fmt.Errorf("etcd create %s: %w", key, err)
+	}
+	if resp.Succeeded {
+		return resp.Header.Revision, nil
+	}
+	if len(resp.Responses) > 0 && resp.Responses[0].GetResponseRange().Count > 0 {
+		return 0, ErrAlreadyExists
+	}
+	return 0, ErrConflict
+}
+
 // Get reads one key at the newest revision.
 func (s *Store) Get(ctx context.Context, key string) (KV, error) {
 	resp, err := s.client.Get(ctx, key)
+	if err != nil {
+		return KV{}, fmt.Errorf("etcd get %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return KV{}, ErrNotFound
+	}
+	return kvOf(resp.Kvs[0]), nil
+}
+
+// GetStale reads one key from the member the client talks to, without the
+// quorum round a linearizable read costs (etcd's serializable read). It
+// may miss writes that member has not applied yet, so a caller may trust
+// what it returns only when a later compare on the mod revision succeeds;
+// any other decision must be taken again from Get.
+func (s *Store) GetStale(ctx context.Context, key string) (KV, error) {
+	resp, err := s.client.Get(ctx, key, clientv3.WithSerializable())
 	if err != nil {
 		return KV{}, fmt.Errorf("etcd get %s: %w", key, err)
 	}

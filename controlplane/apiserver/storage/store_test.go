@@ -146,3 +146,36 @@ func TestWatchFromRevisionAndCompaction(t *testing.T) {
 		t.Fatalf("list at compacted revision: %v", err)
 	}
 }
+
+func TestGetStaleAndCreateIf(t *testing.T) {
+	ctx := context.Background()
+	s := New(startEtcd(t))
+	guard := "/registry/core/namespaces/ns"
+	grev, err := s.Create(ctx, guard, []byte("ns"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetStale(ctx, guard)
+	if err != nil || got.ModRevision != grev || string(got.Value) != "ns" {
+		t.Fatalf("stale get: %+v %v", got, err)
+	}
+	if _, err := s.GetStale(ctx, "/registry/core/namespaces/missing"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("stale get of a missing key: %v", err)
+	}
+	key := "/registry/core/configmaps/ns/a"
+	if _, err := s.CreateIf(ctx, key, []byte("v"), guard, grev); err != nil {
+		t.Fatalf("create under an unchanged guard: %v", err)
+	}
+	if _, err := s.CreateIf(ctx, key, []byte("v"), guard, grev); !errors.Is(err, ErrAlreadyExists) {
+		t.Fatalf("create of an existing key: %v", err)
+	}
+	if _, _, err := s.Update(ctx, guard, []byte("ns2"), grev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateIf(ctx, "/registry/core/configmaps/ns/b", []byte("v"), guard, grev); !errors.Is(err, ErrConflict) {
+		t.Fatalf("create under a changed guard: %v", err)
+	}
+	if _, err := s.Get(ctx, "/registry/core/configmaps/ns/b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a refused create wrote: %v", err)
+	}
+}

@@ -852,3 +852,21 @@ func TestImpersonation(t *testing.T) {
 		t.Errorf("alice get --as=admin: %s", r)
 	}
 }
+
+// TestAuthWhoAmI: `kubectl auth whoami` asks authentication.k8s.io/v1
+// SelfSubjectReview.
+func TestAuthWhoAmI(t *testing.T) {
+	c := setup(t)
+	out := c.ok(t, "auth", "whoami")
+	wantHeader(t, out, "ATTRIBUTE", "VALUE")
+	wantContains(t, "auth whoami", out, "Username", "kubernetes-admin", "system:masters")
+}
+
+// TestNamespaceNameLabel: upstream labels every namespace with
+// kubernetes.io/metadata.name (NetworkPolicy namespaceSelectors rely on it).
+func TestNamespaceNameLabel(t *testing.T) {
+	c := setup(t)
+	ns := c.namespace(t)
+	wantOut(t, "namespace name label", c.ok(t, "get", "namespace", ns, "-o", `jsonpath={.metadata.labels.kubernetes\.io/metadata\.name}`), ns)
+	wantOut(t, "selected by it", c.ok(t, "get", "namespaces", "-l", "kubernetes.io/metadata.name="+ns, "-o", "name"), "namespace/"+ns+"\n")
+}

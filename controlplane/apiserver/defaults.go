@@ -29,6 +29,7 @@ func (s *Server) prepareForCreate(ctx context.Context, res *Resource, obj runtim
 	switch o := obj.(type) {
 	case *corev1.Namespace:
 		o.Status = corev1.NamespaceStatus{Phase: corev1.NamespaceActive}
+		setNamespaceNameLabel(o)
 	case *corev1.Pod:
 		o.Status = corev1.PodStatus{Phase: corev1.PodPending}
 		defaultPodSpec(&o.Spec)
@@ -70,6 +71,8 @@ func (s *Server) prepareForCreate(ctx context.Context, res *Resource, obj runtim
 // full PUT may have dropped.
 func (s *Server) prepareForUpdate(ctx context.Context, res *Resource, obj, old runtime.Object) error {
 	switch o := obj.(type) {
+	case *corev1.Namespace:
+		setNamespaceNameLabel(o)
 	case *corev1.Pod:
 		defaultPodSpec(&o.Spec)
 	case *appsv1.Deployment:
@@ -418,4 +421,24 @@ func (s *Server) releaseClusterIP(ctx context.Context, obj runtime.Object) {
 	if _, err := s.store.Delete(context.WithoutCancel(ctx), clusterIPKey(svc.Spec.ClusterIP), 0); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		s.log.Warn("releasing a ClusterIP", "ip", svc.Spec.ClusterIP, "err", err)
 	}
+}
+
+// setNamespaceNameLabel keeps kubernetes.io/metadata.name, which namespace
+// selectors (NetworkPolicy, webhooks) rely on, equal to the name.
+func setNamespaceNameLabel(ns *corev1.Namespace) {
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels[corev1.LabelMetadataName] = ns.Name
+}
+
+// tracksGeneration says whether metadata.generation counts spec changes
+// for this kind, as upstream's strategies do for workloads, pods and
+// ingresses (not for config, namespaces, nodes or services).
+func tracksGeneration(res *Resource) bool {
+	switch res.Group + "/" + res.Kind {
+	case "/Pod", "apps/Deployment", "apps/ReplicaSet", "apps/DaemonSet", "networking.k8s.io/Ingress":
+		return true
+	}
+	return false
 }

@@ -164,7 +164,7 @@ func DefaultResources() []*Resource {
 			New: newOf[rbacv1.RoleBinding](), NewList: newOf[rbacv1.RoleBindingList]()},
 		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBinding", Plural: "clusterrolebindings",
 			New: newOf[rbacv1.ClusterRoleBinding](), NewList: newOf[rbacv1.ClusterRoleBindingList]()},
-	}, reviewResources()...)
+	}, append(reviewResources(), selfSubjectReviewResources()...)...)
 }
 
 // scaleGVK is the kind of every /scale subresource.

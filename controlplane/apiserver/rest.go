@@ -99,7 +99,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 				obj, err = s.update(ctx, req, into)
 			}
 		default:
-			obj, err = s.patch(ctx, req, r, body)
+			obj, warnings, err = s.patch(ctx, req, r, body)
 		}
 	case "delete":
 		var opts metav1.DeleteOptions
@@ -120,7 +120,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 		gvk = tableGVK
 	}
 	for _, wn := range warnings {
-		w.Header().Add("Warning", `299 - "`+strings.ReplaceAll(wn, `"`, `'`)+`"`)
+		w.Header().Add("Warning", `299 - "`+strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(wn)+`"`)
 	}
 	if err != nil {
 		writeError(w, err)
@@ -274,7 +274,10 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 	m.SetResourceVersion("")
 	m.SetDeletionTimestamp(nil)
 	m.SetDeletionGracePeriodSeconds(nil)
-	m.SetGeneration(1)
+	m.SetGeneration(0)
+	if tracksGeneration(res) {
+		m.SetGeneration(1)
+	}
 	if !writeInfoFrom(ctx).apply {
 		m.SetManagedFields(nil)
 	}
@@ -396,7 +399,7 @@ func (s *Server) mergeUpdate(req *request, old, obj runtime.Object) (runtime.Obj
 	nm.SetGeneration(om.GetGeneration())
 	nm.SetNamespace(om.GetNamespace())
 	nm.SetGenerateName(om.GetGenerateName())
-	if os, ok := fieldByName(old, "Spec"); ok {
+	if os, ok := fieldByName(old, "Spec"); ok && tracksGeneration(req.res) {
 		ns, _ := fieldByName(obj, "Spec")
 		if !reflect.DeepEqual(os.Interface(), ns.Interface()) {
 			nm.SetGeneration(om.GetGeneration() + 1)
@@ -765,7 +768,8 @@ func (s *Server) deleteCollection(ctx context.Context, req *request, r *http.Req
 
 // patch applies a JSON, merge or strategic-merge patch to the stored object
 // and writes the result under the update rules.
-func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body []byte) (runtime.Object, error) {
+func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body []byte) (runtime.Object, []string, error) {
+	var warnings []string
 	ct := r.Header.Get("Content-Type")
 	if i := strings.Index(ct, ";"); i >= 0 {
 		ct = ct[:i]
@@ -773,12 +777,13 @@ func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body 
 	ct = strings.TrimSpace(ct)
 	if types.PatchType(ct) == types.ApplyYAMLPatchType || ct == "application/apply-patch+cbor" {
 		if ct != string(types.ApplyYAMLPatchType) {
-			return nil, apierrors.NewGenericServerResponse(http.StatusUnsupportedMediaType, "PATCH", groupResource(req.res), req.name,
+			return nil, nil, apierrors.NewGenericServerResponse(http.StatusUnsupportedMediaType, "PATCH", groupResource(req.res), req.name,
 				fmt.Sprintf("the patch content type %q is not supported", ct), 0, false)
 		}
-		return s.applyPatch(ctx, req, r, body)
+		obj, err := s.applyPatch(ctx, req, r, body)
+		return obj, nil, err
 	}
-	return s.guaranteedUpdate(ctx, req.res, req.ns, req.name, "", func(old runtime.Object) (runtime.Object, error) {
+	out, err := s.guaranteedUpdate(ctx, req.res, req.ns, req.name, "", func(old runtime.Object) (runtime.Object, error) {
 		cur, err := json.Marshal(old)
 		if err != nil {
 			return nil, apierrors.NewInternalError(err)
@@ -791,7 +796,8 @@ func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body 
 				return nil, apierrors.NewBadRequest("json patch: " + err.Error())
 			}
 			if patched, err = p.Apply(cur); err != nil {
-				return nil, apierrors.NewBadRequest("json patch: " + err.Error())
+				// As upstream: 422, with the patch library's words.
+				return nil, apierrors.NewGenericServerResponse(http.StatusUnprocessableEntity, "", schema.GroupResource{}, "", err.Error(), 0, false)
 			}
 		case types.MergePatchType:
 			if patched, err = jsonpatch.MergePatch(cur, body); err != nil {
@@ -806,8 +812,22 @@ func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body 
 				fmt.Sprintf("the patch content type %q is not supported", ct), 0, false)
 		}
 		obj := req.res.New()
-		if err := json.Unmarshal(patched, obj); err != nil {
-			return nil, apierrors.NewBadRequest("the patched object is malformed: " + err.Error())
+		gvk := req.res.GroupVersion().WithKind(req.res.Kind)
+		// Strict decoding finds unknown or duplicate fields the patch
+		// brought in: warnings, or a 400 under fieldValidation=Strict.
+		if _, _, err := jsonStrict.Decode(patched, &gvk, obj); err != nil {
+			strict, ok := runtime.AsStrictDecodingError(err)
+			switch {
+			case !ok:
+				return nil, apierrors.NewBadRequest("the patched object is malformed: " + err.Error())
+			case r.URL.Query().Get("fieldValidation") == "Strict":
+				return nil, apierrors.NewBadRequest(err.Error())
+			case r.URL.Query().Get("fieldValidation") != "Ignore":
+				warnings = warnings[:0]
+				for _, e := range strict.Errors() {
+					warnings = append(warnings, e.Error())
+				}
+			}
 		}
 		m, _ := meta.Accessor(obj)
 		if m.GetName() != req.name {
@@ -815,4 +835,5 @@ func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body 
 		}
 		return s.mergeUpdate(req, old, obj)
 	})
+	return out, warnings, err
 }

@@ -173,6 +173,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierrors.NewUnauthorized("Unauthorized"))
 		return
 	}
+	u, err := s.impersonate(r.Context(), r, u)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	var parts []string
 	if path != "" {
 		parts = strings.Split(path, "/")

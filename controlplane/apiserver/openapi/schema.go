@@ -2,6 +2,7 @@ package openapi
 
 import (
 	"reflect"
+	"sort"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -189,6 +190,7 @@ func (b *Builder) inline(t reflect.Type, top bool) Schema {
 
 func (b *Builder) structSchema(t reflect.Type) Schema {
 	props := Schema{}
+	var required []string
 	docs := docsOf(t)
 	var walk func(t reflect.Type)
 	walk = func(t reflect.Type) {
@@ -205,7 +207,8 @@ func (b *Builder) structSchema(t reflect.Type) Schema {
 					ft = ft.Elem()
 				}
 				if ft.Kind() == reflect.Struct {
-					walk(ft)
+					// The embedded type's docs first: its fields are
+					// described while it is walked.
 					for k, v := range docsOf(ft) {
 						if _, ok := docs[k]; !ok && k != "" {
 							if docs == nil {
@@ -214,6 +217,7 @@ func (b *Builder) structSchema(t reflect.Type) Schema {
 							docs[k] = v
 						}
 					}
+					walk(ft)
 					continue
 				}
 			}
@@ -221,10 +225,20 @@ func (b *Builder) structSchema(t reflect.Type) Schema {
 				name = f.Name
 			}
 			props[name] = b.fieldSchema(f, docs[name])
+			// The k8s.io/api convention: an optional field is omitempty or
+			// a pointer; the rest are required (what explain marks).
+			if !strings.Contains(opts, "omitempty") && f.Type.Kind() != reflect.Pointer {
+				required = append(required, name)
+			}
 		}
 	}
 	walk(t)
-	return Schema{"type": "object", "properties": props}
+	out := Schema{"type": "object", "properties": props}
+	if len(required) > 0 {
+		sort.Strings(required)
+		out["required"] = required
+	}
+	return out
 }
 
 // fieldSchema is a property: its type, description and the patch and

@@ -428,7 +428,10 @@ func (p *ServicePhase) Run(ctx context.Context) error {
 	err := ParallelEach(ctx, DefaultParallel, indexes(len(hosts)), func(ctx context.Context, i int) error {
 		st, err := readUnitState(ctx, hosts[i], unit)
 		states[i] = st
-		return hostError(hosts[i].Name(), err)
+		if err != nil {
+			return hostError(hosts[i].Name(), err)
+		}
+		return nil
 	})
 	if err != nil {
 		return err

@@ -41,6 +41,8 @@ type UpOptions struct {
 	Log            *slog.Logger
 	// Hosts replaces the SSH hosts (tests).
 	Hosts []Host
+	// Reporter replaces the text or JSON reporter (tests).
+	Reporter Reporter
 	// NewProber replaces the health prober that dials the hosts (tests).
 	NewProber func(c *cluster.Cluster, inv *pki.Inventory) (Prober, error)
 }
@@ -84,10 +86,12 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		}
 	}()
 
-	var rep Reporter
-	if o.JSON {
+	rep := o.Reporter
+	switch {
+	case rep != nil:
+	case o.JSON:
 		rep = NewJSONReporter(o.Out)
-	} else {
+	default:
 		tr := NewTextReporter(o.ErrOut, o.TTY)
 		defer tr.Close()
 		rep = tr

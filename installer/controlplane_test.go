@@ -405,3 +405,37 @@ func TestBinaryChangeRestartsMastersOneAtATime(t *testing.T) {
 		t.Errorf("%d restarts; want 3 etcd + 3 apiserver + 1 lb:\n%s", n, strings.Join(lines, "\n"))
 	}
 }
+
+// downHost cannot be reached.
+type downHost struct{ *simHost }
+
+func (downHost) Connect(context.Context) error { return fmt.Errorf("dial tcp: connection refused") }
+
+func TestResetSkipsUnreachableHosts(t *testing.T) {
+	s := newSim(t)
+	s.up(false)
+	for _, h := range s.hosts {
+		h.reset()
+	}
+	hs := []Host{s.host("m1"), downHost{s.host("m2")}, s.host("lb")}
+	var out bytes.Buffer
+	res, err := Reset(context.Background(), ResetOptions{Cluster: s.c, Out: &out, ErrOut: io.Discard, Hosts: hs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(res.Reset) != "[m1 lb]" || len(res.Skipped) != 1 || res.Skipped["m2"] == "" {
+		t.Errorf("reset %v skipped %v", res.Reset, res.Skipped)
+	}
+	if !strings.Contains(out.String(), "Skipped (unreachable, nothing removed): m2.") {
+		t.Errorf("output:\n%s", out.String())
+	}
+	for _, h := range []*simHost{s.host("m1"), s.host("lb")} {
+		w := h.changes()
+		if len(w) != 1 || !strings.Contains(w[0], "rm -rf /etc/kforge /var/lib/kforge /usr/local/bin/kforge") || !strings.Contains(w[0], "disable --now") {
+			t.Errorf("%s: %v", h.name, w)
+		}
+	}
+	if w := s.host("m2").changes(); len(w) != 0 {
+		t.Errorf("m2 (unreachable) got %v", w)
+	}
+}

@@ -37,19 +37,22 @@ lint:
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# Today: boots the local lab (seven hosts) and says how to reach it. The
-# installer (`kforge up` on DIR/cluster.yaml) joins this when it lands.
+# Boots the local lab (seven hosts), installs the control plane on it with
+# `kforge up` (PKI, HA etcd, apiservers, the lb) and says how to reach it.
+# Workers get no daemons yet.
 demo: build
 	./bin/kforge lab up --dir kforge-lab
+	./bin/kforge up -f kforge-lab/cluster.yaml
 	@echo
-	@echo "The lab is up. Try:"
-	@echo "  ./bin/kforge lab status"
-	@echo "  ./bin/kforge lab ssh m1"
-	@echo "  ./bin/kforge lab ssh w1 -- ctr -n k8s.io run --rm --cpu-shares 0 docker.io/library/busybox:local t1 echo hello"
-	@echo "  ssh -i kforge-lab/ssh/id_ed25519 -o UserKnownHostsFile=kforge-lab/ssh/known_hosts root@198.18.0.11"
-	@echo "Stop it with: ./bin/kforge lab down   (or make demo-down)"
+	@echo "The cluster is up (control plane only: no worker daemons yet). Try:"
+	@echo "  kubectl --kubeconfig kforge-lab/admin.kubeconfig get ns"
+	@echo "  ./bin/kforge status -f kforge-lab/cluster.yaml"
+	@echo "  ./bin/kforge lab ssh m1 -- systemctl status kforge-etcd kforge-apiserver"
+	@echo "(kubectl: any v1.3x, or the real one built from test/kubectl: go build -C test/kubectl -o ../../bin/kubectl .)"
+	@echo "Stop it with: make demo-down"
 
 demo-down: build
+	-./bin/kforge reset -f kforge-lab/cluster.yaml --yes
 	./bin/kforge lab down --dir kforge-lab
 
 clean:

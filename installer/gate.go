@@ -17,6 +17,9 @@ type Change struct {
 	Target string `json:"target"`
 	// Detail says why or what differs.
 	Detail string `json:"detail,omitempty"`
+	// Diff is, in a dry run, a unified diff of a text file against what
+	// the host has (never set for keys, kubeconfigs or binaries).
+	Diff string `json:"diff,omitempty"`
 }
 
 func (c Change) String() string {

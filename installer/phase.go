@@ -47,6 +47,8 @@ type Env struct {
 	Parallel int
 	// Facts are filled by the facts phase; later phases read them.
 	Facts *FactsStore
+	// Changed records the files this run changed per host; nil records nothing.
+	Changed *ChangeSet
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }

@@ -47,6 +47,7 @@ func PortsFor(role string) []int {
 const probeScript = `cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" {print "listen", $2}'
 for c in containerd runc; do p=$(command -v $c 2>/dev/null) && echo "have $c $p"; done
 for d in /opt/cni/bin /usr/lib/cni; do [ -d "$d" ] && echo "cni $d" $(ls "$d"); done
+for u in kforge-etcd kforge-apiserver kforge-lb; do [ "$(systemctl is-active $u 2>/dev/null)" = active ] && echo "active $u"; done
 true
 `
 
@@ -55,10 +56,12 @@ type Probe struct {
 	Listening map[int]bool
 	Have      map[string]string // command -> path
 	CNI       map[string][]string
+	// Active are kforge's own units that are running (kforge-etcd, ...).
+	Active map[string]bool
 }
 
 func parseProbe(out string) (*Probe, error) {
-	p := &Probe{Listening: map[int]bool{}, Have: map[string]string{}, CNI: map[string][]string{}}
+	p := &Probe{Listening: map[int]bool{}, Have: map[string]string{}, CNI: map[string][]string{}, Active: map[string]bool{}}
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 {
@@ -78,6 +81,10 @@ func parseProbe(out string) (*Probe, error) {
 		case "have":
 			if len(f) == 3 {
 				p.Have[f[1]] = f[2]
+			}
+		case "active":
+			if len(f) == 2 {
+				p.Active[f[1]] = true
 			}
 		case "cni":
 			if len(f) >= 2 {
@@ -137,11 +144,16 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 	if free, ok := f.DiskFree[StateDir]; ok && free < need {
 		bad("%s free in %s, need %s on a %s", humanBytes(int64(free)), StateDir, humanBytes(int64(need)), role)
 	}
-	var busy []string
+	var busy, ours []string
 	for _, port := range PortsFor(role) {
-		if p.Listening[port] {
-			busy = append(busy, strconv.Itoa(port))
+		if !p.Listening[port] {
+			continue
 		}
+		if u := ownerUnit(role, port); u != "" && p.Active[u] {
+			ours = append(ours, strconv.Itoa(port))
+			continue
+		}
+		busy = append(busy, strconv.Itoa(port))
 	}
 	if len(busy) > 0 {
 		bad("TCP port(s) %s already in use (a %s needs %s free)", strings.Join(busy, ", "), role, joinInts(PortsFor(role)))
@@ -183,7 +195,11 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 			bad("CNI plugin(s) %s not found in /opt/cni/bin or /usr/lib/cni (Debian: apt-get install containernetworking-plugins)", strings.Join(missing, ", "))
 		}
 	}
-	info := []string{f.OS + " " + f.OSVersion + " " + f.Arch, "systemd", "ports " + joinInts(PortsFor(role)) + " free"}
+	ports := "ports " + joinInts(PortsFor(role)) + " free"
+	if len(ours) > 0 {
+		ports = "ports " + joinInts(PortsFor(role)) + " free or kforge's own (" + strings.Join(ours, ", ") + ")"
+	}
+	info := []string{f.OS + " " + f.OSVersion + " " + f.Arch, "systemd", ports}
 	if f.CgroupFS == "cgroup2fs" {
 		ctl := strings.Join(f.CgroupControllers, " ")
 		if ctl == "" {
@@ -197,6 +213,20 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 	info = append(info, fmt.Sprintf("clock %+dms", f.ClockSkew.Milliseconds()))
 	r.Info = strings.Join(info, ", ")
 	return r
+}
+
+// ownerUnit is the kforge unit that listens on a role's port, so a re-run
+// accepts the port it holds.
+func ownerUnit(role string, port int) string {
+	switch {
+	case role == cluster.RoleMaster && (port == 2379 || port == 2380):
+		return "kforge-etcd"
+	case role == cluster.RoleMaster && port == 6443:
+		return "kforge-apiserver"
+	case role == cluster.RoleLoadBalancer && port == 6443:
+		return "kforge-lb"
+	}
+	return ""
 }
 
 func joinInts(ns []int) string {

@@ -8,15 +8,17 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"kforge.dev/kforge/installer/cluster"
 	"kforge.dev/kforge/installer/ssh"
+	"kforge.dev/kforge/pki"
 )
 
 // NotYet is what `kforge up` says it does not do yet.
-const NotYet = "not there yet: PKI distribution, systemd units and role configs, etcd, the apiservers, the load balancer and the admin kubeconfig — kforge up stops after the binary today"
+const NotYet = "not there yet: the workers' daemons (agent, proxy, dns, ingress) and the scheduler and controller-manager — workers get the binary and their certificates only"
 
 // UpOptions configure `kforge up`.
 type UpOptions struct {
@@ -39,16 +41,24 @@ type UpOptions struct {
 	Log            *slog.Logger
 	// Hosts replaces the SSH hosts (tests).
 	Hosts []Host
+	// Reporter replaces the text or JSON reporter (tests).
+	Reporter Reporter
+	// NewProber replaces the health prober that dials the hosts (tests).
+	NewProber func(c *cluster.Cluster, inv *pki.Inventory) (Prober, error)
 }
 
 // UpResult is what a run did.
 type UpResult struct {
 	Changes  []Change
 	Duration time.Duration
+	// Kubeconfig is the admin kubeconfig written, when one was.
+	Kubeconfig string
 }
 
-// Up runs the install phases that exist today: connect and gather facts,
-// preflight, upload the binary.
+// Up installs or converges the cluster: connect and gather facts,
+// preflight, upload the binary, the PKI (locally) and its distribution,
+// role configs and units, etcd, the apiservers, the load balancer, a wait
+// for the API through it, and the admin kubeconfig beside cluster.yaml.
 func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -76,16 +86,18 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		}
 	}()
 
-	var rep Reporter
-	if o.JSON {
+	rep := o.Reporter
+	switch {
+	case rep != nil:
+	case o.JSON:
 		rep = NewJSONReporter(o.Out)
-	} else {
+	default:
 		tr := NewTextReporter(o.ErrOut, o.TTY)
 		defer tr.Close()
 		rep = tr
 	}
 	gate := NewGate(o.DryRun)
-	env := &Env{Hosts: hosts, Gate: gate, Reporter: rep, Parallel: o.Parallel, Facts: &FactsStore{}}
+	env := &Env{Hosts: hosts, Gate: gate, Reporter: rep, Parallel: o.Parallel, Facts: &FactsStore{}, Changed: &ChangeSet{}}
 	gate.OnChange = func(c Change) {
 		env.report(Event{Phase: "", Host: c.Host, Status: StatusChange, Change: &c})
 	}
@@ -101,13 +113,18 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 			return nil, err
 		}
 	}
-	m := &Manager{Env: env, Phases: []Phase{
+	cp := &ControlPlane{Env: env, Cluster: o.Cluster, NewProber: o.NewProber}
+	defer cp.Close()
+	m := &Manager{Env: env, Phases: append([]Phase{
 		&FactsPhase{Env: env},
 		&PreflightPhase{Env: env, Binary: bin},
 		&UploadBinaryPhase{Env: env, Binary: bin, File: file},
-	}}
+	}, cp.Phases()...)}
 	err = m.Run(ctx)
 	res := &UpResult{Changes: gate.Changes(), Duration: time.Since(start)}
+	if err == nil && !o.DryRun && o.Cluster.Path != "" {
+		res.Kubeconfig = AdminKubeconfigPath(o.Cluster.Path)
+	}
 	if env.Journal != nil {
 		rec := JournalRecord{Kind: JournalRunEnd, OK: err == nil, DurationMS: res.Duration.Milliseconds()}
 		if err != nil {
@@ -116,6 +133,9 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		_ = env.Journal.Record(rec)
 	}
 	summary := summaryText(o, len(hosts), res, err)
+	if res.Kubeconfig != "" {
+		summary += "\n\n" + usageText(o.Cluster, res.Kubeconfig)
+	}
 	if o.JSON {
 		ev := Event{Status: StatusSummary, Message: summary, DurationMS: res.Duration.Milliseconds()}
 		if err != nil {
@@ -125,8 +145,13 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	} else {
 		if o.DryRun {
 			fmt.Fprintf(o.Out, "Dry run: %d change(s) planned, nothing was changed.\n", len(res.Changes))
-			for _, c := range res.Changes {
+			for _, c := range sortChanges(res.Changes) {
 				fmt.Fprintf(o.Out, "  %s\n", c)
+				for _, l := range strings.Split(strings.TrimRight(c.Diff, "\n"), "\n") {
+					if l != "" {
+						fmt.Fprintf(o.Out, "      %s\n", l)
+					}
+				}
 			}
 		}
 		fmt.Fprintln(o.Out, summary)
@@ -142,8 +167,16 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 	if err != nil {
 		verb = "failed"
 	}
-	return fmt.Sprintf("kforge up %s in %s on %d hosts: facts, preflight and the binary (%d change(s)). %s.",
+	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, etcd, apiservers, load balancer (%d change(s)). %s.",
 		verb, formatDuration(res.Duration), hosts, len(res.Changes), NotYet)
+}
+
+func usageText(c *cluster.Cluster, kubeconfig string) string {
+	return fmt.Sprintf(`The API is at %s. The admin kubeconfig (cluster-admin, keep it private) is
+  %s
+Use it with kubectl:
+  kubectl --kubeconfig %s get ns
+or print it again with: kforge kubeconfig -f %s`, c.APIServerURL(), kubeconfig, kubeconfig, c.Path)
 }
 
 // SSHHosts builds a Host per cluster host with its effective SSH settings.

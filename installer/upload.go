@@ -61,6 +61,9 @@ func (p *UploadBinaryPhase) Run(ctx context.Context) error {
 		if err != nil {
 			return "", err
 		}
+		if changed {
+			p.Env.Changed.add(h.Name(), BinaryPath)
+		}
 		switch {
 		case !changed:
 			return "", &SkipError{Why: "up to date (sha256 match)"}

@@ -1,16 +1,21 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestUp runs `kforge up` (facts, preflight, binary upload) on a lab of
-// its own. Only one lab can run on a machine (they share the kforge0
+// TestUp runs the installer end to end on a lab of its own: a dry run,
+// kforge up (etcd, apiservers, lb), the real kubectl through the lb,
+// kforge status, a no-op re-run, a changed config, a master's daemons
+// stopped, the sudo user, host keys, and kforge reset. Only one lab can run on a machine (they share the kforge0
 // bridge and addresses), so the tests of this package never call
 // t.Parallel: TestLab (lab_test.go) has brought its labs down before this
 // test starts, and this one always brings its lab down before returning.
@@ -66,11 +71,18 @@ func TestUp(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(out, "Dry run: 7 change(s) planned, nothing was changed.") || !strings.Contains(out, "upload /usr/local/bin/kforge") {
-			t.Errorf("dry run output lacks the plan:\n%s", out)
+		for _, want := range []string{
+			"nothing was changed.", "upload /usr/local/bin/kforge",
+			"+++ /etc/kforge/etcd.yaml", "+kind: EtcdConfig", // a unified diff of each config
+			"m1: upload /etc/kforge/pki/etcd-server.key (new file:", // keys: no content
+			"would start kforge-etcd.service", "would start kforge-lb.service",
+		} {
+			if !strings.Contains(out+stderr, want) {
+				t.Errorf("dry run output lacks %q", want)
+			}
 		}
-		if !strings.Contains(out, "not there yet") {
-			t.Error("kforge up does not say the control-plane phases are missing")
+		if strings.Contains(out, "PRIVATE KEY") {
+			t.Error("the dry run printed a private key")
 		}
 		if seen := hostLines(stderr, "✓"); len(seen) != 7 {
 			t.Errorf("✓ lines for %d hosts; want 7", len(seen))
@@ -80,25 +92,35 @@ func TestUp(t *testing.T) {
 				t.Errorf("%s has /usr/local/bin/kforge after a dry run", h.Name)
 			}
 		}
-		if _, err := os.Stat(filepath.Join(dir, "cluster.journal.jsonl")); err == nil {
-			t.Error("a dry run wrote the journal")
+		out, _, _ = kforge(t, bin, nil, "lab", "ssh", "--dir", dir, "m1", "--", "ls /etc/kforge /etc/systemd/system/kforge-etcd.service 2>&1 || true")
+		if !strings.Contains(out, "No such file") || strings.Count(out, "No such file") != 2 {
+			t.Errorf("m1 after a dry run: %s", out)
+		}
+		for _, p := range []string{"cluster.journal.jsonl", "pki", "admin.kubeconfig"} {
+			if _, err := os.Stat(filepath.Join(dir, p)); err == nil {
+				t.Errorf("a dry run wrote %s", p)
+			}
 		}
 	})
 
-	t.Run("up uploads to every host", func(t *testing.T) {
+	t.Run("up installs etcd, the apiservers and the lb", func(t *testing.T) {
 		start := time.Now()
 		out, stderr, err := kforge(t, bin, nil, "up", "-f", spec, "--binary", bin)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("TIMING kforge up on %d hosts: %s", len(st.Hosts), time.Since(start))
-		for _, title := range []string{"✓ Connect and gather facts", "✓ Preflight checks", "✓ Upload the kforge binary"} {
+		t.Logf("TIMING kforge up (3 masters + lb, binary pushed to %d hosts): %s", len(st.Hosts), time.Since(start))
+		for _, title := range []string{"✓ Connect and gather facts", "✓ Preflight checks", "✓ Upload the kforge binary",
+			"✓ Distribute certificates and kubeconfigs", "✓ etcd members", "✓ apiservers", "✓ load balancer", "✓ The API through the load balancer"} {
 			if !strings.Contains(stderr, title) {
 				t.Errorf("stderr lacks %q", title)
 			}
 		}
-		if !strings.Contains(out, "(7 change(s))") || !strings.Contains(out, "not there yet") {
+		if !strings.Contains(out, "kubectl --kubeconfig "+filepath.Join(dir, "admin.kubeconfig")) {
 			t.Errorf("summary: %q", out)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, "admin.kubeconfig")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("admin.kubeconfig: %v %v", fi, err)
 		}
 		want := remoteSHA("m1")
 		for _, h := range st.Hosts {
@@ -110,9 +132,62 @@ func TestUp(t *testing.T) {
 		if err != nil || strings.Count(string(j), `"phase":"upload-binary"`) != 7 {
 			t.Errorf("journal: %v\n%s", err, j)
 		}
+		// Modes, and no CA key anywhere.
+		out, _, _ = kforge(t, bin, nil, "lab", "ssh", "--dir", dir, "m1", "--", "stat -c '%a %n' /etc/kforge/pki /etc/kforge/pki/sa.key /etc/kforge/pki/apiserver.key /etc/kforge/pki/apiserver.crt")
+		for _, w := range []string{"700 /etc/kforge/pki", "600 /etc/kforge/pki/sa.key", "600 /etc/kforge/pki/apiserver.key", "644 /etc/kforge/pki/apiserver.crt"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("m1 modes lack %q: %s", w, out)
+			}
+		}
+		out, _, _ = kforge(t, bin, nil, "lab", "ssh", "--dir", dir, "w1", "--", "ls /etc/kforge/pki")
+		if strings.Contains(out, "ca.key") || strings.Contains(out, "etcd") || strings.Contains(out, "apiserver") || strings.Contains(out, "sa.key") {
+			t.Errorf("w1 has files it must not: %s", out)
+		}
 	})
 
-	t.Run("re-run skips the upload", func(t *testing.T) {
+	kubeconfig := filepath.Join(dir, "admin.kubeconfig")
+	kc := kubectlBinary(t)
+	kubectl := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, kc, append([]string{"--kubeconfig", kubeconfig, "--request-timeout", "3s"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+
+	t.Run("the real kubectl through the lb", func(t *testing.T) {
+		out, err := kubectl("get", "ns")
+		if err != nil || !strings.Contains(out, "default") || !strings.Contains(out, "kube-system") {
+			t.Fatalf("get ns: %v\n%s", err, out)
+		}
+		out, err = kubectl("create", "configmap", "e2e-one", "--from-literal=a=b")
+		if err != nil || !strings.Contains(out, "configmap/e2e-one created") {
+			t.Fatalf("create configmap: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("status is healthy", func(t *testing.T) {
+		out, _, err := kforge(t, bin, nil, "status", "-f", spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []string{"All healthy.", "✓ healthy", "(load balancer)", "198.18.0.11:6443 (m1)  ✓ up", "none registered yet", "/etc/kforge/pki/apiserver.crt"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("status lacks %q", w)
+			}
+		}
+	})
+
+	unitTimes := func() string {
+		var b strings.Builder
+		for _, h := range []string{"m1", "m2", "m3", "lb"} {
+			out, _, _ := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, h, "--", "systemctl show -p ActiveEnterTimestamp kforge-etcd kforge-apiserver kforge-lb")
+			b.WriteString(h + ": " + out)
+		}
+		return b.String()
+	}
+
+	t.Run("no-op re-run restarts nothing", func(t *testing.T) {
+		before := unitTimes()
 		start := time.Now()
 		out, stderr, err := kforge(t, bin, nil, "up", "-f", spec, "--binary", bin)
 		if err != nil {
@@ -120,7 +195,26 @@ func TestUp(t *testing.T) {
 		}
 		t.Logf("TIMING no-op re-run: %s", time.Since(start))
 		if !strings.Contains(stderr, "Upload the kforge binary: skipped: every host has this binary") || !strings.Contains(out, "(0 change(s))") {
-			t.Errorf("the re-run did not skip the upload:\n%s\n%s", stderr, out)
+			t.Errorf("the re-run changed something:\n%s\n%s", stderr, out)
+		}
+		if strings.Contains(stderr, "started") || strings.Contains(stderr, "restarted") {
+			t.Errorf("the re-run (re)started a unit:\n%s", stderr)
+		}
+		if after := unitTimes(); after != before {
+			t.Errorf("units restarted:\nbefore %s\nafter %s", before, after)
+		}
+	})
+
+	t.Run("a changed config restarts only that unit", func(t *testing.T) {
+		if _, _, err := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, "m2", "--", "echo '# edited' >> /etc/kforge/apiserver.yaml"); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, err := kforge(t, bin, nil, "up", "-f", spec, "--binary", bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(stderr, "restarted "); n != 1 || !strings.Contains(stderr, "restarted kforge-apiserver.service (changed: apiserver.yaml)") {
+			t.Errorf("%d restarts; want only m2's apiserver:\n%s", n, stderr)
 		}
 	})
 
@@ -138,6 +232,41 @@ func TestUp(t *testing.T) {
 		}
 		if last["status"] != "summary" || len(lines) < 3*7 {
 			t.Errorf("%d lines, last %v", len(lines), last)
+		}
+	})
+
+	t.Run("writes survive a master's daemons stopping", func(t *testing.T) {
+		if _, _, err := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, "m1", "--", "systemctl stop kforge-apiserver kforge-etcd"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		var last string
+		ok := false
+		for i := 0; time.Since(start) < 5*time.Second; i++ {
+			out, err := kubectl("create", "configmap", fmt.Sprintf("e2e-failover-%d", i), "--from-literal=a=b")
+			if err == nil {
+				ok = true
+				break
+			}
+			last = out
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Logf("TIMING first write through the lb after stopping m1's daemons: %s", time.Since(start))
+		if !ok {
+			t.Errorf("no write succeeded within 5s of stopping m1's etcd and apiserver: %s", last)
+		}
+		if _, _, err := kforge(t, bin, nil, "status", "-f", spec); err == nil {
+			t.Error("status exits 0 with m1 down")
+		}
+		if _, _, err := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, "m1", "--", "systemctl start kforge-etcd kforge-apiserver"); err != nil {
+			t.Fatal(err)
+		}
+		// up waits until m1 is healthy again.
+		if _, _, err := kforge(t, bin, nil, "up", "-f", spec, "--binary", bin); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := kforge(t, bin, nil, "status", "-f", spec); err != nil {
+			t.Errorf("status after m1 is back: %v", err)
 		}
 	})
 
@@ -257,4 +386,39 @@ func TestUp(t *testing.T) {
 			t.Errorf("strict run after pinning: %v", err)
 		}
 	})
+
+	t.Run("reset leaves the hosts clean", func(t *testing.T) {
+		if _, _, err := kforge(t, bin, nil, "reset", "-f", spec); err == nil {
+			t.Error("reset without --yes and without a terminal went ahead")
+		}
+		if _, _, err := kforge(t, bin, nil, "reset", "-f", spec, "--yes"); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range st.Hosts {
+			out, _, _ := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, h.Name, "--",
+				"ls -d /etc/kforge /var/lib/kforge /usr/local/bin/kforge /etc/systemd/system/kforge-* 2>/dev/null; systemctl list-units --all --no-legend 'kforge-*'; true")
+			if strings.TrimSpace(out) != "" {
+				t.Errorf("%s after reset: %s", h.Name, out)
+			}
+		}
+	})
+}
+
+// kubectlBinary is $KUBECTL, or the real kubectl built from test/kubectl.
+func kubectlBinary(t *testing.T) string {
+	t.Helper()
+	if k := os.Getenv("KUBECTL"); k != "" {
+		return k
+	}
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := filepath.Join(t.TempDir(), "kubectl")
+	cmd := exec.Command("go", "build", "-o", b, ".")
+	cmd.Dir = filepath.Join(filepath.Dir(strings.TrimSpace(string(gomod))), "test", "kubectl")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building kubectl: %v\n%s", err, out)
+	}
+	return b
 }

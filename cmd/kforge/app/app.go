@@ -115,6 +115,8 @@ those daemons itself: each is a role of this one binary.`,
 		newLBCommand(streams, g),
 		newLocalCommand(streams, g),
 		newUpCommand(streams, g),
+		newStatusCommand(streams, g),
+		newResetCommand(streams, g),
 	)
 	return root
 }

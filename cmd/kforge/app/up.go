@@ -16,10 +16,20 @@ func newUpCommand(streams Streams, g *globalFlags) *cobra.Command {
 	var output, binary string
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Provision the cluster's hosts over SSH (today: facts, preflight and the binary)",
+		Short: "Install or converge the cluster over SSH: PKI, HA etcd, apiservers, load balancer",
 		Long: `up connects to every host of cluster.yaml over SSH (host keys checked strictly
-against spec.ssh.knownHosts), gathers facts, runs the preflight checks and
-pushes this kforge binary to /usr/local/bin/kforge where it differs.
+against spec.ssh.knownHosts), gathers facts, runs the preflight checks, pushes
+this kforge binary to /usr/local/bin/kforge, makes the PKI (locally, spec.pki.dir)
+and copies each host only its own files to /etc/kforge/pki, renders the role
+configs (/etc/kforge/<role>.yaml) and systemd units (kforge-<role>.service),
+starts the etcd members together and waits for quorum, starts the apiservers
+and waits for /readyz on each master, starts the load balancer (unless it is
+external), waits for the API through it, and writes admin.kubeconfig beside
+cluster.yaml.
+
+It is idempotent: a re-run with nothing to do changes and restarts nothing; a
+changed file restarts only the daemons that read it, one master at a time,
+each healthy before the next.
 
 ` + installer.NotYet + `.
 
@@ -43,14 +53,7 @@ reads, changes nothing, and lists what it would change.`,
 				TTY: isTerminal(streams.ErrOut), Out: streams.Out, ErrOut: streams.ErrOut,
 				Version: Version, Log: g.logger(streams.ErrOut),
 			}
-			if f, ok := streams.In.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-				opts.PromptPassword = func(prompt string) (string, error) {
-					fmt.Fprint(streams.ErrOut, prompt)
-					b, err := term.ReadPassword(int(f.Fd()))
-					fmt.Fprintln(streams.ErrOut)
-					return string(b), err
-				}
-			}
+			opts.PromptPassword = passwordPrompt(streams)
 			_, err = installer.Up(cmd.Context(), opts)
 			return err
 		},
@@ -61,6 +64,20 @@ reads, changes nothing, and lists what it would change.`,
 	cmd.Flags().BoolVar(&acceptNew, "accept-new-host-keys", false, "pin host keys that spec.ssh.knownHosts does not know yet (a changed key is always refused)")
 	cmd.Flags().StringVar(&binary, "binary", "", "the kforge binary to push (default: this one)")
 	return cmd
+}
+
+// passwordPrompt asks on the terminal, or is nil when stdin is not one.
+func passwordPrompt(streams Streams) func(string) (string, error) {
+	f, ok := streams.In.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	return func(prompt string) (string, error) {
+		fmt.Fprint(streams.ErrOut, prompt)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(streams.ErrOut)
+		return string(b), err
+	}
 }
 
 func isTerminal(w any) bool {

@@ -1,0 +1,182 @@
+package installer
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/pki"
+)
+
+// Prober checks the daemons' health from the operator's machine.
+type Prober interface {
+	// EtcdMember returns nil when the member at address answers a status
+	// call and knows a leader.
+	EtcdMember(ctx context.Context, address string) (*EtcdStatus, error)
+	// APIServer returns nil when GET base+"/readyz" answers 200.
+	APIServer(ctx context.Context, base string) error
+}
+
+// EtcdStatus is what one member says about itself.
+type EtcdStatus struct {
+	Endpoint string
+	MemberID uint64
+	Leader   uint64
+	DBSize   int64
+	Version  string
+	Errors   []string
+}
+
+// NetProber dials the hosts directly with the PKI's certificates: the
+// etcd CA and an apiserver→etcd client certificate for etcd, the cluster
+// CA for the apiservers.
+type NetProber struct {
+	etcdTLS *tls.Config
+	apiTLS  *tls.Config
+	client  *http.Client
+}
+
+// NewNetProber builds a prober from the local PKI.
+func NewNetProber(c *cluster.Cluster, inv *pki.Inventory) (*NetProber, error) {
+	masters := c.Masters()
+	if len(masters) == 0 {
+		return nil, errors.New("no masters")
+	}
+	clusterCA, err := certPool(inv.Path(inv.Cert(pki.ClusterCA).CertFile))
+	if err != nil {
+		return nil, err
+	}
+	p := &NetProber{apiTLS: &tls.Config{RootCAs: clusterCA, MinVersion: tls.VersionTLS12}}
+	etcdCA, err := certPool(inv.Path(inv.Cert(pki.EtcdCA).CertFile))
+	if err != nil {
+		return nil, err
+	}
+	ec := inv.Cert(masters[0].Name + "/apiserver-etcd-client")
+	if ec == nil {
+		return nil, errors.New("the PKI has no apiserver-etcd-client certificate")
+	}
+	pair, err := tls.LoadX509KeyPair(inv.Path(ec.CertFile), inv.Path(ec.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("loading the etcd client certificate: %w", err)
+	}
+	p.etcdTLS = &tls.Config{RootCAs: etcdCA, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	p.client = &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: p.apiTLS, DisableKeepAlives: true},
+	}
+	return p, nil
+}
+
+func certPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// EtcdEndpoint is a member's client URL.
+func EtcdEndpoint(address string) string { return "https://" + cluster.HostPort(address, 2379) }
+
+func (p *NetProber) EtcdMember(ctx context.Context, address string) (*EtcdStatus, error) {
+	ep := EtcdEndpoint(address)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: []string{ep}, TLS: p.etcdTLS, DialTimeout: 2 * time.Second,
+		Logger: zap.NewNop(), Context: ctx,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	st, err := cli.Status(ctx, ep)
+	if err != nil {
+		return nil, err
+	}
+	s := &EtcdStatus{Endpoint: ep, MemberID: st.Header.MemberId, Leader: st.Leader, DBSize: st.DbSize, Version: st.Version, Errors: st.Errors}
+	switch {
+	case st.Leader == 0:
+		return s, errors.New("no leader")
+	case len(st.Errors) > 0:
+		return s, errors.New(strings.Join(st.Errors, "; "))
+	}
+	return s, nil
+}
+
+// EtcdMembers lists the members through any of the endpoints.
+func (p *NetProber) EtcdMembers(ctx context.Context, addresses []string) (map[uint64]string, error) {
+	var eps []string
+	for _, a := range addresses {
+		eps = append(eps, EtcdEndpoint(a))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, TLS: p.etcdTLS, DialTimeout: 2 * time.Second, Logger: zap.NewNop(), Context: ctx})
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	resp, err := cli.MemberList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint64]string{}
+	for _, m := range resp.Members {
+		out[m.ID] = m.Name
+	}
+	return out, nil
+}
+
+func (p *NetProber) APIServer(ctx context.Context, base string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s/readyz: %s: %s", base, resp.Status, oneLine(string(body)))
+	}
+	return nil
+}
+
+// waitFor polls check every interval until it succeeds or timeout passes;
+// the error is check's last one.
+func waitFor(ctx context.Context, timeout, interval time.Duration, check func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		if last = check(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				last = ctx.Err()
+			}
+			return fmt.Errorf("not healthy after %s: %w", timeout, last)
+		case <-time.After(interval):
+		}
+	}
+}

@@ -1,0 +1,332 @@
+package installer
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/pki"
+)
+
+// StatusOptions configure `kforge status`.
+type StatusOptions struct {
+	Cluster *cluster.Cluster
+	Out     io.Writer
+	// Warn flags certificates that expire within it (30 days when 0).
+	Warn           time.Duration
+	PromptPassword func(string) (string, error)
+	Log            *slog.Logger
+}
+
+// StatusResult is what status found; Problems is empty when all is well.
+type StatusResult struct {
+	Problems []string
+}
+
+// Healthy reports whether nothing is wrong.
+func (r *StatusResult) Healthy() bool { return len(r.Problems) == 0 }
+
+// Status prints the cluster at a glance: etcd members, apiservers, the
+// load balancer's backends, nodes and certificate expiry per host. It
+// reads only. etcd and the apiservers are asked from this machine with the
+// local PKI's certificates; the LB metrics (loopback on the lb host) and
+// the deployed certificates are read over SSH.
+func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Warn == 0 {
+		o.Warn = 30 * 24 * time.Hour
+	}
+	c := o.Cluster
+	inv, err := pki.NewInventory(c, "")
+	if err != nil {
+		return nil, err
+	}
+	pr, err := NewNetProber(c, inv)
+	if err != nil {
+		return nil, fmt.Errorf("reading the local PKI (has kforge up run?): %w", err)
+	}
+	res := &StatusResult{}
+	var mu sync.Mutex
+	problem := func(format string, a ...any) {
+		mu.Lock()
+		res.Problems = append(res.Problems, fmt.Sprintf(format, a...))
+		mu.Unlock()
+	}
+	hosts := SSHHosts(c, false, o.PromptPassword, o.Log)
+	defer func() {
+		for _, h := range hosts {
+			_ = h.Close()
+		}
+	}()
+	reach := make([]error, len(hosts))
+	_ = ParallelEach(ctx, DefaultParallel, indexes(len(hosts)), func(ctx context.Context, i int) error {
+		reach[i] = hosts[i].Connect(ctx)
+		return nil
+	})
+
+	w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+	section := func(title string) { fmt.Fprintf(w, "\n%s\n", title) }
+
+	// etcd.
+	masters := c.Masters()
+	section("ETCD MEMBER\tENDPOINT\tHEALTH\tLEADER\tDB SIZE\tVERSION")
+	var addrs []string
+	for _, m := range masters {
+		addrs = append(addrs, m.Address)
+	}
+	statuses := make([]*EtcdStatus, len(masters))
+	errs := make([]error, len(masters))
+	_ = ParallelEach(ctx, DefaultParallel, indexes(len(masters)), func(ctx context.Context, i int) error {
+		statuses[i], errs[i] = pr.EtcdMember(ctx, masters[i].Address)
+		return nil
+	})
+	for i, m := range masters {
+		st, err := statuses[i], errs[i]
+		if err != nil {
+			problem("etcd %s: %v", m.Name, err)
+			fmt.Fprintf(w, "%s\t%s\t✗ %s\t\t\t\n", m.Name, EtcdEndpoint(m.Address), oneLine(err.Error()))
+			continue
+		}
+		leader := "no"
+		if st.Leader == st.MemberID {
+			leader = "yes"
+		}
+		fmt.Fprintf(w, "%s\t%s\t✓ healthy\t%s\t%s\t%s\n", m.Name, st.Endpoint, leader, humanBytes(st.DBSize), st.Version)
+	}
+	if members, err := pr.EtcdMembers(ctx, addrs); err != nil {
+		problem("etcd member list: %v", err)
+	} else if len(members) != len(masters) {
+		problem("etcd has %d members; the spec has %d masters", len(members), len(masters))
+	}
+
+	// apiservers.
+	section("APISERVER\tURL\tREADY")
+	type target struct{ name, url string }
+	targets := []target{}
+	for _, m := range masters {
+		targets = append(targets, target{m.Name, "https://" + cluster.HostPort(m.Address, 6443)})
+	}
+	targets = append(targets, target{"(load balancer)", c.APIServerURL()})
+	for _, t := range targets {
+		if err := pr.APIServer(ctx, t.url); err != nil {
+			problem("apiserver %s: %v", t.name, err)
+			fmt.Fprintf(w, "%s\t%s\t✗ %s\n", t.name, t.url, oneLine(err.Error()))
+		} else {
+			fmt.Fprintf(w, "%s\t%s\t✓ ready\n", t.name, t.url)
+		}
+	}
+
+	// Load balancer backends.
+	if lbName := c.Spec.LoadBalancer.Host; lbName != "" {
+		section("LB BACKEND\tUP")
+		var lbh Host
+		var lerr error
+		for i, h := range hosts {
+			if h.Name() == lbName {
+				lbh, lerr = h, reach[i]
+			}
+		}
+		var up map[string]bool
+		if lbh != nil && lerr == nil {
+			up, lerr = lbBackends(ctx, lbh)
+		}
+		if lerr != nil {
+			problem("lb %s: %v", lbName, lerr)
+			fmt.Fprintf(w, "(%s)\t✗ %s\n", lbName, oneLine(lerr.Error()))
+		}
+		for _, m := range masters {
+			b := cluster.HostPort(m.Address, 6443)
+			switch {
+			case lerr != nil:
+			case up[b]:
+				fmt.Fprintf(w, "%s (%s)\t✓ up\n", b, m.Name)
+			default:
+				problem("lb backend %s is down", b)
+				fmt.Fprintf(w, "%s (%s)\t✗ down\n", b, m.Name)
+			}
+		}
+	} else {
+		section("LB\n(external: " + c.APIServerURL() + ")")
+	}
+
+	// Nodes.
+	section("NODES")
+	if n, err := countNodes(ctx, inv, c.APIServerURL()); err != nil {
+		problem("nodes: %v", err)
+		fmt.Fprintf(w, "✗ %s\n", oneLine(err.Error()))
+	} else if len(n) == 0 {
+		fmt.Fprintf(w, "none registered yet (the workers' agents are not installed by this version)\n")
+	} else {
+		for _, name := range n {
+			fmt.Fprintf(w, "%s\n", name)
+		}
+	}
+
+	// Certificates as deployed.
+	section("HOST\tCERTIFICATE\tNOT AFTER\tDAYS LEFT")
+	now := time.Now()
+	type certRow struct{ host, file, notAfter, left string }
+	rows := make([][]certRow, len(hosts))
+	_ = ParallelEach(ctx, DefaultParallel, indexes(len(hosts)), func(ctx context.Context, i int) error {
+		h := hosts[i]
+		if reach[i] != nil {
+			problem("host %s unreachable: %v", h.Name(), reach[i])
+			rows[i] = []certRow{{h.Name(), "✗ unreachable", "", ""}}
+			return nil
+		}
+		var paths []string
+		for _, f := range inv.FilesFor(h.Name()) {
+			if f.Kind == pki.KindCert {
+				paths = append(paths, pkiRemote(f))
+			}
+		}
+		certs, err := readRemoteCerts(ctx, h, paths)
+		if err != nil {
+			problem("host %s certificates: %v", h.Name(), err)
+			rows[i] = []certRow{{h.Name(), "✗ " + oneLine(err.Error()), "", ""}}
+			return nil
+		}
+		for _, p := range paths {
+			crt, ok := certs[p]
+			if !ok {
+				problem("host %s: %s is missing", h.Name(), p)
+				rows[i] = append(rows[i], certRow{h.Name(), p, "✗ missing", ""})
+				continue
+			}
+			left := crt.NotAfter.Sub(now)
+			mark := ""
+			if left < o.Warn {
+				mark = " ✗"
+				problem("host %s: %s expires %s", h.Name(), p, crt.NotAfter.Format(time.DateOnly))
+			}
+			rows[i] = append(rows[i], certRow{h.Name(), p, crt.NotAfter.UTC().Format(time.DateOnly), strconv.Itoa(int(left.Hours()/24)) + mark})
+		}
+		return nil
+	})
+	for _, rs := range rows {
+		for _, r := range rs {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.host, r.file, r.notAfter, r.left)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return nil, err
+	}
+	if res.Healthy() {
+		fmt.Fprintln(o.Out, "\nAll healthy.")
+	} else {
+		sort.Strings(res.Problems)
+		fmt.Fprintf(o.Out, "\n%d problem(s):\n", len(res.Problems))
+		for _, p := range res.Problems {
+			fmt.Fprintf(o.Out, "  - %s\n", p)
+		}
+	}
+	return res, nil
+}
+
+// lbMetricsScript fetches the lb's metrics from its loopback listener
+// with bash's /dev/tcp (no curl on the host needed).
+var lbMetricsScript = `bash -c 'exec 3<>/dev/tcp/` + strings.Replace(LBMetricsAddress, ":", "/", 1) + ` && printf "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 && cat <&3'`
+
+var backendUp = regexp.MustCompile(`(?m)^kforge_lb_backend_up\{backend="([^"]+)"\} ([0-9.e+-]+)`)
+
+func lbBackends(ctx context.Context, h Host) (map[string]bool, error) {
+	out, err := h.Run(ctx, lbMetricsScript)
+	if err != nil {
+		return nil, fmt.Errorf("reading the lb metrics: %w", err)
+	}
+	m := map[string]bool{}
+	for _, g := range backendUp.FindAllStringSubmatch(out, -1) {
+		m[g[1]] = g[2] == "1"
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("the lb metrics list no backends")
+	}
+	return m, nil
+}
+
+// readRemoteCerts reads certificate files (public: never keys) over SSH.
+func readRemoteCerts(ctx context.Context, h Host, paths []string) (map[string]*x509.Certificate, error) {
+	var b strings.Builder
+	for _, p := range paths {
+		fmt.Fprintf(&b, "[ -f %s ] && echo '==> %s' && cat %s; ", shellQuote(p), p, shellQuote(p))
+	}
+	b.WriteString("true")
+	out, err := h.Run(ctx, b.String())
+	if err != nil {
+		return nil, err
+	}
+	certs := map[string]*x509.Certificate{}
+	for _, part := range strings.Split(out, "==> ")[1:] {
+		name, body, _ := strings.Cut(part, "\n")
+		blk, _ := pem.Decode([]byte(body))
+		if blk == nil {
+			continue
+		}
+		crt, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		certs[strings.TrimSpace(name)] = crt
+	}
+	return certs, nil
+}
+
+// countNodes lists the Nodes through the API with the admin certificate.
+func countNodes(ctx context.Context, inv *pki.Inventory, base string) ([]string, error) {
+	ca, err := certPool(inv.Path(inv.Cert(pki.ClusterCA).CertFile))
+	if err != nil {
+		return nil, err
+	}
+	admin := inv.Cert("admin")
+	pair, err := tls.LoadX509KeyPair(inv.Path(admin.CertFile), inv.Path(admin.KeyFile))
+	if err != nil {
+		return nil, err
+	}
+	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: ca, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12},
+	}}
+	defer cl.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/nodes", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /api/v1/nodes: %s", resp.Status)
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		} `json:"items"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, it := range list.Items {
+		out = append(out, it.Metadata.Name)
+	}
+	return out, nil
+}

@@ -1,20 +1,15 @@
 package apiserver
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // APIVersion and Kind identify an apiserver role config document.
@@ -117,15 +112,11 @@ func NewConfig() *Config {
 // (an unknown field is an error), resolves relative file paths against
 // the file's folder and validates the result.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, baseDir, err := roleconfig.Read("apiserver", path)
 	if err != nil {
-		return nil, fmt.Errorf("apiserver config: %w", err)
+		return nil, err
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("apiserver config: resolving %s: %w", path, err)
-	}
-	c, err := ParseConfig(data, filepath.Dir(abs))
+	c, err := ParseConfig(data, baseDir)
 	if err != nil {
 		return nil, fmt.Errorf("apiserver config %s: %w", path, err)
 	}
@@ -138,17 +129,8 @@ func ParseConfig(data []byte, baseDir string) (*Config, error) {
 	c := NewConfig()
 	// A list in the file replaces the default rather than merging into it.
 	c.Etcd.Endpoints = nil
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("the file is empty")
-		}
-		return nil, fmt.Errorf("decoding: %w", err)
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, errors.New("the file holds more than one YAML document")
+	if err := roleconfig.Decode(data, c); err != nil {
+		return nil, err
 	}
 	if c.Etcd.Endpoints == nil {
 		c.Etcd.Endpoints = []string{DefaultEtcdEndpoint}
@@ -162,43 +144,21 @@ func ParseConfig(data []byte, baseDir string) (*Config, error) {
 
 // ResolvePaths makes every file path absolute, relative to baseDir.
 func (c *Config) ResolvePaths(baseDir string) {
-	for _, p := range []*string{
+	roleconfig.ResolvePaths(baseDir,
 		&c.TLS.CertFile, &c.TLS.KeyFile, &c.TLS.ClientCAFile,
 		&c.Etcd.CAFile, &c.Etcd.CertFile, &c.Etcd.KeyFile,
 		&c.ServiceAccount.KeyFile, &c.ServiceAccount.PublicKeyFile,
-	} {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(baseDir, *p)
-		}
-	}
+	)
 }
 
 // ConfigError lists every problem found in a Config.
-type ConfigError struct {
-	Problems []string // "field: message"
-}
-
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "invalid apiserver config (%d problem", len(e.Problems))
-	if len(e.Problems) != 1 {
-		b.WriteString("s")
-	}
-	b.WriteString("):")
-	for _, p := range e.Problems {
-		b.WriteString("\n  - ")
-		b.WriteString(p)
-	}
-	return b.String()
-}
+type ConfigError = roleconfig.Error
 
 // Validate checks the whole config and returns a *ConfigError listing
 // every problem, or nil. It has no side effects (it does not open files).
 func (c *Config) Validate() error {
-	var probs []string
-	add := func(field, format string, args ...any) {
-		probs = append(probs, field+": "+fmt.Sprintf(format, args...))
-	}
+	probs := roleconfig.NewProblems("apiserver")
+	add := probs.Add
 
 	if c.APIVersion != APIVersion {
 		add("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
@@ -255,10 +215,7 @@ func (c *Config) Validate() error {
 		add("serviceAccount", "keyFile and publicKeyFile go together: set both or neither")
 	}
 
-	if len(probs) > 0 {
-		return &ConfigError{Problems: probs}
-	}
-	return nil
+	return probs.Err()
 }
 
 // checkBindAddress accepts host:port where host is an IP address or

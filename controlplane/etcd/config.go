@@ -1,20 +1,16 @@
 package etcd
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // APIVersion and Kind identify an etcd role config document.
@@ -170,15 +166,11 @@ func NewConfig() *Config {
 // (an unknown field is an error), resolves relative file paths against
 // the file's folder and validates the result.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, baseDir, err := roleconfig.Read("etcd", path)
 	if err != nil {
-		return nil, fmt.Errorf("etcd config: %w", err)
+		return nil, err
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("etcd config: resolving %s: %w", path, err)
-	}
-	c, err := ParseConfig(data, filepath.Dir(abs))
+	c, err := ParseConfig(data, baseDir)
 	if err != nil {
 		return nil, fmt.Errorf("etcd config %s: %w", path, err)
 	}
@@ -191,17 +183,8 @@ func ParseConfig(data []byte, baseDir string) (*Config, error) {
 	c := NewConfig()
 	// Lists replace defaults rather than merge into them.
 	c.ListenPeerURLs, c.ListenClientURLs = nil, nil
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("the file is empty")
-		}
-		return nil, fmt.Errorf("decoding: %w", err)
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, errors.New("the file holds more than one YAML document")
+	if err := roleconfig.Decode(data, c); err != nil {
+		return nil, err
 	}
 	if len(c.ListenPeerURLs) == 0 {
 		c.ListenPeerURLs = []string{DefaultListenPeerURL}
@@ -218,11 +201,9 @@ func ParseConfig(data []byte, baseDir string) (*Config, error) {
 
 // ResolvePaths makes the data dir and TLS file paths absolute, relative to baseDir.
 func (c *Config) ResolvePaths(baseDir string) {
-	for _, p := range []*string{&c.DataDir, &c.TLS.CertFile, &c.TLS.KeyFile, &c.TLS.PeerCertFile, &c.TLS.PeerKeyFile, &c.TLS.TrustedCAFile} {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(baseDir, *p)
-		}
-	}
+	roleconfig.ResolvePaths(baseDir,
+		&c.DataDir, &c.TLS.CertFile, &c.TLS.KeyFile, &c.TLS.PeerCertFile, &c.TLS.PeerKeyFile, &c.TLS.TrustedCAFile,
+	)
 }
 
 // advertisePeerURLs returns the advertised peer URLs, defaulting to the listen ones.
@@ -241,33 +222,15 @@ func (c *Config) advertiseClientURLs() []string {
 }
 
 // ConfigError lists every problem found in a Config.
-type ConfigError struct {
-	Problems []string // "field: message"
-}
-
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "invalid etcd config (%d problem", len(e.Problems))
-	if len(e.Problems) != 1 {
-		b.WriteString("s")
-	}
-	b.WriteString("):")
-	for _, p := range e.Problems {
-		b.WriteString("\n  - ")
-		b.WriteString(p)
-	}
-	return b.String()
-}
+type ConfigError = roleconfig.Error
 
 var memberName = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
 
 // Validate checks the whole config and returns a *ConfigError listing
 // every problem, or nil. It has no side effects (it does not open files).
 func (c *Config) Validate() error {
-	var probs []string
-	add := func(field, format string, args ...any) {
-		probs = append(probs, field+": "+fmt.Sprintf(format, args...))
-	}
+	probs := roleconfig.NewProblems("etcd")
+	add := probs.Add
 
 	if c.APIVersion != APIVersion {
 		add("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
@@ -362,10 +325,7 @@ func (c *Config) Validate() error {
 		add("defrag.maxInUseRatio", "must be between 0 and 1 (exclusive), not %v", r)
 	}
 
-	if len(probs) > 0 {
-		return &ConfigError{Problems: probs}
-	}
-	return nil
+	return probs.Err()
 }
 
 // checkURL accepts only https URLs with an explicit host and port and

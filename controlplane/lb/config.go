@@ -1,18 +1,13 @@
 package lb
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // APIVersion and Kind identify a load balancer role config document.
@@ -129,15 +124,11 @@ func NewConfig() *Config {
 // (an unknown field is an error), resolves relative file paths against
 // the file's folder and validates the result.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, baseDir, err := roleconfig.Read("lb", path)
 	if err != nil {
-		return nil, fmt.Errorf("lb config: %w", err)
+		return nil, err
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("lb config: resolving %s: %w", path, err)
-	}
-	c, err := ParseConfig(data, filepath.Dir(abs))
+	c, err := ParseConfig(data, baseDir)
 	if err != nil {
 		return nil, fmt.Errorf("lb config %s: %w", path, err)
 	}
@@ -148,17 +139,8 @@ func LoadConfig(path string) (*Config, error) {
 // resolves relative paths.
 func ParseConfig(data []byte, baseDir string) (*Config, error) {
 	c := NewConfig()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("the file is empty")
-		}
-		return nil, fmt.Errorf("decoding: %w", err)
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, errors.New("the file holds more than one YAML document")
+	if err := roleconfig.Decode(data, c); err != nil {
+		return nil, err
 	}
 	c.ResolvePaths(baseDir)
 	if err := c.Validate(); err != nil {
@@ -169,39 +151,19 @@ func ParseConfig(data []byte, baseDir string) (*Config, error) {
 
 // ResolvePaths makes the TLS file paths absolute, relative to baseDir.
 func (c *Config) ResolvePaths(baseDir string) {
-	for _, p := range []*string{&c.HealthCheck.CAFile, &c.HealthCheck.CertFile, &c.HealthCheck.KeyFile} {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(baseDir, *p)
-		}
-	}
+	roleconfig.ResolvePaths(baseDir,
+		&c.HealthCheck.CAFile, &c.HealthCheck.CertFile, &c.HealthCheck.KeyFile,
+	)
 }
 
 // ConfigError lists every problem found in a Config.
-type ConfigError struct {
-	Problems []string // "field: message"
-}
-
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "invalid lb config (%d problem", len(e.Problems))
-	if len(e.Problems) != 1 {
-		b.WriteString("s")
-	}
-	b.WriteString("):")
-	for _, p := range e.Problems {
-		b.WriteString("\n  - ")
-		b.WriteString(p)
-	}
-	return b.String()
-}
+type ConfigError = roleconfig.Error
 
 // Validate checks the whole config and returns a *ConfigError listing
 // every problem, or nil. It has no side effects (it does not open files).
 func (c *Config) Validate() error {
-	var probs []string
-	add := func(field, format string, args ...any) {
-		probs = append(probs, field+": "+fmt.Sprintf(format, args...))
-	}
+	probs := roleconfig.NewProblems("lb")
+	add := probs.Add
 
 	if c.APIVersion != APIVersion {
 		add("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
@@ -274,10 +236,7 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	if len(probs) > 0 {
-		return &ConfigError{Problems: probs}
-	}
-	return nil
+	return probs.Err()
 }
 
 // checkListen accepts IP:port, localhost:port or :port (every address);

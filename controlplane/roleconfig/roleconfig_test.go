@@ -1,0 +1,49 @@
+package roleconfig
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type sample struct {
+	Name string `yaml:"name"`
+	Port int    `yaml:"port"`
+}
+
+func TestDecode(t *testing.T) {
+	s := sample{Port: 80}
+	if err := Decode([]byte("name: a\n"), &s); err != nil || s.Name != "a" || s.Port != 80 {
+		t.Fatalf("decode over defaults: %+v %v", s, err)
+	}
+	for doc, want := range map[string]string{
+		"":                         "empty",
+		"nmae: a\n":                "field nmae not found",
+		"name: a\n---\nname: b\n": "more than one YAML document",
+		"port: [\n":                "decoding",
+	} {
+		if err := Decode([]byte(doc), &sample{}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", doc, err, want)
+		}
+	}
+}
+
+func TestProblemsAndPaths(t *testing.T) {
+	p := NewProblems("lb")
+	if p.Err() != nil {
+		t.Fatal("no problems should be nil")
+	}
+	p.Add("listenAddress", "is required")
+	p.Add("backends", "%d is too few", 0)
+	var e *Error
+	if err := p.Err(); !errors.As(err, &e) || len(e.Problems) != 2 ||
+		err.Error() != "invalid lb config (2 problems):\n  - listenAddress: is required\n  - backends: 0 is too few" {
+		t.Fatalf("error: %v", err)
+	}
+	a, b, c := "rel/x", "/abs/y", ""
+	ResolvePaths("/base", &a, &b, &c)
+	if a != filepath.Join("/base", "rel/x") || b != "/abs/y" || c != "" {
+		t.Fatalf("paths: %q %q %q", a, b, c)
+	}
+}

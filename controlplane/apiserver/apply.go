@@ -80,6 +80,7 @@ type writeInfo struct {
 	manager string // field manager
 	sub     string
 	apply   bool // managed fields come from the apply merge
+	user    user // who writes; empty for the apiserver's own writes
 }
 
 type writeInfoKey struct{}

@@ -31,7 +31,7 @@ import (
 
 func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *request) {
 	ctx := r.Context()
-	ctx = context.WithValue(ctx, writeInfoKey{}, writeInfo{dryRun: isDryRun(r), manager: fieldManagerName(r), sub: req.sub})
+	ctx = context.WithValue(ctx, writeInfoKey{}, writeInfo{dryRun: isDryRun(r), manager: fieldManagerName(r), sub: req.sub, user: req.user})
 	gvk := req.res.GroupVersion().WithKind(req.res.Kind)
 	if nodeAgentSubresources[req.sub] {
 		if _, err := s.get(ctx, req.res, req.ns, req.name); err != nil {
@@ -288,6 +288,9 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 		s.releaseClusterIP(ctx, obj)
 		return nil, apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), m.GetName(), errs)
 	}
+	if err := s.checkEscalation(ctx, res, obj); err != nil {
+		return nil, err
+	}
 	obj = s.trackManagedFields(ctx, res, nil, obj)
 	if m, err = meta.Accessor(obj); err != nil {
 		return nil, apierrors.NewInternalError(err)
@@ -453,6 +456,9 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			if errs := validateObject(res, obj, old); len(errs) > 0 {
 				err = apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), name, errs)
 			}
+		}
+		if err == nil {
+			err = s.checkEscalation(ctx, res, obj)
 		}
 		if err != nil {
 			if readStale {

@@ -18,10 +18,10 @@ func TestDecode(t *testing.T) {
 		t.Fatalf("decode over defaults: %+v %v", s, err)
 	}
 	for doc, want := range map[string]string{
-		"":                         "empty",
-		"nmae: a\n":                "field nmae not found",
+		"":                        "empty",
+		"nmae: a\n":               "field nmae not found",
 		"name: a\n---\nname: b\n": "more than one YAML document",
-		"port: [\n":                "decoding",
+		"port: [\n":               "decoding",
 	} {
 		if err := Decode([]byte(doc), &sample{}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: got %v, want %q", doc, err, want)

@@ -215,3 +215,29 @@ func TestServiceDefaultsAndClusterIP(t *testing.T) {
 		seen[it.Spec.ClusterIP] = it.Name
 	}
 }
+
+func TestDeletedNamespaceComesBackEmpty(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	mustNS(t, e, "gone")
+	if _, err := e.admin.CoreV1().ConfigMaps("gone").Create(ctx, cm("left", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
+	created, err := e.admin.CoreV1().Services("gone").Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.admin.CoreV1().Namespaces().Delete(ctx, "gone", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mustNS(t, e, "gone")
+	if l, err := e.admin.CoreV1().ConfigMaps("gone").List(ctx, metav1.ListOptions{}); err != nil || len(l.Items) != 0 {
+		t.Fatalf("the recreated namespace holds %v (%v)", l.Items, err)
+	}
+	// The Service's address was freed with it.
+	svc.Spec.ClusterIP = created.Spec.ClusterIP
+	if _, err := e.admin.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("reusing the purged Service's ClusterIP: %v", err)
+	}
+}

@@ -479,7 +479,7 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 				}
 				return nil, storageError(err, groupResource(res), name)
 			}
-			s.releaseClusterIP(ctx, obj)
+			s.afterDelete(ctx, obj)
 			return obj, nil
 		}
 		m.SetResourceVersion("")
@@ -604,7 +604,7 @@ func (s *Server) delete(ctx context.Context, res *Resource, ns, name string, opt
 			}
 			return nil, storageError(err, groupResource(res), name)
 		}
-		s.releaseClusterIP(ctx, obj)
+		s.afterDelete(ctx, obj)
 		return obj, nil
 	}
 	return nil, storageError(storage.ErrConflict, groupResource(res), name)

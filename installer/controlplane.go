@@ -265,7 +265,7 @@ func (cp *ControlPlane) RenderConfig(h Host, role string) ([]byte, error) {
 			}
 		}
 		data, err = templates.APIServer(templates.APIServerData{
-			Name: h.Name(), BindAddress: "0.0.0.0:6443", EtcdEndpoints: eps,
+			Name: h.Name(), BindAddress: "0.0.0.0:6443", AdvertiseAddress: cluster.HostPort(h.Address(), 6443), EtcdEndpoints: eps,
 			ServiceCIDR: cp.Cluster.Spec.Network.ServiceCIDR, PKIDir: templates.PKIDir,
 		})
 		if err == nil {

@@ -60,11 +60,12 @@ type EtcdData struct {
 
 // APIServerData fills apiserver.yaml for one master.
 type APIServerData struct {
-	Name          string
-	BindAddress   string
-	EtcdEndpoints []string
-	ServiceCIDR   string
-	PKIDir        string
+	Name             string
+	BindAddress      string
+	AdvertiseAddress string
+	EtcdEndpoints    []string
+	ServiceCIDR      string
+	PKIDir           string
 }
 
 // LBData fills lb.yaml for the load-balancer host.

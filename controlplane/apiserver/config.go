@@ -39,6 +39,10 @@ type Config struct {
 
 	// BindAddress is host:port the HTTPS API listens on.
 	BindAddress string `yaml:"bindAddress" json:"bindAddress"`
+	// AdvertiseAddress is IP:port where other hosts reach this apiserver;
+	// it is published in the "kubernetes" Service's Endpoints. Empty means
+	// BindAddress when that names one IP, else nothing is published.
+	AdvertiseAddress string `yaml:"advertiseAddress,omitempty" json:"advertiseAddress,omitempty"`
 	// TLS is the serving certificate and the CA that signs client
 	// certificates (users are x509 client certificates: CN user, O groups).
 	TLS ServingTLS `yaml:"tls" json:"tls"`
@@ -170,6 +174,11 @@ func (c *Config) Validate() error {
 		if err := checkBindAddress(c.BindAddress); err != nil {
 			add("bindAddress", "%v", err)
 		}
+		if c.AdvertiseAddress != "" {
+			if ap, err := netip.ParseAddrPort(c.AdvertiseAddress); err != nil || ap.Addr().IsUnspecified() {
+				add("advertiseAddress", "%q is not an IP:port other hosts can reach", c.AdvertiseAddress)
+			}
+		}
 	}
 
 	required := func(field, v, why string) {
@@ -254,4 +263,16 @@ func checkEndpoint(s string) error {
 		return fmt.Errorf("%q must be https://host:port only", s)
 	}
 	return nil
+}
+
+// Advertise is the address published for this apiserver: AdvertiseAddress,
+// or BindAddress when it names one IP; empty when there is none.
+func (c *Config) Advertise() string {
+	if c.AdvertiseAddress != "" {
+		return c.AdvertiseAddress
+	}
+	if ap, err := netip.ParseAddrPort(c.BindAddress); err == nil && !ap.Addr().IsUnspecified() {
+		return ap.String()
+	}
+	return ""
 }

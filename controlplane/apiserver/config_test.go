@@ -108,6 +108,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bind host name", edit("bindAddress:", "bindAddress: m1.lab:6443"), []string{"bindAddress", "must be an IP address"}},
 		{"bind bad port", edit("bindAddress:", "bindAddress: 0.0.0.0:70000"), []string{"bindAddress", "not a TCP port"}},
 		{"bind empty", edit("bindAddress:", "bindAddress: ''"), []string{"bindAddress: is required"}},
+		{"advertise unspecified", edit("bindAddress:", "bindAddress: 0.0.0.0:6443\nadvertiseAddress: 0.0.0.0:6443"), []string{"advertiseAddress", "other hosts can reach"}},
+		{"advertise host name", edit("bindAddress:", "bindAddress: 0.0.0.0:6443\nadvertiseAddress: m1:6443"), []string{"advertiseAddress"}},
 		{"no cert", edit("  certFile: pki/apiserver.crt", "  certFile: ''"), []string{"tls.certFile: is required"}},
 		{"no key", edit("  keyFile: pki/apiserver.key", "  keyFile: ''"), []string{"tls.keyFile: is required"}},
 		{"no client CA", edit("  clientCAFile:", "  clientCAFile: ''"), []string{"tls.clientCAFile: is required"}},

@@ -127,6 +127,7 @@ func (in *Instance) Start(ctx context.Context) error {
 	srv, err := New(Options{
 		Store:          storage.New(cli),
 		ServiceCIDR:    in.cfg.ServiceCIDR,
+		Advertise:      in.cfg.Advertise(),
 		Logger:         in.log,
 		Version:        in.cfg.Version,
 		Commit:         in.cfg.Commit,

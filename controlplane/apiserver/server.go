@@ -29,7 +29,10 @@ type Options struct {
 	Resources []*Resource
 	// ServiceCIDR is the range ClusterIPs are allocated from.
 	ServiceCIDR string
-	Logger      *slog.Logger
+	// Advertise is this apiserver's IP:port for the "kubernetes" Service's
+	// Endpoints; empty publishes nothing.
+	Advertise string
+	Logger    *slog.Logger
 	// Version and Commit are reported by /version.
 	Version, Commit string
 	// BookmarkInterval is how often an idle watch that asked for bookmarks
@@ -114,6 +117,9 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("apiserver: creating the kubernetes service: %w", err)
 		}
+	}
+	if err := s.publishEndpoint(ctx, true); err != nil {
+		return err
 	}
 	return s.bootstrapRBAC(ctx)
 }
@@ -231,6 +237,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// Leave the "kubernetes" Endpoints before going: clients stop picking
+	// this apiserver while it drains.
+	if err := s.publishEndpoint(shutdownCtx, false); err != nil {
+		s.log.Warn("removing this apiserver from the kubernetes endpoints", "err", err)
+	}
 	err := hs.Shutdown(shutdownCtx)
 	s.WaitForWatches()
 	if err != nil {

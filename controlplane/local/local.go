@@ -198,6 +198,13 @@ func Up(ctx context.Context, o Options) (err error) {
 	}
 	step("apiserver ready at %s", server)
 
+	stopCM, err := startControllerManager(ctx, dir, inv, o.Logger)
+	if err != nil {
+		return fmt.Errorf("local: controller manager: %w", err)
+	}
+	defer stopCM() // before the apiserver stops
+	step("controller manager running")
+
 	data, err := pki.KubeconfigFor(inv, "admin")
 	if err != nil {
 		return fmt.Errorf("local: %w", err)

@@ -1,0 +1,51 @@
+package controllers
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigExampleLoadsWithDefaults(t *testing.T) {
+	c, err := LoadConfig("testdata/controller-manager.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs("testdata/controller-manager.kubeconfig")
+	if c.Kubeconfig != abs || !c.LeaderElection.Enabled || c.LeaderElection.LeaseDuration != 15*time.Second ||
+		c.Workers != 2 || c.MetricsAddress != DefaultMetricsAddress || !c.Enabled(NameGarbageCollector) {
+		t.Fatalf("config %+v", c)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, _ := os.ReadFile("testdata/controller-manager.yaml")
+	if !strings.Contains(string(readme), string(example)) {
+		t.Error("the README's example config differs from testdata/controller-manager.yaml")
+	}
+}
+
+func TestConfigListsEveryProblem(t *testing.T) {
+	doc := `apiVersion: kforge.dev/v1alpha1
+kind: ControllerManagerConfig
+leaderElection: {enabled: true, leaseName: "", namespace: kube-system, leaseDuration: 5s, renewDeadline: 10s, retryPeriod: 2s}
+controllers: [deployment, nodeipam]
+workers: 0
+metricsAddress: nowhere
+`
+	_, err := ParseConfig([]byte(doc), "/x")
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"kubeconfig", "leaseName", "leaseDuration", "nodeipam", "workers", "metricsAddress"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %s:\n%v", want, err)
+		}
+	}
+	if _, err := ParseConfig([]byte("kind: ControllerManagerConfig\nworkerz: 1\n"), "/x"); err == nil {
+		t.Error("an unknown field was accepted")
+	}
+}

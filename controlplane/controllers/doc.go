@@ -1,0 +1,24 @@
+// Package controllers is the controller-manager role: one process that,
+// while it holds the "kforge-controller-manager" Lease in kube-system,
+// runs the control loops that turn what users ask for into what the
+// cluster holds.
+//
+// It owns the ReplicaSet controller (pods per replica set), the
+// Deployment controller (replica sets per pod template, rolling and
+// recreate rollouts, revision history), the Endpoints and EndpointSlice
+// controller (addresses of the pods a Service selects), the
+// ServiceAccount controller (a "default" account in every namespace) and
+// a simple garbage collector (dependents of deleted owners, background
+// propagation, and orphaning when the owner carries the "orphan"
+// finalizer).
+//
+// Every controller follows kubernetes/sample-controller: event handlers
+// only enqueue keys, workers drain a rate-limited workqueue, and each
+// sync is level-triggered, reads from listers, treats NotFound as done,
+// deep-copies before changing anything and writes status through the
+// status subresource. All controllers share one informer factory.
+//
+// Not here yet: node lifecycle, node IPAM, the namespace controller (the
+// apiserver removes a deleted namespace's content itself), DaemonSets,
+// HPA, and foreground deletion in the garbage collector.
+package controllers

@@ -1,0 +1,250 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+)
+
+// runner is what every controller is to the manager.
+type runner interface {
+	Run(ctx context.Context, workers int) error
+}
+
+// Manager is the controller-manager role: the health/metrics listener,
+// leader election and, while leading, the controllers on one shared
+// informer factory.
+type Manager struct {
+	cfg      *Config
+	log      *slog.Logger
+	client   kubernetes.Interface
+	registry *prometheus.Registry
+	metrics  *metrics
+	leading  atomic.Bool
+	ready    atomic.Bool
+}
+
+// NewManager builds a Manager from a validated config: it reads the
+// kubeconfig but contacts nothing.
+func NewManager(cfg *Config, log *slog.Logger) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("controller-manager: kubeconfig: %w", err)
+	}
+	return NewManagerForConfig(cfg, rc, log)
+}
+
+// NewManagerForConfig is NewManager with a client config in hand.
+func NewManagerForConfig(cfg *Config, rc *rest.Config, log *slog.Logger) (*Manager, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rc = rest.CopyConfig(rc)
+	rc.UserAgent = "kforge-controller-manager"
+	if rc.QPS == 0 {
+		rc.QPS, rc.Burst = 50, 100
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("controller-manager: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	return &Manager{cfg: cfg, log: log, client: client, registry: reg, metrics: newMetrics(reg)}, nil
+}
+
+// Registry is the manager's own Prometheus registry.
+func (m *Manager) Registry() *prometheus.Registry { return m.registry }
+
+// Run serves health and metrics, campaigns for the Lease (when leader
+// election is on) and runs the controllers while leading. It returns nil
+// when ctx ends, or an error when it cannot start or loses the Lease
+// (the caller should exit, as upstream does, so a fresh process
+// campaigns again with empty caches).
+func (m *Manager) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	if m.cfg.MetricsAddress != "" {
+		ln, err := net.Listen("tcp", m.cfg.MetricsAddress)
+		if err != nil {
+			return fmt.Errorf("controller-manager: metrics listener: %w", err)
+		}
+		srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() { _ = srv.Serve(ln) })
+		defer srv.Close() // runs before wg.Wait
+		m.log.Info("serving health and metrics", "address", ln.Addr().String())
+	}
+
+	if !m.cfg.LeaderElection.Enabled {
+		m.leading.Store(true)
+		m.metrics.leader.Set(1)
+		return m.runControllers(ctx)
+	}
+	le := m.cfg.LeaderElection
+	id := le.Identity
+	if id == "" {
+		host, _ := os.Hostname()
+		id = host + "_" + rand.String(8)
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1ObjectMeta(le.Namespace, le.LeaseName),
+		Client:     m.client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+	}
+	var (
+		runErr  error
+		lost    atomic.Bool
+		running sync.WaitGroup // the controllers, which elector.Run does not wait for
+	)
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   le.LeaseDuration,
+		RenewDeadline:   le.RenewDeadline,
+		RetryPeriod:     le.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            le.LeaseName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(lctx context.Context) {
+				m.log.Info("leading: starting controllers", "identity", id)
+				m.leading.Store(true)
+				m.metrics.leader.Set(1)
+				running.Add(1)
+				defer running.Done()
+				if err := m.runControllers(lctx); err != nil {
+					runErr = err
+					cancel() // give up the Lease: a controller could not start
+				}
+			},
+			OnStoppedLeading: func() {
+				m.leading.Store(false)
+				m.metrics.leader.Set(0)
+				if ctx.Err() == nil {
+					lost.Store(true)
+				}
+			},
+			OnNewLeader: func(who string) {
+				if who != id {
+					m.log.Info("another controller manager leads", "leader", who)
+				}
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("controller-manager: leader election: %w", err)
+	}
+	m.ready.Store(true) // campaigning is ready: a standby is healthy
+	elector.Run(ctx)    // returns when ctx ends or leadership is lost
+	running.Wait()
+	if runErr != nil {
+		return runErr
+	}
+	if lost.Load() {
+		return errors.New("controller-manager: lost the leader Lease")
+	}
+	return nil
+}
+
+// runControllers starts the enabled controllers on one shared informer
+// factory and blocks until ctx ends and every controller has returned.
+func (m *Manager) runControllers(ctx context.Context) error {
+	f := informers.NewSharedInformerFactory(m.client, m.cfg.Resync)
+	var runners []runner
+	add := func(name string, build func() (runner, error)) error {
+		if !m.cfg.Enabled(name) {
+			return nil
+		}
+		r, err := build()
+		if err != nil {
+			return fmt.Errorf("controller-manager: %s: %w", name, err)
+		}
+		runners = append(runners, r)
+		return nil
+	}
+	log := m.log
+	if err := errors.Join(
+		add(NameReplicaSet, func() (runner, error) {
+			return NewReplicaSetController(m.client, f.Apps().V1().ReplicaSets(), f.Core().V1().Pods(), log, m.metrics)
+		}),
+		add(NameDeployment, func() (runner, error) {
+			return NewDeploymentController(m.client, f.Apps().V1().Deployments(), f.Apps().V1().ReplicaSets(), log, m.metrics)
+		}),
+		add(NameEndpoints, func() (runner, error) {
+			return NewEndpointsController(m.client, f.Core().V1().Services(), f.Core().V1().Pods(),
+				f.Core().V1().Endpoints(), f.Discovery().V1().EndpointSlices(), log, m.metrics)
+		}),
+		add(NameServiceAccount, func() (runner, error) {
+			return NewServiceAccountController(m.client, f.Core().V1().Namespaces(), f.Core().V1().ServiceAccounts(), log, m.metrics)
+		}),
+		add(NameGarbageCollector, func() (runner, error) {
+			return NewGarbageCollector(m.client, f, log, m.metrics)
+		}),
+	); err != nil {
+		return err
+	}
+	f.Start(ctx.Done())
+	defer f.Shutdown() // waits for the informers' goroutines
+	var wg sync.WaitGroup
+	errs := make([]error, len(runners))
+	for i, r := range runners {
+		wg.Go(func() { errs[i] = r.Run(ctx, m.cfg.Workers) })
+	}
+	m.ready.Store(true)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+// Handler serves /healthz (the process is up), /readyz (campaigning or
+// running controllers) and /metrics.
+func (m *Manager) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Leading reports whether this manager holds the Lease now.
+func (m *Manager) Leading() bool { return m.leading.Load() }
+
+// Run is the controller-manager role: a Manager from cfg with the Go and
+// process collectors, until ctx ends.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	m, err := NewManager(cfg, log)
+	if err != nil {
+		return err
+	}
+	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m.Run(ctx)
+}

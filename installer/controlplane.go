@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"kforge.dev/kforge/controlplane/apiserver"
+	"kforge.dev/kforge/controlplane/controllers"
 	"kforge.dev/kforge/controlplane/etcd"
 	"kforge.dev/kforge/controlplane/lb"
 	"kforge.dev/kforge/installer/cluster"
@@ -83,6 +84,8 @@ func (cp *ControlPlane) Phases() []Phase {
 		&ServicePhase{cp: cp, Role: templates.RoleAPIServer},
 		&ServicePhase{cp: cp, Role: templates.RoleLB},
 		&WaitAPIPhase{cp},
+		// Clients of the API through the load balancer: after it answers.
+		&ServicePhase{cp: cp, Role: templates.RoleControllerManager},
 		&KubeconfigPhase{cp},
 	}
 }
@@ -227,7 +230,7 @@ func ensureDirs(ctx context.Context, env *Env, h Host) error {
 func (cp *ControlPlane) rolesOf(h Host) []string {
 	switch {
 	case h.Role() == cluster.RoleMaster:
-		return []string{templates.RoleEtcd, templates.RoleAPIServer}
+		return []string{templates.RoleEtcd, templates.RoleAPIServer, templates.RoleControllerManager}
 	case h.Role() == cluster.RoleLoadBalancer && h.Name() == cp.Cluster.Spec.LoadBalancer.Host:
 		return []string{templates.RoleLB}
 	}
@@ -282,6 +285,13 @@ func (cp *ControlPlane) RenderConfig(h Host, role string) ([]byte, error) {
 		})
 		if err == nil {
 			_, err = lb.ParseConfig(data, "/")
+		}
+	case templates.RoleControllerManager:
+		data, err = templates.ControllerManager(templates.ControllerManagerData{
+			Name: h.Name(), MetricsAddress: ControllerManagerMetricsAddress, PKIDir: templates.PKIDir,
+		})
+		if err == nil {
+			_, err = controllers.ParseConfig(data, "/")
 		}
 	default:
 		return nil, fmt.Errorf("no config for role %q", role)
@@ -351,6 +361,8 @@ func (cp *ControlPlane) inputs(h Host, role string) []string {
 			"apiserver-etcd-client.crt", "apiserver-etcd-client.key", "sa.key", "sa.pub"}
 	case templates.RoleLB:
 		want = []string{"cluster-ca.crt"}
+	case templates.RoleControllerManager:
+		want = []string{"controller-manager.kubeconfig"}
 	}
 	for _, w := range want {
 		out = append(out, templates.PKIDir+"/"+w)
@@ -377,6 +389,8 @@ func (p *ServicePhase) Title() string {
 		return "apiservers (/readyz on each master)"
 	case templates.RoleLB:
 		return "load balancer (kforge lb)"
+	case templates.RoleControllerManager:
+		return "controller managers (leader-elected)"
 	}
 	return p.Role
 }
@@ -522,6 +536,11 @@ func (p *ServicePhase) wait(ctx context.Context, h Host) error {
 		return waitFor(ctx, LBWait, pollInterval, func(ctx context.Context) error {
 			return pr.APIServer(ctx, "https://"+cluster.HostPort(h.Address(), p.cp.Cluster.Spec.LoadBalancer.Port))
 		})
+	case templates.RoleControllerManager:
+		// Its health endpoint is on the host's loopback: ask over SSH.
+		return waitFor(ctx, APIServerWait, pollInterval, func(ctx context.Context) error {
+			return loopbackHealthz(ctx, h, ControllerManagerMetricsAddress)
+		})
 	}
 	return nil
 }
@@ -591,4 +610,22 @@ func (p *KubeconfigPhase) Run(context.Context) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), dst)
+}
+
+// ControllerManagerMetricsAddress is where each master's controller
+// manager serves /healthz, /readyz and /metrics (loopback only).
+const ControllerManagerMetricsAddress = "127.0.0.1:10257"
+
+// loopbackHealthz asks a daemon's /healthz on the host's loopback through
+// SSH, with bash's /dev/tcp (no curl needed on the host).
+func loopbackHealthz(ctx context.Context, h Host, addr string) error {
+	hostPort := strings.Replace(addr, ":", "/", 1)
+	out, err := h.Run(ctx, `bash -c 'exec 3<>/dev/tcp/`+hostPort+` && printf "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 && head -n 1 <&3'`)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, " 200 ") {
+		return fmt.Errorf("/healthz on %s: %s", addr, strings.TrimSpace(out))
+	}
+	return nil
 }

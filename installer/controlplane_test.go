@@ -3,6 +3,7 @@ package installer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -72,7 +73,8 @@ func (h *simHost) Run(_ context.Context, cmd string) (string, error) {
 	case strings.HasPrefix(cmd, "cat /proc/net/tcp"):
 		// kforge's own units hold their ports: preflight must accept that.
 		out, err := labResponder(h.role, "")(cmd)
-		ports := map[string]string{"kforge-etcd.service": "0953 0954", "kforge-apiserver.service": "192B", "kforge-lb.service": "192B"}
+		ports := map[string]string{"kforge-etcd.service": "0953 0954", "kforge-apiserver.service": "192B", "kforge-lb.service": "192B",
+			"kforge-controller-manager.service": "2811", "kforge-scheduler.service": "2813"}
 		for u, st := range h.units {
 			if st == "active" {
 				out += "active " + strings.TrimSuffix(u, ".service") + "\n"
@@ -106,6 +108,16 @@ func (h *simHost) Run(_ context.Context, cmd string) (string, error) {
 		return st + "\nenabled\n", nil
 	case strings.HasPrefix(cmd, "cat "):
 		return string(h.contents[strings.TrimPrefix(cmd, "cat ")]), nil
+	case strings.Contains(cmd, "/dev/tcp/127.0.0.1/"):
+		// A loopback /healthz: answered by the unit listening there.
+		owner := map[string]string{"10257": "kforge-controller-manager.service", "10259": "kforge-scheduler.service"}
+		for port, unit := range owner {
+			if strings.Contains(cmd, "/dev/tcp/127.0.0.1/"+port) && h.units[unit] == "active" {
+				h.log.add("healthy " + strings.TrimSuffix(strings.TrimPrefix(unit, "kforge-"), ".service") + " " + h.addr)
+				return "HTTP/1.0 200 OK\n", nil
+			}
+		}
+		return "", errors.New("connection refused")
 	}
 	return "", fmt.Errorf("unexpected command %q", cmd)
 }
@@ -270,7 +282,7 @@ func TestUpPhaseOrder(t *testing.T) {
 			got = append(got, e)
 		}
 	}
-	want := "facts:start preflight:start upload-binary:start pki:start distribute-pki:start configs:start etcd:start apiserver:start lb:start wait-api:start kubeconfig:start"
+	want := "facts:start preflight:start upload-binary:start pki:start distribute-pki:start configs:start etcd:start apiserver:start lb:start wait-api:start controller-manager:start kubeconfig:start"
 	if strings.Join(got, " ") != want {
 		t.Errorf("phases\n got %s\nwant %s", strings.Join(got, " "), want)
 	}
@@ -281,7 +293,8 @@ func TestUpPhaseOrder(t *testing.T) {
 			order = append(order, strings.Fields(l)[2])
 		}
 	}
-	if fmt.Sprint(order) != "[kforge-etcd.service kforge-etcd.service kforge-etcd.service kforge-apiserver.service kforge-apiserver.service kforge-apiserver.service kforge-lb.service]" {
+	if fmt.Sprint(order) != "[kforge-etcd.service kforge-etcd.service kforge-etcd.service kforge-apiserver.service kforge-apiserver.service kforge-apiserver.service kforge-lb.service"+
+		" kforge-controller-manager.service kforge-controller-manager.service kforge-controller-manager.service]" {
 		t.Errorf("start order %v", order)
 	}
 	// A worker gets its files but no CA key, nobody else's key, no unit.
@@ -401,8 +414,8 @@ func TestBinaryChangeRestartsMastersOneAtATime(t *testing.T) {
 			}
 		}
 	}
-	if n != 7 {
-		t.Errorf("%d restarts; want 3 etcd + 3 apiserver + 1 lb:\n%s", n, strings.Join(lines, "\n"))
+	if n != 10 {
+		t.Errorf("%d restarts; want 3 etcd + 3 apiserver + 1 lb + 3 controller managers:\n%s", n, strings.Join(lines, "\n"))
 	}
 }
 

@@ -26,10 +26,12 @@ const (
 	RoleEtcd      = "etcd"
 	RoleAPIServer = "apiserver"
 	RoleLB        = "lb"
+	// RoleControllerManager runs on every master, leader-elected.
+	RoleControllerManager = "controller-manager"
 )
 
 // Roles lists every role with a unit, in start order.
-var Roles = []string{RoleEtcd, RoleAPIServer, RoleLB}
+var Roles = []string{RoleEtcd, RoleAPIServer, RoleLB, RoleControllerManager}
 
 // UnitName is the systemd unit of a role: kforge-<role>.service.
 func UnitName(role string) string { return "kforge-" + role + ".service" }
@@ -77,6 +79,13 @@ type LBData struct {
 	PKIDir         string
 }
 
+// ControllerManagerData fills controller-manager.yaml for one master.
+type ControllerManagerData struct {
+	Name           string
+	MetricsAddress string
+	PKIDir         string
+}
+
 // Unit renders kforge-<role>.service.
 func Unit(role string, d UnitData) ([]byte, error) {
 	return render(UnitName(role)+".tmpl", d)
@@ -87,6 +96,11 @@ func Etcd(d EtcdData) ([]byte, error) { return render("etcd.yaml.tmpl", d) }
 
 // APIServer renders apiserver.yaml.
 func APIServer(d APIServerData) ([]byte, error) { return render("apiserver.yaml.tmpl", d) }
+
+// ControllerManager renders controller-manager.yaml.
+func ControllerManager(d ControllerManagerData) ([]byte, error) {
+	return render("controller-manager.yaml.tmpl", d)
+}
 
 // LB renders lb.yaml.
 func LB(d LBData) ([]byte, error) { return render("lb.yaml.tmpl", d) }

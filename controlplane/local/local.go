@@ -198,6 +198,13 @@ func Up(ctx context.Context, o Options) (err error) {
 	}
 	step("apiserver ready at %s", server)
 
+	sched, err := startScheduler(ctx, dir, inv, o.Logger)
+	if err != nil {
+		return err
+	}
+	defer sched.stop() // runs before the apiserver closes
+	step("scheduler running (leader election on)")
+
 	data, err := pki.KubeconfigFor(inv, "admin")
 	if err != nil {
 		return fmt.Errorf("local: %w", err)
@@ -214,11 +221,13 @@ func Up(ctx context.Context, o Options) (err error) {
 
 	select {
 	case <-ctx.Done():
-		fmt.Fprintln(o.ErrOut, "stopping: apiserver, then etcd")
+		fmt.Fprintln(o.ErrOut, "stopping: scheduler, apiserver, then etcd")
 		return nil
 	case err := <-inst.Err():
 		return fmt.Errorf("local: %w", err)
 	case err := <-member.Err():
+		return fmt.Errorf("local: %w", err)
+	case err := <-sched.err:
 		return fmt.Errorf("local: %w", err)
 	}
 }

@@ -102,8 +102,13 @@ func (i *instance) stop(t *testing.T) {
 func startScheduler(t *testing.T, dir, identity string) *instance {
 	t.Helper()
 	cfg := scheduler.NewConfig()
-	cfg.Kubeconfig = filepath.Join(dir, local.SchedulerKubeconfigFile)
 	cfg.SchedulerName = testScheduler
+	return startSchedulerWith(t, dir, identity, cfg)
+}
+
+func startSchedulerWith(t *testing.T, dir, identity string, cfg *scheduler.Config) *instance {
+	t.Helper()
+	cfg.Kubeconfig = filepath.Join(dir, local.SchedulerKubeconfigFile)
 	cfg.HealthAddress = "127.0.0.1:0"
 	cfg.LeaderElection.LeaseName = testScheduler
 	cfg.LeaderElection.Identity = identity
@@ -392,4 +397,14 @@ func TestSchedulerOnRealAPIServer(t *testing.T) {
 			t.Errorf("new leader /metrics lacks %s", line)
 		}
 	}
+
+	// Without leader election a single instance schedules at once and
+	// still shuts down cleanly.
+	solo := scheduler.NewConfig()
+	solo.SchedulerName = "solo-scheduler"
+	solo.LeaderElection.Enabled = false
+	soloInst := startSchedulerWith(t, dir, "solo", solo)
+	createPod(t, cs, newPod("solo", "solo-scheduler", "100m"))
+	boundNode(t, cs, "solo", 15*time.Second)
+	soloInst.stop(t)
 }

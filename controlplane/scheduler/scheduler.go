@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -127,8 +128,8 @@ func NewWithRESTConfig(cfg *Config, kc *rest.Config, log *slog.Logger) (*Schedul
 	s.podLister, s.nodeLister = pods.Lister(), nodes.Lister()
 	s.synced = []cache.InformerSynced{pods.Informer().HasSynced, nodes.Informer().HasSynced}
 	if _, err := pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { s.podChanged(obj) },
-		UpdateFunc: func(_, obj any) { s.podChanged(obj) },
+		AddFunc:    func(obj any) { s.podChanged(nil, obj) },
+		UpdateFunc: s.podChanged,
 		DeleteFunc: s.podDeleted,
 	}); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
@@ -247,7 +248,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}()
 		} else {
 			s.metrics.leader.Set(1)
-			s.lead(ctx)
+			go s.lead(ctx) // lead's bookkeeping makes the shutdown below wait for it
 		}
 		select {
 		case <-ctx.Done():
@@ -382,7 +383,10 @@ func (s *Scheduler) needsScheduling(pod *corev1.Pod) bool {
 		pod.DeletionTimestamp == nil && !terminated(pod)
 }
 
-func (s *Scheduler) podChanged(obj any) {
+// podChanged handles an added pod (old nil) or an updated one. An
+// update requeues a pending pod only when its spec changed (tolerations,
+// say): our own status writes must not cut its backoff short.
+func (s *Scheduler) podChanged(old, obj any) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
 		return
@@ -394,12 +398,17 @@ func (s *Scheduler) podChanged(obj any) {
 	if pod.Spec.NodeName != "" {
 		s.mu.Lock()
 		delete(s.assumed, key)
+		delete(s.firstTry, key)
 		s.mu.Unlock()
 		return
 	}
-	if s.needsScheduling(pod) {
-		s.queue.Add(key)
+	if !s.needsScheduling(pod) {
+		return
 	}
+	if o, ok := old.(*corev1.Pod); ok && s.needsScheduling(o) && equality.Semantic.DeepEqual(o.Spec, pod.Spec) {
+		return
+	}
+	s.queue.Add(key)
 }
 
 func (s *Scheduler) podDeleted(obj any) {

@@ -94,9 +94,6 @@ func New(cfg *Config, log *slog.Logger) (*Scheduler, error) {
 // NewWithRESTConfig is New with the client configuration given instead of
 // read from cfg.Kubeconfig (which it ignores).
 func NewWithRESTConfig(cfg *Config, kc *rest.Config, log *slog.Logger) (*Scheduler, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	kc = rest.CopyConfig(kc)
 	kc.UserAgent = "kforge-scheduler"
 	if kc.QPS == 0 {
@@ -106,6 +103,15 @@ func NewWithRESTConfig(cfg *Config, kc *rest.Config, log *slog.Logger) (*Schedul
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
+	return newScheduler(cfg, client, log)
+}
+
+// newScheduler builds the Scheduler around client (tests pass a fake).
+func newScheduler(cfg *Config, client kubernetes.Interface, log *slog.Logger) (*Scheduler, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var err error
 	s := &Scheduler{
 		cfg:      cfg,
 		log:      log.With("component", "scheduler"),

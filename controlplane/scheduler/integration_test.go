@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -259,18 +258,10 @@ func TestSchedulerOnRealAPIServer(t *testing.T) {
 		}
 	}
 
-	// A controller's pods spread over the two untainted nodes.
-	rs, err := cs.AppsV1().ReplicaSets(ns).Create(ctx, &appsv1.ReplicaSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: appsv1.ReplicaSetSpec{
-			Replicas: new(int32),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
-			},
-		},
-	}, metav1.CreateOptions{})
+	// A controller's pods spread over the two untainted nodes. The owner
+	// is a ConfigMap: it exists (so no garbage collector removes the pods)
+	// and no controller acts on it (a ReplicaSet's controller would).
+	owner, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "web"}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +269,7 @@ func TestSchedulerOnRealAPIServer(t *testing.T) {
 	for i := range 4 {
 		p := newPod(fmt.Sprintf("web-%d", i), testScheduler, "100m")
 		p.Labels = map[string]string{"app": "web"}
-		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: &yes}}
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: owner.Name, UID: owner.UID, Controller: &yes}}
 		createPod(t, cs, p)
 	}
 	// One that tolerates the taint and asks for node-c.

@@ -6,8 +6,10 @@
 // member starts, then the apiserver; the admin kubeconfig is written once
 // the apiserver's /readyz answers ok, and on shutdown the apiserver stops
 // before etcd. The data stays in the folder, so a second Up on the same
-// folder finds what the first one stored. Later the scheduler, the
-// controllers and an agent join the same sequence.
+// folder finds what the first one stored. The scheduler runs in-process
+// once the apiserver is ready (before the admin kubeconfig is written)
+// and stops before it; later the controllers and an agent join the same
+// sequence.
 //
 // The roles are the real ones (controlplane/etcd and
 // controlplane/apiserver), driven through the same config files the

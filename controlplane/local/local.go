@@ -204,6 +204,12 @@ func Up(ctx context.Context, o Options) (err error) {
 	}
 	defer stopCM() // before the apiserver stops
 	step("controller manager running")
+	sched, err := startScheduler(ctx, dir, inv, o.Logger)
+	if err != nil {
+		return err
+	}
+	defer sched.stop() // runs before the apiserver closes
+	step("scheduler running (leader election on)")
 
 	data, err := pki.KubeconfigFor(inv, "admin")
 	if err != nil {
@@ -221,11 +227,13 @@ func Up(ctx context.Context, o Options) (err error) {
 
 	select {
 	case <-ctx.Done():
-		fmt.Fprintln(o.ErrOut, "stopping: apiserver, then etcd")
+		fmt.Fprintln(o.ErrOut, "stopping: scheduler, apiserver, then etcd")
 		return nil
 	case err := <-inst.Err():
 		return fmt.Errorf("local: %w", err)
 	case err := <-member.Err():
+		return fmt.Errorf("local: %w", err)
+	case err := <-sched.err:
 		return fmt.Errorf("local: %w", err)
 	}
 }

@@ -1,0 +1,41 @@
+package app
+
+import (
+	"github.com/spf13/cobra"
+
+	"kforge.dev/kforge/controlplane/scheduler"
+)
+
+type schedulerFlags struct {
+	config string
+}
+
+func newSchedulerCommand(streams Streams, g *globalFlags) *cobra.Command {
+	var f schedulerFlags
+	cmd := &cobra.Command{
+		Use:   "scheduler",
+		Short: "Run the scheduler in the foreground",
+		Long: `scheduler places pods on nodes: it watches the pods whose schedulerName is
+its own (default-scheduler) and the nodes, filters nodes (Ready, not cordoned,
+nodeSelector and required node affinity, taints and tolerations, host ports,
+cpu/memory/pods requests against allocatable), scores the rest (least
+allocated, balanced, spread of a controller's pods) and binds each pod through
+pods/binding. A pod that fits nowhere gets PodScheduled=False, reason
+Unschedulable, and is retried with backoff and whenever nodes change. Several
+instances elect one leader through the Lease kube-system/kforge-scheduler; on
+the first SIGTERM or SIGINT the leader stops and releases the lease. It serves
+/healthz, /readyz and /metrics on healthAddress (127.0.0.1:10259). The config
+file is validated whole before anything starts.`,
+		Example: `  kforge scheduler --config /etc/kforge/scheduler.yaml`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := scheduler.LoadConfig(f.config)
+			if err != nil {
+				return err
+			}
+			return scheduler.Run(cmd.Context(), cfg, g.logger(streams.ErrOut))
+		},
+	}
+	cmd.Flags().StringVar(&f.config, "config", scheduler.DefaultConfigPath, "the scheduler role config file")
+	return cmd
+}

@@ -16,6 +16,7 @@ import (
 	"kforge.dev/kforge/controlplane/controllers"
 	"kforge.dev/kforge/controlplane/etcd"
 	"kforge.dev/kforge/controlplane/lb"
+	"kforge.dev/kforge/controlplane/scheduler"
 	"kforge.dev/kforge/installer/cluster"
 	"kforge.dev/kforge/installer/ssh"
 	"kforge.dev/kforge/pki"
@@ -86,6 +87,7 @@ func (cp *ControlPlane) Phases() []Phase {
 		&WaitAPIPhase{cp},
 		// Clients of the API through the load balancer: after it answers.
 		&ServicePhase{cp: cp, Role: templates.RoleControllerManager},
+		&ServicePhase{cp: cp, Role: templates.RoleScheduler},
 		&KubeconfigPhase{cp},
 	}
 }
@@ -230,7 +232,7 @@ func ensureDirs(ctx context.Context, env *Env, h Host) error {
 func (cp *ControlPlane) rolesOf(h Host) []string {
 	switch {
 	case h.Role() == cluster.RoleMaster:
-		return []string{templates.RoleEtcd, templates.RoleAPIServer, templates.RoleControllerManager}
+		return []string{templates.RoleEtcd, templates.RoleAPIServer, templates.RoleControllerManager, templates.RoleScheduler}
 	case h.Role() == cluster.RoleLoadBalancer && h.Name() == cp.Cluster.Spec.LoadBalancer.Host:
 		return []string{templates.RoleLB}
 	}
@@ -287,11 +289,18 @@ func (cp *ControlPlane) RenderConfig(h Host, role string) ([]byte, error) {
 			_, err = lb.ParseConfig(data, "/")
 		}
 	case templates.RoleControllerManager:
-		data, err = templates.ControllerManager(templates.ControllerManagerData{
+		data, err = templates.ControllerManager(templates.ClientRoleData{
 			Name: h.Name(), MetricsAddress: ControllerManagerMetricsAddress, PKIDir: templates.PKIDir,
 		})
 		if err == nil {
 			_, err = controllers.ParseConfig(data, "/")
+		}
+	case templates.RoleScheduler:
+		data, err = templates.Scheduler(templates.ClientRoleData{
+			Name: h.Name(), MetricsAddress: SchedulerHealthAddress, PKIDir: templates.PKIDir,
+		})
+		if err == nil {
+			_, err = scheduler.ParseConfig(data, "/")
 		}
 	default:
 		return nil, fmt.Errorf("no config for role %q", role)
@@ -363,6 +372,8 @@ func (cp *ControlPlane) inputs(h Host, role string) []string {
 		want = []string{"cluster-ca.crt"}
 	case templates.RoleControllerManager:
 		want = []string{"controller-manager.kubeconfig"}
+	case templates.RoleScheduler:
+		want = []string{"scheduler.kubeconfig"}
 	}
 	for _, w := range want {
 		out = append(out, templates.PKIDir+"/"+w)
@@ -391,6 +402,8 @@ func (p *ServicePhase) Title() string {
 		return "load balancer (kforge lb)"
 	case templates.RoleControllerManager:
 		return "controller managers (leader-elected)"
+	case templates.RoleScheduler:
+		return "schedulers (leader-elected)"
 	}
 	return p.Role
 }
@@ -536,10 +549,14 @@ func (p *ServicePhase) wait(ctx context.Context, h Host) error {
 		return waitFor(ctx, LBWait, pollInterval, func(ctx context.Context) error {
 			return pr.APIServer(ctx, "https://"+cluster.HostPort(h.Address(), p.cp.Cluster.Spec.LoadBalancer.Port))
 		})
-	case templates.RoleControllerManager:
-		// Its health endpoint is on the host's loopback: ask over SSH.
+	case templates.RoleControllerManager, templates.RoleScheduler:
+		// Their health endpoints are on the host's loopback: ask over SSH.
+		addr := ControllerManagerMetricsAddress
+		if p.Role == templates.RoleScheduler {
+			addr = SchedulerHealthAddress
+		}
 		return waitFor(ctx, APIServerWait, pollInterval, func(ctx context.Context) error {
-			return loopbackHealthz(ctx, h, ControllerManagerMetricsAddress)
+			return loopbackHealthz(ctx, h, addr)
 		})
 	}
 	return nil
@@ -615,6 +632,10 @@ func (p *KubeconfigPhase) Run(context.Context) error {
 // ControllerManagerMetricsAddress is where each master's controller
 // manager serves /healthz, /readyz and /metrics (loopback only).
 const ControllerManagerMetricsAddress = "127.0.0.1:10257"
+
+// SchedulerHealthAddress is where each master's scheduler serves /healthz,
+// /readyz and /metrics (loopback only).
+const SchedulerHealthAddress = "127.0.0.1:10259"
 
 // loopbackHealthz asks a daemon's /healthz on the host's loopback through
 // SSH, with bash's /dev/tcp (no curl needed on the host).

@@ -282,7 +282,7 @@ func TestUpPhaseOrder(t *testing.T) {
 			got = append(got, e)
 		}
 	}
-	want := "facts:start preflight:start upload-binary:start pki:start distribute-pki:start configs:start etcd:start apiserver:start lb:start wait-api:start controller-manager:start kubeconfig:start"
+	want := "facts:start preflight:start upload-binary:start pki:start distribute-pki:start configs:start etcd:start apiserver:start lb:start wait-api:start controller-manager:start scheduler:start kubeconfig:start"
 	if strings.Join(got, " ") != want {
 		t.Errorf("phases\n got %s\nwant %s", strings.Join(got, " "), want)
 	}
@@ -294,7 +294,8 @@ func TestUpPhaseOrder(t *testing.T) {
 		}
 	}
 	if fmt.Sprint(order) != "[kforge-etcd.service kforge-etcd.service kforge-etcd.service kforge-apiserver.service kforge-apiserver.service kforge-apiserver.service kforge-lb.service"+
-		" kforge-controller-manager.service kforge-controller-manager.service kforge-controller-manager.service]" {
+		" kforge-controller-manager.service kforge-controller-manager.service kforge-controller-manager.service"+
+		" kforge-scheduler.service kforge-scheduler.service kforge-scheduler.service]" {
 		t.Errorf("start order %v", order)
 	}
 	// A worker gets its files but no CA key, nobody else's key, no unit.
@@ -414,8 +415,8 @@ func TestBinaryChangeRestartsMastersOneAtATime(t *testing.T) {
 			}
 		}
 	}
-	if n != 10 {
-		t.Errorf("%d restarts; want 3 etcd + 3 apiserver + 1 lb + 3 controller managers:\n%s", n, strings.Join(lines, "\n"))
+	if n != 13 {
+		t.Errorf("%d restarts; want 3 etcd + 3 apiserver + 1 lb + 3 controller managers + 3 schedulers:\n%s", n, strings.Join(lines, "\n"))
 	}
 }
 

@@ -34,7 +34,7 @@ var RequiredCNIPlugins = []string{"bridge", "host-local", "loopback", "portmap"}
 func PortsFor(role string) []int {
 	switch role {
 	case cluster.RoleMaster:
-		return []int{2379, 2380, 6443, 10257}
+		return []int{2379, 2380, 6443, 10257, 10259}
 	case cluster.RoleLoadBalancer:
 		return []int{6443}
 	case cluster.RoleWorker:
@@ -47,7 +47,7 @@ func PortsFor(role string) []int {
 const probeScript = `cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" {print "listen", $2}'
 for c in containerd runc; do p=$(command -v $c 2>/dev/null) && echo "have $c $p"; done
 for d in /opt/cni/bin /usr/lib/cni; do [ -d "$d" ] && echo "cni $d" $(ls "$d"); done
-for u in kforge-etcd kforge-apiserver kforge-lb kforge-controller-manager; do [ "$(systemctl is-active $u 2>/dev/null)" = active ] && echo "active $u"; done
+for u in kforge-etcd kforge-apiserver kforge-lb kforge-controller-manager kforge-scheduler; do [ "$(systemctl is-active $u 2>/dev/null)" = active ] && echo "active $u"; done
 true
 `
 
@@ -225,6 +225,8 @@ func ownerUnit(role string, port int) string {
 		return "kforge-apiserver"
 	case role == cluster.RoleMaster && port == 10257:
 		return "kforge-controller-manager"
+	case role == cluster.RoleMaster && port == 10259:
+		return "kforge-scheduler"
 	case role == cluster.RoleLoadBalancer && port == 6443:
 		return "kforge-lb"
 	}

@@ -18,7 +18,7 @@ import (
 )
 
 // NotYet is what `kforge up` says it does not do yet.
-const NotYet = "not there yet: the workers' daemons (agent, proxy, dns, ingress) and the scheduler — workers get the binary and their certificates only"
+const NotYet = "not there yet: the workers' daemons (agent, proxy, dns, ingress) — workers get the binary and their certificates only"
 
 // UpOptions configure `kforge up`.
 type UpOptions struct {

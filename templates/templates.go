@@ -26,12 +26,14 @@ const (
 	RoleEtcd      = "etcd"
 	RoleAPIServer = "apiserver"
 	RoleLB        = "lb"
-	// RoleControllerManager runs on every master, leader-elected.
+	// RoleControllerManager and RoleScheduler run on every master,
+	// leader-elected.
 	RoleControllerManager = "controller-manager"
+	RoleScheduler         = "scheduler"
 )
 
 // Roles lists every role with a unit, in start order.
-var Roles = []string{RoleEtcd, RoleAPIServer, RoleLB, RoleControllerManager}
+var Roles = []string{RoleEtcd, RoleAPIServer, RoleLB, RoleControllerManager, RoleScheduler}
 
 // UnitName is the systemd unit of a role: kforge-<role>.service.
 func UnitName(role string) string { return "kforge-" + role + ".service" }
@@ -79,8 +81,9 @@ type LBData struct {
 	PKIDir         string
 }
 
-// ControllerManagerData fills controller-manager.yaml for one master.
-type ControllerManagerData struct {
+// ClientRoleData fills controller-manager.yaml or scheduler.yaml for one
+// master.
+type ClientRoleData struct {
 	Name           string
 	MetricsAddress string
 	PKIDir         string
@@ -98,9 +101,12 @@ func Etcd(d EtcdData) ([]byte, error) { return render("etcd.yaml.tmpl", d) }
 func APIServer(d APIServerData) ([]byte, error) { return render("apiserver.yaml.tmpl", d) }
 
 // ControllerManager renders controller-manager.yaml.
-func ControllerManager(d ControllerManagerData) ([]byte, error) {
+func ControllerManager(d ClientRoleData) ([]byte, error) {
 	return render("controller-manager.yaml.tmpl", d)
 }
+
+// Scheduler renders scheduler.yaml.
+func Scheduler(d ClientRoleData) ([]byte, error) { return render("scheduler.yaml.tmpl", d) }
 
 // LB renders lb.yaml.
 func LB(d LBData) ([]byte, error) { return render("lb.yaml.tmpl", d) }

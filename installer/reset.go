@@ -31,8 +31,11 @@ type ResetResult struct {
 }
 
 // resetScript stops, disables and removes every kforge unit, then every
-// file and folder kforge put on the host.
-var resetScript = `for f in ` + templates.UnitDir + `/kforge-*.service; do [ -e "$f" ] || continue; systemctl disable --now --quiet "$(basename "$f")" || true; done
+// file and folder kforge put on the host. The API's clients stop first and
+// etcd last: a scheduler or controller manager stopping after the
+// apiservers would wait for them to release its lease.
+var resetScript = `for u in kforge-scheduler kforge-controller-manager kforge-lb kforge-apiserver kforge-etcd; do [ -e ` + templates.UnitDir + `/$u.service ] && { systemctl disable --now --quiet $u.service || true; }; done
+for f in ` + templates.UnitDir + `/kforge-*.service; do [ -e "$f" ] || continue; systemctl disable --now --quiet "$(basename "$f")" || true; done
 rm -f ` + templates.UnitDir + `/kforge-*.service
 systemctl daemon-reload
 systemctl reset-failed 'kforge-*' 2>/dev/null || true

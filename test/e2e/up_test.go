@@ -165,6 +165,51 @@ func TestUp(t *testing.T) {
 		}
 	})
 
+	t.Run("the controller manager and scheduler act on the installed cluster", func(t *testing.T) {
+		// No node agents yet: a Node object stands in for one so the
+		// scheduler has somewhere to bind.
+		node := filepath.Join(t.TempDir(), "node.yaml")
+		if err := os.WriteFile(node, []byte(`apiVersion: v1
+kind: Node
+metadata: {name: e2e-node, labels: {kubernetes.io/hostname: e2e-node}}
+status:
+  conditions: [{type: Ready, status: "True"}]
+  allocatable: {cpu: "4", memory: 8Gi, pods: "110"}
+  capacity: {cpu: "4", memory: 8Gi, pods: "110"}
+`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := kubectl("create", "-f", node); err != nil {
+			t.Fatalf("create node: %v\n%s", err, out)
+		}
+		// Node status is not taken on create (status subresource rules):
+		// write it as an agent would.
+		if out, err := kubectl("patch", "node", "e2e-node", "--subresource=status", "--type=merge", "-p",
+			`{"status":{"conditions":[{"type":"Ready","status":"True"}],"allocatable":{"cpu":"4","memory":"8Gi","pods":"110"}}}`); err != nil {
+			t.Fatalf("node status: %v\n%s", err, out)
+		}
+		if out, err := kubectl("create", "deployment", "e2e-web", "--image=docker.io/library/busybox:local", "--replicas=2"); err != nil {
+			t.Fatalf("create deployment: %v\n%s", err, out)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			out, err := kubectl("get", "pods", "-l", "app=e2e-web", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\" \"}{end}")
+			if err == nil && strings.Count(out, "e2e-node") == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the deployment's 2 pods were not created and bound to e2e-node within 30s: %v %q", err, out)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if out, err := kubectl("delete", "deployment", "e2e-web"); err != nil {
+			t.Fatalf("delete deployment: %v\n%s", err, out)
+		}
+		if out, err := kubectl("delete", "node", "e2e-node"); err != nil {
+			t.Fatalf("delete node: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("status is healthy", func(t *testing.T) {
 		out, _, err := kforge(t, bin, nil, "status", "-f", spec)
 		if err != nil {

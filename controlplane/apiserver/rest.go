@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -562,6 +563,12 @@ func (s *Server) delete(ctx context.Context, res *Resource, ns, name string, opt
 				return nil, apierrors.NewConflict(groupResource(res), name, fmt.Errorf("the ResourceVersion in the precondition (%s) does not match the ResourceVersion in record (%s). The object might have been modified", *p.ResourceVersion, m.GetResourceVersion()))
 			}
 		}
+		// Orphan propagation (kubectl delete --cascade=orphan): the owner
+		// waits, with the "orphan" finalizer, until the garbage collector
+		// has released its dependents.
+		if orphanRequested(opts) && !slices.Contains(m.GetFinalizers(), metav1.FinalizerOrphanDependents) {
+			m.SetFinalizers(append(m.GetFinalizers(), metav1.FinalizerOrphanDependents))
+		}
 		grace := gracePeriod(res, obj, opts)
 		// keep: the object stays, marked for deletion, until its finalizers
 		// (or, for a namespace, spec.finalizers) are gone or its grace ends.
@@ -842,4 +849,13 @@ func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body 
 		return s.mergeUpdate(req, old, obj)
 	})
 	return out, warnings, err
+}
+
+// orphanRequested reports a delete asking for its dependents to be
+// orphaned, by propagationPolicy or the older orphanDependents.
+func orphanRequested(o metav1.DeleteOptions) bool {
+	if o.PropagationPolicy != nil {
+		return *o.PropagationPolicy == metav1.DeletePropagationOrphan
+	}
+	return o.OrphanDependents != nil && *o.OrphanDependents //nolint:staticcheck // still sent by old clients
 }

@@ -384,3 +384,52 @@ func TestControllersOnARealAPIServer(t *testing.T) {
 		return nil
 	})
 }
+
+// kubectl delete --cascade=orphan: the apiserver holds the owner with the
+// orphan finalizer, the garbage collector releases the dependents, and
+// the owner goes while its ReplicaSet stays.
+func TestOrphanDeletionKeepsDependents(t *testing.T) {
+	cs := startLocal(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const ns = "default"
+	one := int32(1)
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "keep"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &one,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "keep"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "keep"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox:1"}}},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deployment's replica set", 20*time.Second, func() error {
+		rss, err := cs.AppsV1().ReplicaSets(ns).List(ctx, metav1.ListOptions{})
+		if err != nil || len(rss.Items) != 1 {
+			return fmt.Errorf("%v replica sets (%v)", len(rss.Items), err)
+		}
+		return nil
+	})
+	orphan := metav1.DeletePropagationOrphan
+	if err := cs.AppsV1().Deployments(ns).Delete(ctx, "keep", metav1.DeleteOptions{PropagationPolicy: &orphan}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the deployment gone, its replica set kept and released", 20*time.Second, func() error {
+		if _, err := cs.AppsV1().Deployments(ns).Get(ctx, "keep", metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("the deployment is still there")
+		}
+		rss, err := cs.AppsV1().ReplicaSets(ns).List(ctx, metav1.ListOptions{})
+		if err != nil || len(rss.Items) != 1 {
+			return fmt.Errorf("%d replica sets (%v)", len(rss.Items), err)
+		}
+		if len(rss.Items[0].OwnerReferences) != 0 {
+			return fmt.Errorf("the replica set still has owners %v", rss.Items[0].OwnerReferences)
+		}
+		return nil
+	})
+}

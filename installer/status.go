@@ -165,6 +165,18 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 		section("LB\n(external: " + c.APIServerURL() + ")")
 	}
 
+	// Leaders of the leader-elected roles.
+	section("ROLE\tLEADER\tRENEWED")
+	for _, role := range []string{"kforge-scheduler", "kforge-controller-manager"} {
+		holder, age, err := leader(ctx, inv, c.APIServerURL(), role)
+		if err != nil {
+			problem("%s: %v", role, err)
+			fmt.Fprintf(w, "%s\t✗ %s\t\n", strings.TrimPrefix(role, "kforge-"), oneLine(err.Error()))
+			continue
+		}
+		fmt.Fprintf(w, "%s\t✓ %s\t%s ago\n", strings.TrimPrefix(role, "kforge-"), holder, age.Round(time.Second))
+	}
+
 	// Nodes.
 	section("NODES")
 	if n, err := countNodes(ctx, inv, c.APIServerURL()); err != nil {
@@ -287,33 +299,39 @@ func readRemoteCerts(ctx context.Context, h Host, paths []string) (map[string]*x
 	return certs, nil
 }
 
-// countNodes lists the Nodes through the API with the admin certificate.
-func countNodes(ctx context.Context, inv *pki.Inventory, base string) ([]string, error) {
+// apiGet GETs path through the API with the admin certificate and decodes
+// the JSON answer into into.
+func apiGet(ctx context.Context, inv *pki.Inventory, base, path string, into any) error {
 	ca, err := certPool(inv.Path(inv.Cert(pki.ClusterCA).CertFile))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	admin := inv.Cert("admin")
 	pair, err := tls.LoadX509KeyPair(inv.Path(admin.CertFile), inv.Path(admin.KeyFile))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: ca, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12},
 	}}
 	defer cl.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/nodes", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := cl.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /api/v1/nodes: %s", resp.Status)
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
+	return json.NewDecoder(resp.Body).Decode(into)
+}
+
+// countNodes lists the Nodes through the API with the admin certificate.
+func countNodes(ctx context.Context, inv *pki.Inventory, base string) ([]string, error) {
 	var list struct {
 		Items []struct {
 			Metadata struct {
@@ -321,7 +339,7 @@ func countNodes(ctx context.Context, inv *pki.Inventory, base string) ([]string,
 			} `json:"metadata"`
 		} `json:"items"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+	if err := apiGet(ctx, inv, base, "/api/v1/nodes", &list); err != nil {
 		return nil, err
 	}
 	var out []string
@@ -329,4 +347,27 @@ func countNodes(ctx context.Context, inv *pki.Inventory, base string) ([]string,
 		out = append(out, it.Metadata.Name)
 	}
 	return out, nil
+}
+
+// leader reads a leader-election Lease in kube-system: who holds it and
+// how long ago it was renewed.
+func leader(ctx context.Context, inv *pki.Inventory, base, name string) (holder string, age time.Duration, err error) {
+	var lease struct {
+		Spec struct {
+			HolderIdentity       string    `json:"holderIdentity"`
+			LeaseDurationSeconds int       `json:"leaseDurationSeconds"`
+			RenewTime            time.Time `json:"renewTime"`
+		} `json:"spec"`
+	}
+	if err := apiGet(ctx, inv, base, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"+name, &lease); err != nil {
+		return "", 0, err
+	}
+	age = time.Since(lease.Spec.RenewTime)
+	if lease.Spec.HolderIdentity == "" {
+		return "", age, fmt.Errorf("no holder")
+	}
+	if d := time.Duration(lease.Spec.LeaseDurationSeconds) * time.Second; d > 0 && age > 2*d {
+		return lease.Spec.HolderIdentity, age, fmt.Errorf("held by %s but not renewed for %s", lease.Spec.HolderIdentity, age.Round(time.Second))
+	}
+	return lease.Spec.HolderIdentity, age, nil
 }

@@ -37,10 +37,10 @@ var AllControllers = []string{
 // Defaults applied by NewConfig.
 const (
 	DefaultLeaseName      = "kforge-controller-manager"
-	DefaultLeaseNamespace = "kube-system"
-	DefaultLeaseDuration  = 15 * time.Second
-	DefaultRenewDeadline  = 10 * time.Second
-	DefaultRetryPeriod    = 2 * time.Second
+	DefaultLeaseNamespace = roleconfig.DefaultLeaseNamespace
+	DefaultLeaseDuration  = roleconfig.DefaultLeaseDuration
+	DefaultRenewDeadline  = roleconfig.DefaultRenewDeadline
+	DefaultRetryPeriod    = roleconfig.DefaultRetryPeriod
 	DefaultWorkers        = 2
 	DefaultMetricsAddress = "127.0.0.1:10257"
 	DefaultResync         = 10 * time.Minute
@@ -70,36 +70,17 @@ type Config struct {
 	MetricsAddress string `yaml:"metricsAddress" json:"metricsAddress"`
 }
 
-// LeaderElection configures the Lease that makes one controller manager
-// of several the active one.
-type LeaderElection struct {
-	// Enabled false runs the controllers at once, without a Lease (only
-	// safe with a single controller manager).
-	Enabled       bool          `yaml:"enabled" json:"enabled"`
-	LeaseName     string        `yaml:"leaseName" json:"leaseName"`
-	Namespace     string        `yaml:"namespace" json:"namespace"`
-	LeaseDuration time.Duration `yaml:"leaseDuration" json:"leaseDuration"`
-	RenewDeadline time.Duration `yaml:"renewDeadline" json:"renewDeadline"`
-	RetryPeriod   time.Duration `yaml:"retryPeriod" json:"retryPeriod"`
-	// Identity names this candidate in the Lease; the host name plus a
-	// random suffix when empty.
-	Identity string `yaml:"identity,omitempty" json:"identity,omitempty"`
-}
+// LeaderElection configures the role's Lease (shared with the other
+// leader-elected role).
+type LeaderElection = roleconfig.LeaderElection
 
 // NewConfig returns a Config with every default filled in; Kubeconfig has
 // no default.
 func NewConfig() *Config {
 	return &Config{
-		APIVersion: APIVersion,
-		Kind:       Kind,
-		LeaderElection: LeaderElection{
-			Enabled:       true,
-			LeaseName:     DefaultLeaseName,
-			Namespace:     DefaultLeaseNamespace,
-			LeaseDuration: DefaultLeaseDuration,
-			RenewDeadline: DefaultRenewDeadline,
-			RetryPeriod:   DefaultRetryPeriod,
-		},
+		APIVersion:     APIVersion,
+		Kind:           Kind,
+		LeaderElection: roleconfig.DefaultLeaderElection(DefaultLeaseName),
 		Workers:        DefaultWorkers,
 		Resync:         DefaultResync,
 		MetricsAddress: DefaultMetricsAddress,
@@ -152,24 +133,7 @@ func (c *Config) Validate() error {
 	if c.Kubeconfig == "" {
 		add("kubeconfig", "is required")
 	}
-	le := c.LeaderElection
-	if le.Enabled {
-		if le.LeaseName == "" {
-			add("leaderElection.leaseName", "is required")
-		}
-		if le.Namespace == "" {
-			add("leaderElection.namespace", "is required")
-		}
-		if le.RetryPeriod <= 0 {
-			add("leaderElection.retryPeriod", "must be positive, not %s", le.RetryPeriod)
-		}
-		if le.RenewDeadline <= le.RetryPeriod {
-			add("leaderElection.renewDeadline", "%s must be longer than the retryPeriod %s", le.RenewDeadline, le.RetryPeriod)
-		}
-		if le.LeaseDuration <= le.RenewDeadline {
-			add("leaderElection.leaseDuration", "%s must be longer than the renewDeadline %s", le.LeaseDuration, le.RenewDeadline)
-		}
-	}
+	c.LeaderElection.Validate(probs)
 	for i, name := range c.Controllers {
 		if !slices.Contains(AllControllers, name) {
 			add(fmt.Sprintf("controllers[%d]", i), "unknown controller %q (known: %v)", name, AllControllers)

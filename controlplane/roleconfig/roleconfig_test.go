@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 type sample struct {
@@ -45,5 +46,29 @@ func TestProblemsAndPaths(t *testing.T) {
 	ResolvePaths("/base", &a, &b, &c)
 	if a != filepath.Join("/base", "rel/x") || b != "/abs/y" || c != "" {
 		t.Fatalf("paths: %q %q %q", a, b, c)
+	}
+}
+
+func TestLeaderElectionValidate(t *testing.T) {
+	ok := DefaultLeaderElection("kforge-x")
+	p := NewProblems("x")
+	ok.Validate(p)
+	if p.Err() != nil {
+		t.Fatalf("defaults: %v", p.Err())
+	}
+	bad := ok
+	bad.LeaseName, bad.RenewDeadline = "", 2*time.Second // not > 1.2 × 2s
+	p = NewProblems("x")
+	bad.Validate(p)
+	err := p.Err()
+	if err == nil || !strings.Contains(err.Error(), "leaderElection.leaseName") || !strings.Contains(err.Error(), "leaderElection.renewDeadline") {
+		t.Fatalf("want leaseName and renewDeadline problems, got %v", err)
+	}
+	off := bad
+	off.Enabled = false
+	p = NewProblems("x")
+	off.Validate(p)
+	if p.Err() != nil {
+		t.Fatalf("disabled leader election is not checked: %v", p.Err())
 	}
 }

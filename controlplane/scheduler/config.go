@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"time"
 
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
@@ -23,10 +22,10 @@ const (
 	DefaultSchedulerName  = "default-scheduler"
 	DefaultHealthAddress  = "127.0.0.1:10259"
 	DefaultLeaseName      = "kforge-scheduler"
-	DefaultLeaseNamespace = "kube-system"
-	DefaultLeaseDuration  = 15 * time.Second
-	DefaultRenewDeadline  = 10 * time.Second
-	DefaultRetryPeriod    = 2 * time.Second
+	DefaultLeaseNamespace = roleconfig.DefaultLeaseNamespace
+	DefaultLeaseDuration  = roleconfig.DefaultLeaseDuration
+	DefaultRenewDeadline  = roleconfig.DefaultRenewDeadline
+	DefaultRetryPeriod    = roleconfig.DefaultRetryPeriod
 )
 
 // Config is the scheduler role's configuration, read from
@@ -49,38 +48,19 @@ type Config struct {
 	LeaderElection LeaderElection `yaml:"leaderElection" json:"leaderElection"`
 }
 
-// LeaderElection configures the Lease that lets one of several scheduler
-// instances (one per master) act at a time.
-type LeaderElection struct {
-	// Enabled is true by default; turn it off only when a single
-	// scheduler runs.
-	Enabled       bool          `yaml:"enabled" json:"enabled"`
-	LeaseName     string        `yaml:"leaseName" json:"leaseName"`
-	Namespace     string        `yaml:"namespace" json:"namespace"`
-	LeaseDuration time.Duration `yaml:"leaseDuration" json:"leaseDuration"`
-	RenewDeadline time.Duration `yaml:"renewDeadline" json:"renewDeadline"`
-	RetryPeriod   time.Duration `yaml:"retryPeriod" json:"retryPeriod"`
-	// Identity names this instance in the Lease; the host name plus a
-	// random suffix when empty.
-	Identity string `yaml:"identity,omitempty" json:"identity,omitempty"`
-}
+// LeaderElection configures the role's Lease (shared with the other
+// leader-elected role).
+type LeaderElection = roleconfig.LeaderElection
 
 // NewConfig returns a Config with every default filled in. Kubeconfig has
 // no default.
 func NewConfig() *Config {
 	return &Config{
-		APIVersion:    APIVersion,
-		Kind:          Kind,
-		SchedulerName: DefaultSchedulerName,
-		HealthAddress: DefaultHealthAddress,
-		LeaderElection: LeaderElection{
-			Enabled:       true,
-			LeaseName:     DefaultLeaseName,
-			Namespace:     DefaultLeaseNamespace,
-			LeaseDuration: DefaultLeaseDuration,
-			RenewDeadline: DefaultRenewDeadline,
-			RetryPeriod:   DefaultRetryPeriod,
-		},
+		APIVersion:     APIVersion,
+		Kind:           Kind,
+		SchedulerName:  DefaultSchedulerName,
+		HealthAddress:  DefaultHealthAddress,
+		LeaderElection: roleconfig.DefaultLeaderElection(DefaultLeaseName),
 	}
 }
 
@@ -143,25 +123,7 @@ func (c *Config) Validate() error {
 			add("healthAddress", "%v", err)
 		}
 	}
-	le := c.LeaderElection
-	if le.Enabled {
-		if le.LeaseName == "" {
-			add("leaderElection.leaseName", "is required")
-		}
-		if le.Namespace == "" {
-			add("leaderElection.namespace", "is required")
-		}
-		if le.RetryPeriod <= 0 {
-			add("leaderElection.retryPeriod", "must be positive, not %s", le.RetryPeriod)
-		}
-		// The same rules client-go's leaderelection enforces.
-		if le.RenewDeadline <= time.Duration(1.2*float64(le.RetryPeriod)) {
-			add("leaderElection.renewDeadline", "%s must be longer than 1.2 × retryPeriod %s", le.RenewDeadline, le.RetryPeriod)
-		}
-		if le.LeaseDuration <= le.RenewDeadline {
-			add("leaderElection.leaseDuration", "%s must be longer than renewDeadline %s", le.LeaseDuration, le.RenewDeadline)
-		}
-	}
+	c.LeaderElection.Validate(probs)
 	return probs.Err()
 }
 

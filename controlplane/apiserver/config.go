@@ -116,15 +116,7 @@ func NewConfig() *Config {
 // (an unknown field is an error), resolves relative file paths against
 // the file's folder and validates the result.
 func LoadConfig(path string) (*Config, error) {
-	data, baseDir, err := roleconfig.Read("apiserver", path)
-	if err != nil {
-		return nil, err
-	}
-	c, err := ParseConfig(data, baseDir)
-	if err != nil {
-		return nil, fmt.Errorf("apiserver config %s: %w", path, err)
-	}
-	return c, nil
+	return roleconfig.Load("apiserver", path, ParseConfig)
 }
 
 // ParseConfig is LoadConfig for a document held in memory; baseDir

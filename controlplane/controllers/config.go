@@ -90,15 +90,7 @@ func NewConfig() *Config {
 // LoadConfig reads path, decodes it strictly over NewConfig's defaults,
 // resolves the kubeconfig path against the file's folder and validates.
 func LoadConfig(path string) (*Config, error) {
-	data, baseDir, err := roleconfig.Read("controller-manager", path)
-	if err != nil {
-		return nil, err
-	}
-	c, err := ParseConfig(data, baseDir)
-	if err != nil {
-		return nil, fmt.Errorf("controller-manager config %s: %w", path, err)
-	}
-	return c, nil
+	return roleconfig.Load("controller-manager", path, ParseConfig)
 }
 
 // ParseConfig is LoadConfig for a document held in memory.

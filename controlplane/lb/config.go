@@ -124,15 +124,7 @@ func NewConfig() *Config {
 // (an unknown field is an error), resolves relative file paths against
 // the file's folder and validates the result.
 func LoadConfig(path string) (*Config, error) {
-	data, baseDir, err := roleconfig.Read("lb", path)
-	if err != nil {
-		return nil, err
-	}
-	c, err := ParseConfig(data, baseDir)
-	if err != nil {
-		return nil, fmt.Errorf("lb config %s: %w", path, err)
-	}
-	return c, nil
+	return roleconfig.Load("lb", path, ParseConfig)
 }
 
 // ParseConfig is LoadConfig for a document held in memory; baseDir

@@ -16,18 +16,24 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Read reads a role's config file and returns its bytes and its folder
-// (absolute), against which relative paths resolve.
-func Read(component, path string) (data []byte, baseDir string, err error) {
-	data, err = os.ReadFile(path)
+// Load reads a role's config file and parses it with parse, which
+// resolves relative paths against the file's (absolute) folder; errors
+// name the component and the file.
+func Load[T any](component, path string, parse func(data []byte, baseDir string) (T, error)) (T, error) {
+	var zero T
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, "", fmt.Errorf("%s config: %w", component, err)
+		return zero, fmt.Errorf("%s config: %w", component, err)
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, "", fmt.Errorf("%s config: resolving %s: %w", component, path, err)
+		return zero, fmt.Errorf("%s config: resolving %s: %w", component, path, err)
 	}
-	return data, filepath.Dir(abs), nil
+	c, err := parse(data, filepath.Dir(abs))
+	if err != nil {
+		return zero, fmt.Errorf("%s config %s: %w", component, path, err)
+	}
+	return c, nil
 }
 
 // Decode decodes exactly one YAML document into into, which holds the

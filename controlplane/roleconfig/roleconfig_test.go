@@ -2,6 +2,7 @@ package roleconfig
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -70,5 +71,34 @@ func TestLeaderElectionValidate(t *testing.T) {
 	off.Validate(p)
 	if p.Err() != nil {
 		t.Fatalf("disabled leader election is not checked: %v", p.Err())
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.yaml")
+	if err := os.WriteFile(path, []byte("name: a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(data []byte, baseDir string) (*sample, error) {
+		s := &sample{}
+		if err := Decode(data, s); err != nil {
+			return nil, err
+		}
+		s.Name += "@" + baseDir
+		return s, nil
+	}
+	s, err := Load("lb", path, parse)
+	if err != nil || s.Name != "a@"+dir {
+		t.Fatalf("Load: %+v %v", s, err)
+	}
+	if _, err := Load("lb", filepath.Join(dir, "missing.yaml"), parse); err == nil || !strings.HasPrefix(err.Error(), "lb config: ") {
+		t.Fatalf("missing file: %v", err)
+	}
+	if err := os.WriteFile(path, []byte("nmae: a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load("lb", path, parse); err == nil || !strings.HasPrefix(err.Error(), "lb config "+path+": ") {
+		t.Fatalf("bad file: %v", err)
 	}
 }

@@ -68,15 +68,7 @@ func NewConfig() *Config {
 // (an unknown field is an error), resolves the kubeconfig path against
 // the file's folder and validates the result.
 func LoadConfig(path string) (*Config, error) {
-	data, baseDir, err := roleconfig.Read("scheduler", path)
-	if err != nil {
-		return nil, err
-	}
-	c, err := ParseConfig(data, baseDir)
-	if err != nil {
-		return nil, fmt.Errorf("scheduler config %s: %w", path, err)
-	}
-	return c, nil
+	return roleconfig.Load("scheduler", path, ParseConfig)
 }
 
 // ParseConfig is LoadConfig for a document held in memory; baseDir

@@ -183,11 +183,35 @@ func startLocal(kforge, dir, logFile string) (stop func() error, err error) {
 // result is one kubectl run.
 type result struct {
 	Out, Err string
-	Code     int // exit code; -1 if it did not run to an exit
+	// Klog holds stderr's klog lines ("E1126 10:00:00.000000 ..."), taken
+	// out of Err: client-go's own diagnostics (a retried watch, a slow
+	// request) come and go with timing, and no test compares them.
+	Klog string
+	Code int // exit code; -1 if it did not run to an exit
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Out, r.Err)
+	s := fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Out, r.Err)
+	if r.Klog != "" {
+		s += "klog:\n" + r.Klog
+	}
+	return s
+}
+
+// klogLine matches the header of a klog line.
+var klogLine = regexp.MustCompile(`^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ `)
+
+// splitKlog separates klog lines from the rest of stderr.
+func splitKlog(stderr string) (rest, klog string) {
+	var r, k strings.Builder
+	for _, line := range strings.SplitAfter(stderr, "\n") {
+		if klogLine.MatchString(line) {
+			k.WriteString(line)
+		} else {
+			r.WriteString(line)
+		}
+	}
+	return r.String(), k.String()
 }
 
 // setup returns the suite's cluster, or skips the test.
@@ -225,8 +249,14 @@ func (c *cluster) runAs(t *testing.T, kubeconfig, stdin string, args ...string) 
 	if ctx.Err() != nil {
 		t.Fatalf("kubectl %s: no exit within a minute\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), out.String(), errOut.String())
 	}
-	r := result{Out: out.String(), Err: errOut.String(), Code: cmd.ProcessState.ExitCode()}
-	t.Logf("kubectl %s: %s", strings.Join(args, " "), r)
+	r := result{Out: out.String(), Code: cmd.ProcessState.ExitCode()}
+	r.Err, r.Klog = splitKlog(errOut.String())
+	// One line a run keeps a failing test's output short enough to read;
+	// the checks print the whole result when they fail.
+	t.Logf("kubectl %s: exit %d", strings.Join(args, " "), r.Code)
+	if r.Klog != "" {
+		t.Logf("kubectl %s: klog:\n%s", strings.Join(args, " "), r.Klog)
+	}
 	return r
 }
 

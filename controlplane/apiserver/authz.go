@@ -19,14 +19,15 @@ import (
 	"kforge.dev/kforge/controlplane/apiserver/rbac"
 )
 
-// startAuthorizer runs the RBAC index in a goroutine the first time it is
-// called and returns a func that stops it and waits for it; later calls
-// return nil (the first caller owns the goroutine).
-func (s *Server) startAuthorizer(ctx context.Context) (stop func()) {
-	s.authzOnce.Do(func() {
+// startIndexes runs the RBAC and namespace indexes in goroutines the first
+// time it is called and returns a func that stops them and waits for them;
+// later calls return nil (the first caller owns the goroutines).
+func (s *Server) startIndexes(ctx context.Context) (stop func()) {
+	s.indexOnce.Do(func() {
 		ctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() { s.authz.Run(ctx) })
+		wg.Go(func() { s.store.Follow(ctx, "namespaces", s.namespaces.prefix, s.namespaces, s.log) })
 		stop = func() {
 			cancel()
 			wg.Wait()

@@ -241,3 +241,64 @@ func TestDeletedNamespaceComesBackEmpty(t *testing.T) {
 		t.Fatalf("reusing the purged Service's ClusterIP: %v", err)
 	}
 }
+
+// The namespace index lets creates skip reading their namespace; when it
+// lags behind etcd the create's guard catches it and a live read decides.
+func TestCreatesStaySafeWhenTheNamespaceIndexLags(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	nss := e.admin.CoreV1().Namespaces()
+	idx := e.srv.namespaces
+	waitIndex := func(what string, cond func(namespaceEntry, bool) bool) namespaceEntry {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			en, ok := idx.lookup("lag")
+			if cond(en, ok) {
+				return en
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("namespace index: timed out waiting for %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// A create right after its namespace's: the index may not have it yet.
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "lag"}, Spec: corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{"kubernetes"}}}
+	if _, err := nss.Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.CoreV1().ConfigMaps("lag").Create(ctx, cm("first", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create right after the namespace: %v", err)
+	}
+	active := waitIndex("the new namespace", func(en namespaceEntry, ok bool) bool { return ok && !en.terminating })
+
+	// The namespace starts terminating, but the index still says active.
+	if err := nss.Delete(ctx, "lag", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitIndex("the terminating namespace", func(en namespaceEntry, ok bool) bool { return ok && en.terminating })
+	idx.mu.Lock()
+	idx.m["lag"] = active
+	idx.mu.Unlock()
+	if _, err := e.admin.CoreV1().ConfigMaps("lag").Create(ctx, cm("second", nil), metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("create in a terminating namespace the index saw active: %v, want 403", err)
+	}
+
+	// The namespace is gone, but the index still has it.
+	got, err := nss.Get(ctx, "lag", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Spec.Finalizers = nil
+	if _, err := nss.Finalize(ctx, got, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitIndex("the namespace's removal", func(_ namespaceEntry, ok bool) bool { return !ok })
+	idx.mu.Lock()
+	idx.m["lag"] = active
+	idx.mu.Unlock()
+	if _, err := e.admin.CoreV1().ConfigMaps("lag").Create(ctx, cm("third", nil), metav1.CreateOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("create in a deleted namespace the index still had: %v, want 404", err)
+	}
+}

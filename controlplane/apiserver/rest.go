@@ -213,21 +213,21 @@ func (s *Server) get(ctx context.Context, res *Resource, ns, name string) (runti
 
 // checkNamespace refuses writes into a missing (404) or terminating (403)
 // namespace. It returns the namespace's key and mod revision, which a
-// create guards on. A serializable read (stale) that allows the write is
-// proved current by that guard; a refusal is always decided from a
-// linearizable read.
+// create guards on. With stale, the namespace index may answer: an answer
+// that allows the write is proved current by that guard; a refusal is
+// always decided from a linearizable read.
 func (s *Server) checkNamespace(ctx context.Context, ns string, stale bool) (string, int64, error) {
 	nsRes := s.reg.Lookup("", "v1", "namespaces")
 	key := nsRes.Key("", ns)
-	read := s.store.Get
 	if stale {
-		read = s.store.GetStale
-	}
-	kv, err := read(ctx, key)
-	if err != nil {
-		if stale {
-			return s.checkNamespace(ctx, ns, false)
+		// The index may lag; a namespace it lacks or sees terminating is
+		// read from etcd, since that is where it may have just changed.
+		if e, ok := s.namespaces.lookup(ns); ok && !e.terminating {
+			return key, e.rev, nil
 		}
+	}
+	kv, err := s.store.Get(ctx, key)
+	if err != nil {
 		return "", 0, storageError(err, groupResource(nsRes), ns)
 	}
 	o, err := decodeStored(nsRes, kv)

@@ -65,8 +65,9 @@ type Server struct {
 
 	metrics *metrics // nil when disabled
 
-	authz     *rbac.Authorizer
-	authzOnce sync.Once
+	authz      *rbac.Authorizer
+	namespaces *namespaceIndex
+	indexOnce  sync.Once
 }
 
 // New builds a Server. Call Bootstrap before serving.
@@ -88,6 +89,7 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger,
 		authz: rbac.New(o.Store, o.Logger)}
+	s.namespaces = newNamespaceIndex(s.reg.Lookup("", "v1", "namespaces").KeyPrefix(""))
 	if !o.DisableMetrics {
 		s.metrics = newMetrics(s.OpenWatches)
 	}
@@ -216,9 +218,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Serve serves the API on l with TLS until ctx ends, then shuts down:
 // the listener closes first, in-flight requests and watches end, then
-// Serve returns. The first Serve also runs the RBAC index until it returns.
+// Serve returns. The first Serve also runs the RBAC and namespace indexes until it
+// returns.
 func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Config) error {
-	if stop := s.startAuthorizer(ctx); stop != nil {
+	if stop := s.startIndexes(ctx); stop != nil {
 		defer stop()
 	}
 	hs := &http.Server{

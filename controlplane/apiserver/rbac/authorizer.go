@@ -60,76 +60,35 @@ func (a *Authorizer) reset() {
 	a.bindings = map[string]map[string]*rbacv1.RoleBinding{}
 }
 
-// Run lists the stored roles and bindings, then follows a watch from the
-// list's revision, relisting when the watch ends (for example after a
-// compaction). It returns when ctx ends; after the first list the index
-// stays usable (possibly stale) across relists.
+// Run keeps the index current (storage.Follow: a list, then a watch,
+// relisting when the watch ends). It returns when ctx ends; after the
+// first list the index stays usable (possibly stale) across relists.
 func (a *Authorizer) Run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		rev, err := a.relist(ctx)
-		if err == nil {
-			backoff = 100 * time.Millisecond
-			err = a.follow(ctx, rev)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if errors.Is(err, storage.ErrExpired) {
-			a.log.Info("rbac: watch expired, relisting")
-			continue
-		}
-		a.log.Warn("rbac: list/watch failed, retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	a.store.Follow(ctx, "rbac", Prefix, a, a.log)
 }
 
-// relist replaces the index with what is stored now and returns the
-// revision it was read at.
-func (a *Authorizer) relist(ctx context.Context) (int64, error) {
-	res, err := a.store.List(ctx, Prefix, storage.ListOptions{})
-	if err != nil {
-		return 0, fmt.Errorf("rbac: listing %s: %w", Prefix, err)
-	}
+// Replace loads the roles and bindings listed at rev (storage.Mirror).
+func (a *Authorizer) Replace(items []storage.KV, rev int64) {
 	a.mu.Lock()
 	a.reset()
-	for _, kv := range res.Items {
+	for _, kv := range items {
 		a.applyLocked(kv.Key, kv.Value)
 	}
-	a.rev = res.Revision
+	a.rev = rev
 	a.mu.Unlock()
 	a.syncedOnce.Do(func() { close(a.synced) })
-	return res.Revision, nil
 }
 
-// follow applies watch events after rev until the watch ends; it drains
-// the event channel so the store's watch goroutine has ended on return.
-func (a *Authorizer) follow(ctx context.Context, rev int64) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events, errc := a.store.Watch(ctx, Prefix, rev)
-	for ev := range events {
-		a.mu.Lock()
-		if ev.Type == storage.Deleted {
-			a.applyLocked(ev.KV.Key, nil)
-		} else {
-			a.applyLocked(ev.KV.Key, ev.KV.Value)
-		}
-		a.rev = ev.KV.ModRevision
-		a.mu.Unlock()
+// Apply applies one watched change (storage.Mirror).
+func (a *Authorizer) Apply(ev storage.Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ev.Type == storage.Deleted {
+		a.applyLocked(ev.KV.Key, nil)
+	} else {
+		a.applyLocked(ev.KV.Key, ev.KV.Value)
 	}
-	if err := <-errc; err != nil {
-		return err
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return errors.New("rbac: watch ended")
+	a.rev = ev.KV.ModRevision
 }
 
 // applyLocked stores (value != nil) or removes the object under key. An

@@ -3,7 +3,6 @@ package rbac
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"testing"
 	"time"
 
@@ -81,32 +80,4 @@ func TestRunListsWatchesAndStops(t *testing.T) {
 		ok, reason := a.Authorize(bob)
 		return !ok && reason == `RBAC: clusterrole.rbac.authorization.k8s.io "reader" not found`
 	})
-}
-
-// A watch from a compacted revision reports ErrExpired, which makes Run
-// relist rather than give up.
-func TestFollowFromCompactedRevisionExpires(t *testing.T) {
-	etcd := etcdtest.Start(t)
-	st := storage.New(etcd)
-	old := put(t, st, "clusterroles/a", &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "a"}})
-	rev := put(t, st, "clusterroles/b", &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "b"}})
-	if _, err := etcd.Compact(context.Background(), rev); err != nil {
-		t.Fatal(err)
-	}
-	a := New(st, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := a.follow(ctx, old-1); !errors.Is(err, storage.ErrExpired) {
-		t.Fatalf("follow from a compacted revision: %v", err)
-	}
-	got, err := a.relist(ctx)
-	if err != nil || got < rev {
-		t.Fatalf("relist: %d %v", got, err)
-	}
-	a.mu.RLock()
-	n := len(a.clusterRoles)
-	a.mu.RUnlock()
-	if n != 2 {
-		t.Fatalf("relist loaded %d cluster roles, want 2", n)
-	}
 }

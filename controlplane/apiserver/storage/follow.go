@@ -1,0 +1,81 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Mirror is an in-memory copy of the keys under a prefix that Follow keeps
+// current. Follow calls its methods from one goroutine; a Mirror that is
+// read elsewhere does its own locking.
+type Mirror interface {
+	// Replace drops everything and loads items, listed at revision rev.
+	Replace(items []KV, rev int64)
+	// Apply applies one change seen after the last Replace.
+	Apply(ev Event)
+}
+
+// Follow lists prefix into m, then applies a watch from the list's
+// revision, and lists again whenever the watch ends (after a compaction,
+// or etcd going away, with a backoff of up to 5s on failures). It returns
+// when ctx ends. name labels its log lines.
+func (s *Store) Follow(ctx context.Context, name, prefix string, m Mirror, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		rev, err := s.relist(ctx, prefix, m)
+		if err == nil {
+			backoff = 100 * time.Millisecond
+			err = s.follow(ctx, prefix, rev, m)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, ErrExpired) {
+			log.Info(name+": watch expired, relisting", "prefix", prefix)
+			continue
+		}
+		log.Warn(name+": list/watch failed, retrying", "prefix", prefix, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// relist loads what is stored under prefix into m and returns the
+// revision it was read at.
+func (s *Store) relist(ctx context.Context, prefix string, m Mirror) (int64, error) {
+	res, err := s.List(ctx, prefix, ListOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("listing %s: %w", prefix, err)
+	}
+	m.Replace(res.Items, res.Revision)
+	return res.Revision, nil
+}
+
+// follow applies the changes after rev until the watch ends; it drains the
+// event channel, so the watch goroutine has ended when it returns. It
+// never returns nil: a watch that ends without an error is an error here.
+func (s *Store) follow(ctx context.Context, prefix string, rev int64, m Mirror) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, errc := s.Watch(ctx, prefix, rev)
+	for ev := range events {
+		m.Apply(ev)
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("watch on %s ended", prefix)
+}

@@ -1,0 +1,124 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+// record is a Mirror that keeps key → value and counts Replaces.
+type record struct {
+	mu       sync.Mutex
+	m        map[string]string
+	rev      int64
+	replaces int
+}
+
+func (r *record) Replace(items []KV, rev int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.m = map[string]string{}
+	for _, kv := range items {
+		r.m[kv.Key] = string(kv.Value)
+	}
+	r.rev = rev
+	r.replaces++
+}
+
+func (r *record) Apply(ev Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ev.Type == Deleted {
+		delete(r.m, ev.KV.Key)
+	} else {
+		r.m[ev.KV.Key] = string(ev.KV.Value)
+	}
+	r.rev = ev.KV.ModRevision
+}
+
+func (r *record) get(key string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.m[key]
+	return v, ok
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestFollowListsThenWatches(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := New(startEtcd(t))
+	const prefix = "/registry/test/"
+	if _, err := s.Create(ctx, prefix+"a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, "/registry/other/x", []byte("not mine")); err != nil {
+		t.Fatal(err)
+	}
+	r := &record{}
+	done := make(chan struct{})
+	go func() { defer close(done); s.Follow(ctx, "test", prefix, r, nil) }()
+	waitUntil(t, "the list", func() bool { v, ok := r.get(prefix + "a"); return ok && v == "1" })
+
+	rev, err := s.Create(ctx, prefix+"b", []byte("2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the created key", func() bool { v, _ := r.get(prefix + "b"); return v == "2" })
+	if _, err := s.Delete(ctx, prefix+"b", rev); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the deletion", func() bool { _, ok := r.get(prefix + "b"); return !ok })
+	if _, ok := r.get("/registry/other/x"); ok {
+		t.Error("a key outside the prefix reached the mirror")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Follow did not return after its context ended")
+	}
+}
+
+// A watch from a compacted revision reports ErrExpired, which makes
+// Follow list again rather than give up.
+func TestFollowFromCompactedRevisionExpires(t *testing.T) {
+	c := startEtcd(t)
+	s := New(c)
+	const prefix = "/registry/test/"
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	old, err := s.Create(ctx, prefix+"a", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := s.Create(ctx, prefix+"b", []byte("2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Compact(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	r := &record{}
+	if err := s.follow(ctx, prefix, old-1, r); !errors.Is(err, ErrExpired) {
+		t.Fatalf("follow from a compacted revision: %v", err)
+	}
+	got, err := s.relist(ctx, prefix, r)
+	if err != nil || got < rev {
+		t.Fatalf("relist: %d %v", got, err)
+	}
+	if len(r.m) != 2 || r.rev != got {
+		t.Fatalf("relist loaded %v at %d, want 2 keys at %d", r.m, r.rev, got)
+	}
+}

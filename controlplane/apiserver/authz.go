@@ -19,7 +19,7 @@ import (
 	"kforge.dev/kforge/controlplane/apiserver/rbac"
 )
 
-// startIndexes runs the RBAC and namespace indexes in goroutines the first
+// startIndexes runs the RBAC index and the object cache in goroutines the first
 // time it is called and returns a func that stops them and waits for them;
 // later calls return nil (the first caller owns the goroutines).
 func (s *Server) startIndexes(ctx context.Context) (stop func()) {
@@ -27,7 +27,7 @@ func (s *Server) startIndexes(ctx context.Context) (stop func()) {
 		ctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() { s.authz.Run(ctx) })
-		wg.Go(func() { s.store.Follow(ctx, "namespaces", s.namespaces.prefix, s.namespaces, s.log) })
+		wg.Go(func() { s.store.Follow(ctx, "cache", "/registry/", s.cache, s.log) })
 		stop = func() {
 			cancel()
 			wg.Wait()

@@ -9,7 +9,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+
+	"kforge.dev/kforge/controlplane/apiserver/storage"
 )
 
 func TestFinalizersHoldDeletion(t *testing.T) {
@@ -242,50 +245,52 @@ func TestDeletedNamespaceComesBackEmpty(t *testing.T) {
 	}
 }
 
-// The namespace index lets creates skip reading their namespace; when it
+// The object cache lets creates skip reading their namespace; when it
 // lags behind etcd the create's guard catches it and a live read decides.
-func TestCreatesStaySafeWhenTheNamespaceIndexLags(t *testing.T) {
+func TestCreatesStaySafeWhenTheCacheLags(t *testing.T) {
 	e := startServer(t)
 	ctx := context.Background()
 	nss := e.admin.CoreV1().Namespaces()
-	idx := e.srv.namespaces
-	waitIndex := func(what string, cond func(namespaceEntry, bool) bool) namespaceEntry {
+	key := e.srv.reg.Lookup("", "v1", "namespaces").Key("", "lag")
+	waitCache := func(what string, cond func(storage.KV, bool) bool) storage.KV {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			en, ok := idx.lookup("lag")
-			if cond(en, ok) {
-				return en
+			kv, ok := e.srv.cache.Get(key)
+			if cond(kv, ok) {
+				return kv
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("namespace index: timed out waiting for %s", what)
+				t.Fatalf("object cache: timed out waiting for %s", what)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	// A create right after its namespace's: the index may not have it yet.
+	// A create right after its namespace's: the cache may not have it yet.
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "lag"}, Spec: corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{"kubernetes"}}}
-	if _, err := nss.Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+	created, err := nss.Create(ctx, ns, metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.admin.CoreV1().ConfigMaps("lag").Create(ctx, cm("first", nil), metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create right after the namespace: %v", err)
 	}
-	active := waitIndex("the new namespace", func(en namespaceEntry, ok bool) bool { return ok && !en.terminating })
+	active := waitCache("the new namespace", func(kv storage.KV, ok bool) bool {
+		return ok && fmt.Sprint(kv.ModRevision) == created.ResourceVersion
+	})
+	stale := func() { e.srv.cache.Apply(storage.Event{Type: storage.Put, KV: active}) }
 
-	// The namespace starts terminating, but the index still says active.
+	// The namespace starts terminating, but the cache still has it active.
 	if err := nss.Delete(ctx, "lag", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitIndex("the terminating namespace", func(en namespaceEntry, ok bool) bool { return ok && en.terminating })
-	idx.mu.Lock()
-	idx.m["lag"] = active
-	idx.mu.Unlock()
+	waitCache("the terminating namespace", func(kv storage.KV, ok bool) bool { return ok && kv.ModRevision != active.ModRevision })
+	stale()
 	if _, err := e.admin.CoreV1().ConfigMaps("lag").Create(ctx, cm("second", nil), metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
-		t.Fatalf("create in a terminating namespace the index saw active: %v, want 403", err)
+		t.Fatalf("create in a terminating namespace the cache had active: %v, want 403", err)
 	}
 
-	// The namespace is gone, but the index still has it.
+	// The namespace is gone, but the cache still has it.
 	got, err := nss.Get(ctx, "lag", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -294,11 +299,76 @@ func TestCreatesStaySafeWhenTheNamespaceIndexLags(t *testing.T) {
 	if _, err := nss.Finalize(ctx, got, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitIndex("the namespace's removal", func(_ namespaceEntry, ok bool) bool { return !ok })
-	idx.mu.Lock()
-	idx.m["lag"] = active
-	idx.mu.Unlock()
+	waitCache("the namespace's removal", func(_ storage.KV, ok bool) bool { return !ok })
+	stale()
 	if _, err := e.admin.CoreV1().ConfigMaps("lag").Create(ctx, cm("third", nil), metav1.CreateOptions{}); !apierrors.IsNotFound(err) {
-		t.Fatalf("create in a deleted namespace the index still had: %v, want 404", err)
+		t.Fatalf("create in a deleted namespace the cache still had: %v, want 404", err)
+	}
+}
+
+// Updates read the object from the cache; a cache that lags costs a live
+// read, never a lost write or a wrong 409.
+func TestUpdatesStaySafeWhenTheCacheLags(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	cms := e.admin.CoreV1().ConfigMaps("default")
+	v1, err := cms.Create(ctx, cm("u", map[string]string{"k": "1"}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := e.srv.reg.Lookup("", "v1", "configmaps").Key("default", "u")
+	waitFor := func(rv string) storage.KV {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if kv, ok := e.srv.cache.Get(key); ok && fmt.Sprint(kv.ModRevision) == rv {
+				return kv
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("object cache: timed out waiting for revision %s", rv)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	old := waitFor(v1.ResourceVersion)
+	v1.Data["k"] = "2"
+	v2, err := cms.Update(ctx, v1, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(v2.ResourceVersion)
+	e.srv.cache.Apply(storage.Event{Type: storage.Put, KV: old})
+
+	// With the current resourceVersion: the cache's old copy must not
+	// turn it into a 409.
+	v2.Data["k"] = "3"
+	if _, err := cms.Update(ctx, v2, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("update with the current resourceVersion over a lagging cache: %v", err)
+	}
+	// Without one (a merge patch): applied to the current object, not the
+	// cache's old copy.
+	e.srv.cache.Apply(storage.Event{Type: storage.Put, KV: old})
+	patched, err := cms.Patch(ctx, "u", types.MergePatchType, []byte(`{"data":{"p":"x"}}`), metav1.PatchOptions{})
+	if err != nil || patched.Data["k"] != "3" || patched.Data["p"] != "x" {
+		t.Fatalf("patch over a lagging cache: %v %v", patched.Data, err)
+	}
+	// With the old resourceVersion: a 409 from etcd even when the cache
+	// agrees with the caller.
+	e.srv.cache.Apply(storage.Event{Type: storage.Put, KV: old})
+	v1.Data["k"] = "stale"
+	if _, err := cms.Update(ctx, v1, metav1.UpdateOptions{}); !apierrors.IsConflict(err) {
+		t.Fatalf("update with an old resourceVersion the cache still has: %v, want 409", err)
+	}
+	got, err := cms.Get(ctx, "u", metav1.GetOptions{})
+	if err != nil || got.Data["k"] != "3" || got.Data["p"] != "x" {
+		t.Fatalf("stored object: %v %v", got.Data, err)
+	}
+	// A deleted object the cache still has: 404.
+	if err := cms.Delete(ctx, "u", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.cache.Apply(storage.Event{Type: storage.Put, KV: old})
+	if _, err := cms.Patch(ctx, "u", types.MergePatchType, []byte(`{"data":{"p":"y"}}`), metav1.PatchOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("patch of a deleted object the cache still has: %v, want 404", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -213,22 +214,21 @@ func (s *Server) get(ctx context.Context, res *Resource, ns, name string) (runti
 
 // checkNamespace refuses writes into a missing (404) or terminating (403)
 // namespace. It returns the namespace's key and mod revision, which a
-// create guards on. With stale, the namespace index may answer: an answer
+// create guards on. With stale, the object cache may answer: an answer
 // that allows the write is proved current by that guard; a refusal is
 // always decided from a linearizable read.
 func (s *Server) checkNamespace(ctx context.Context, ns string, stale bool) (string, int64, error) {
 	nsRes := s.reg.Lookup("", "v1", "namespaces")
 	key := nsRes.Key("", ns)
+	kv, cached := storage.KV{}, false
 	if stale {
-		// The index may lag; a namespace it lacks or sees terminating is
-		// read from etcd, since that is where it may have just changed.
-		if e, ok := s.namespaces.lookup(ns); ok && !e.terminating {
-			return key, e.rev, nil
-		}
+		kv, cached = s.cache.Get(key)
 	}
-	kv, err := s.store.Get(ctx, key)
-	if err != nil {
-		return "", 0, storageError(err, groupResource(nsRes), ns)
+	if !cached {
+		var err error
+		if kv, err = s.store.Get(ctx, key); err != nil {
+			return "", 0, storageError(err, groupResource(nsRes), ns)
+		}
 	}
 	o, err := decodeStored(nsRes, kv)
 	if err != nil {
@@ -412,23 +412,40 @@ func (s *Server) mergeUpdate(req *request, old, obj runtime.Object) (runtime.Obj
 	return obj, nil
 }
 
+// cacheWait bounds how long an update waits for the object cache to catch
+// up with the resourceVersion it names before reading etcd instead.
+const cacheWait = 50 * time.Millisecond
+
+// cachedGet reads key from the object cache; a miss is ErrNotFound.
+func (s *Server) cachedGet(_ context.Context, key string) (storage.KV, error) {
+	if kv, ok := s.cache.Get(key); ok {
+		return kv, nil
+	}
+	return storage.KV{}, storage.ErrNotFound
+}
+
 // guaranteedUpdate reads the stored object, asks mutate for the new one and
 // writes it with a compare on the revision it read. With an explicit
 // resourceVersion a changed object is a 409; without one it retries.
 func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, rv string, mutate func(old runtime.Object) (runtime.Object, error)) (runtime.Object, error) {
 	key := res.Key(ns, name)
-	// The first read is serializable, which spares the quorum round of a
-	// linearizable one; the compare on its mod revision when writing proves
-	// it was current. Every other outcome of a serializable read (an error,
-	// a 409, a no-op) is decided again from a linearizable read, so callers
-	// get what reading linearizably every time would give.
+	// The first read is from the object cache, which spares a round trip
+	// to etcd; the compare on its mod revision when writing proves it was
+	// current. Every other outcome of a cached read (a miss, a 409, a
+	// no-op, an error) is decided again from a linearizable read, so
+	// callers get what reading linearizably every time would give.
 	stale := !dryRunFrom(ctx)
+	if n, err := strconv.ParseInt(rv, 10, 64); stale && err == nil {
+		// A caller writing again what it just wrote is usually a watch
+		// event ahead of the cache.
+		s.cache.WaitFor(ctx, n, cacheWait)
+	}
 	for attempt := 0; attempt < 10; attempt++ {
 		readStale := stale
 		stale = false
 		read := s.store.Get
 		if readStale {
-			read = s.store.GetStale
+			read = s.cachedGet
 		}
 		kv, err := read(ctx, key)
 		if err != nil {

@@ -65,9 +65,11 @@ type Server struct {
 
 	metrics *metrics // nil when disabled
 
-	authz      *rbac.Authorizer
-	namespaces *namespaceIndex
-	indexOnce  sync.Once
+	authz *rbac.Authorizer
+	// cache mirrors everything under /registry/ for reads that a write's
+	// compare proves current (storage.Cache).
+	cache     *storage.Cache
+	indexOnce sync.Once
 }
 
 // New builds a Server. Call Bootstrap before serving.
@@ -88,8 +90,7 @@ func New(o Options) (*Server, error) {
 		o.AuthzSyncTimeout = 5 * time.Second
 	}
 	s := &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger,
-		authz: rbac.New(o.Store, o.Logger)}
-	s.namespaces = newNamespaceIndex(s.reg.Lookup("", "v1", "namespaces").KeyPrefix(""))
+		authz: rbac.New(o.Store, o.Logger), cache: storage.NewCache()}
 	if !o.DisableMetrics {
 		s.metrics = newMetrics(s.OpenWatches)
 	}
@@ -218,8 +219,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Serve serves the API on l with TLS until ctx ends, then shuts down:
 // the listener closes first, in-flight requests and watches end, then
-// Serve returns. The first Serve also runs the RBAC and namespace indexes until it
-// returns.
+// Serve returns. The first Serve also runs the RBAC index and the object
+// cache until it returns.
 func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Config) error {
 	if stop := s.startIndexes(ctx); stop != nil {
 		defer stop()

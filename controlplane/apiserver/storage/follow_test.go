@@ -122,3 +122,36 @@ func TestFollowFromCompactedRevisionExpires(t *testing.T) {
 		t.Fatalf("relist loaded %v at %d, want 2 keys at %d", r.m, r.rev, got)
 	}
 }
+
+func TestCacheFollowsAndWaitsForARevision(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := New(startEtcd(t))
+	c := NewCache()
+	if c.WaitFor(ctx, 1, 20*time.Millisecond) {
+		t.Fatal("an empty cache claims revision 1")
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); s.Follow(ctx, "cache", "/registry/", c, nil) }()
+	defer func() { cancel(); <-done }()
+	rev, err := s.Create(ctx, "/registry/test/a", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.WaitFor(ctx, rev, 5*time.Second) {
+		t.Fatalf("cache did not reach revision %d (at %d)", rev, c.Revision())
+	}
+	if kv, ok := c.Get("/registry/test/a"); !ok || string(kv.Value) != "1" || kv.ModRevision != rev {
+		t.Fatalf("cached key: %+v %v", kv, ok)
+	}
+	if c.WaitFor(ctx, rev+100, 20*time.Millisecond) {
+		t.Fatal("WaitFor claims a revision nobody wrote")
+	}
+	if _, err := s.Delete(ctx, "/registry/test/a", rev); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the deletion", func() bool { _, ok := c.Get("/registry/test/a"); return !ok })
+	if c.Len() != 0 {
+		t.Fatalf("cache holds %d keys, want 0", c.Len())
+	}
+}

@@ -125,7 +125,9 @@ func (p *PKIPhase) Run(ctx context.Context) error {
 	cp.inv = inv
 	newProber := cp.NewProber
 	if newProber == nil {
-		newProber = func(c *cluster.Cluster, inv *pki.Inventory) (Prober, error) { return NewNetProber(c, inv) }
+		newProber = func(c *cluster.Cluster, inv *pki.Inventory) (Prober, error) {
+			return NewNetProber(c, inv, NewDialer(c, cp.Env.Hosts).DialContext)
+		}
 	}
 	cp.prober, err = newProber(cp.Cluster, inv)
 	return err

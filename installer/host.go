@@ -3,6 +3,7 @@ package installer
 import (
 	"context"
 	"io/fs"
+	"net"
 
 	"kforge.dev/kforge/installer/ssh"
 )
@@ -101,6 +102,15 @@ func (h *SSHHost) Upload(ctx context.Context, u ssh.Upload) (bool, error) {
 		return false, err
 	}
 	return c.Upload(ctx, u)
+}
+
+// DialContext connects to addr from the host, through its SSH connection.
+func (h *SSHHost) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := h.conn()
+	if err != nil {
+		return nil, err
+	}
+	return c.DialContext(ctx, network, addr)
 }
 
 func (h *SSHHost) Close() error {

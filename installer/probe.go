@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"kforge.dev/kforge/installer/cluster"
 	"kforge.dev/kforge/pki"
@@ -38,17 +40,23 @@ type EtcdStatus struct {
 	Errors   []string
 }
 
-// NetProber dials the hosts directly with the PKI's certificates: the
-// etcd CA and an apiserver→etcd client certificate for etcd, the cluster
-// CA for the apiservers.
+// DialFunc connects to "host:port" (Dialer.DialContext, or net.Dialer's).
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// NetProber asks the daemons with the PKI's certificates: the etcd CA and
+// an apiserver→etcd client certificate for etcd, the cluster CA for the
+// apiservers. It connects with its DialFunc: directly, or through SSH to
+// hosts behind a bastion (Dialer).
 type NetProber struct {
 	etcdTLS *tls.Config
 	apiTLS  *tls.Config
 	client  *http.Client
+	dial    DialFunc
 }
 
-// NewNetProber builds a prober from the local PKI.
-func NewNetProber(c *cluster.Cluster, inv *pki.Inventory) (*NetProber, error) {
+// NewNetProber builds a prober from the local PKI; a nil dial dials
+// directly.
+func NewNetProber(c *cluster.Cluster, inv *pki.Inventory, dial DialFunc) (*NetProber, error) {
 	masters := c.Masters()
 	if len(masters) == 0 {
 		return nil, errors.New("no masters")
@@ -57,7 +65,11 @@ func NewNetProber(c *cluster.Cluster, inv *pki.Inventory) (*NetProber, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &NetProber{apiTLS: &tls.Config{RootCAs: clusterCA, MinVersion: tls.VersionTLS12}}
+	if dial == nil {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		dial = d.DialContext
+	}
+	p := &NetProber{apiTLS: &tls.Config{RootCAs: clusterCA, MinVersion: tls.VersionTLS12}, dial: dial}
 	etcdCA, err := certPool(inv.Path(inv.Cert(pki.EtcdCA).CertFile))
 	if err != nil {
 		return nil, err
@@ -73,9 +85,19 @@ func NewNetProber(c *cluster.Cluster, inv *pki.Inventory) (*NetProber, error) {
 	p.etcdTLS = &tls.Config{RootCAs: etcdCA, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 	p.client = &http.Client{
 		Timeout:   2 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: p.apiTLS, DisableKeepAlives: true},
+		Transport: &http.Transport{TLSClientConfig: p.apiTLS, DisableKeepAlives: true, DialContext: dial},
 	}
 	return p, nil
+}
+
+// etcdClient connects to the members at eps through p's DialFunc.
+func (p *NetProber) etcdClient(ctx context.Context, eps []string) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints: eps, TLS: p.etcdTLS, DialTimeout: 2 * time.Second, Logger: zap.NewNop(), Context: ctx,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return p.dial(ctx, "tcp", addr)
+		})},
+	})
 }
 
 func certPool(path string) (*x509.CertPool, error) {
@@ -97,10 +119,7 @@ func (p *NetProber) EtcdMember(ctx context.Context, address string) (*EtcdStatus
 	ep := EtcdEndpoint(address)
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: []string{ep}, TLS: p.etcdTLS, DialTimeout: 2 * time.Second,
-		Logger: zap.NewNop(), Context: ctx,
-	})
+	cli, err := p.etcdClient(ctx, []string{ep})
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +146,7 @@ func (p *NetProber) EtcdMembers(ctx context.Context, addresses []string) (map[ui
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, TLS: p.etcdTLS, DialTimeout: 2 * time.Second, Logger: zap.NewNop(), Context: ctx})
+	cli, err := p.etcdClient(ctx, eps)
 	if err != nil {
 		return nil, err
 	}

@@ -43,8 +43,9 @@ func (r *StatusResult) Healthy() bool { return len(r.Problems) == 0 }
 // Status prints the cluster at a glance: etcd members, apiservers, the
 // load balancer's backends, nodes and certificate expiry per host. It
 // reads only. etcd and the apiservers are asked from this machine with the
-// local PKI's certificates; the LB metrics (loopback on the lb host) and
-// the deployed certificates are read over SSH.
+// local PKI's certificates (through the hosts' SSH connections when they
+// sit behind a bastion: Dialer); the LB metrics (loopback on the lb host)
+// and the deployed certificates are read over SSH.
 func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -56,10 +57,6 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 	inv, err := pki.NewInventory(c, "")
 	if err != nil {
 		return nil, err
-	}
-	pr, err := NewNetProber(c, inv)
-	if err != nil {
-		return nil, fmt.Errorf("reading the local PKI (has kforge up run?): %w", err)
 	}
 	res := &StatusResult{}
 	var mu sync.Mutex
@@ -79,6 +76,10 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 		reach[i] = hosts[i].Connect(ctx)
 		return nil
 	})
+	pr, err := NewNetProber(c, inv, NewDialer(c, hosts).DialContext)
+	if err != nil {
+		return nil, fmt.Errorf("reading the local PKI (has kforge up run?): %w", err)
+	}
 
 	w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
 	section := func(title string) { fmt.Fprintf(w, "\n%s\n", title) }
@@ -168,7 +169,7 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 	// Leaders of the leader-elected roles.
 	section("ROLE\tLEADER\tRENEWED")
 	for _, role := range []string{"kforge-scheduler", "kforge-controller-manager"} {
-		holder, age, err := leader(ctx, inv, c.APIServerURL(), role)
+		holder, age, err := leader(ctx, pr, inv, c.APIServerURL(), role)
 		if err != nil {
 			problem("%s: %v", role, err)
 			fmt.Fprintf(w, "%s\t✗ %s\t\n", strings.TrimPrefix(role, "kforge-"), oneLine(err.Error()))
@@ -179,7 +180,7 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 
 	// Nodes.
 	section("NODES")
-	if n, err := countNodes(ctx, inv, c.APIServerURL()); err != nil {
+	if n, err := countNodes(ctx, pr, inv, c.APIServerURL()); err != nil {
 		problem("nodes: %v", err)
 		fmt.Fprintf(w, "✗ %s\n", oneLine(err.Error()))
 	} else if len(n) == 0 {
@@ -301,7 +302,7 @@ func readRemoteCerts(ctx context.Context, h Host, paths []string) (map[string]*x
 
 // apiGet GETs path through the API with the admin certificate and decodes
 // the JSON answer into into.
-func apiGet(ctx context.Context, inv *pki.Inventory, base, path string, into any) error {
+func apiGet(ctx context.Context, pr *NetProber, inv *pki.Inventory, base, path string, into any) error {
 	ca, err := certPool(inv.Path(inv.Cert(pki.ClusterCA).CertFile))
 	if err != nil {
 		return err
@@ -313,6 +314,7 @@ func apiGet(ctx context.Context, inv *pki.Inventory, base, path string, into any
 	}
 	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: ca, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12},
+		DialContext:     pr.dial,
 	}}
 	defer cl.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
@@ -331,7 +333,7 @@ func apiGet(ctx context.Context, inv *pki.Inventory, base, path string, into any
 }
 
 // countNodes lists the Nodes through the API with the admin certificate.
-func countNodes(ctx context.Context, inv *pki.Inventory, base string) ([]string, error) {
+func countNodes(ctx context.Context, pr *NetProber, inv *pki.Inventory, base string) ([]string, error) {
 	var list struct {
 		Items []struct {
 			Metadata struct {
@@ -339,7 +341,7 @@ func countNodes(ctx context.Context, inv *pki.Inventory, base string) ([]string,
 			} `json:"metadata"`
 		} `json:"items"`
 	}
-	if err := apiGet(ctx, inv, base, "/api/v1/nodes", &list); err != nil {
+	if err := apiGet(ctx, pr, inv, base, "/api/v1/nodes", &list); err != nil {
 		return nil, err
 	}
 	var out []string
@@ -351,7 +353,7 @@ func countNodes(ctx context.Context, inv *pki.Inventory, base string) ([]string,
 
 // leader reads a leader-election Lease in kube-system: who holds it and
 // how long ago it was renewed.
-func leader(ctx context.Context, inv *pki.Inventory, base, name string) (holder string, age time.Duration, err error) {
+func leader(ctx context.Context, pr *NetProber, inv *pki.Inventory, base, name string) (holder string, age time.Duration, err error) {
 	var lease struct {
 		Spec struct {
 			HolderIdentity       string    `json:"holderIdentity"`
@@ -359,7 +361,7 @@ func leader(ctx context.Context, inv *pki.Inventory, base, name string) (holder 
 			RenewTime            time.Time `json:"renewTime"`
 		} `json:"spec"`
 	}
-	if err := apiGet(ctx, inv, base, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"+name, &lease); err != nil {
+	if err := apiGet(ctx, pr, inv, base, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/"+name, &lease); err != nil {
 		return "", 0, err
 	}
 	age = time.Since(lease.Spec.RenewTime)

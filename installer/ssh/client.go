@@ -315,6 +315,17 @@ func (c *Client) keepAlive() {
 // Name is the host's name.
 func (c *Client) Name() string { return c.cfg.Name }
 
+// DialContext opens a TCP connection from the host to addr, carried by the
+// SSH connection (a direct-tcpip channel): how this machine reaches what
+// listens on a host it sees only through a bastion.
+func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	conn, err := c.conn.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: dialing %s through SSH: %w", c.cfg.Name, addr, err)
+	}
+	return conn, nil
+}
+
 // User is the login user.
 func (c *Client) User() string { return c.cfg.User }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -439,5 +440,53 @@ func TestParseBastion(t *testing.T) {
 		if u != want[0] || a != want[1] {
 			t.Errorf("parseBastion(%q) = %q %q; want %v", in, u, a, want)
 		}
+	}
+}
+
+// DialContext carries a TCP connection through the SSH connection: the
+// host opens it, and bytes flow both ways.
+func TestDialContextThroughTheHost(t *testing.T) {
+	e := newEnv(t, true)
+	c := dial(t, e.config("root"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(conn, buf); err == nil {
+			conn.Write([]byte(strings.ToUpper(string(buf))))
+		}
+	}()
+	conn, err := c.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "PING" {
+		t.Fatalf("echo through the tunnel: %q %v", buf, err)
+	}
+	e.srv.mu.Lock()
+	fw := append([]string(nil), e.srv.forwards...)
+	e.srv.mu.Unlock()
+	if len(fw) != 1 || fw[0] != ln.Addr().String() {
+		t.Errorf("host forwards = %v; want [%s]", fw, ln.Addr())
+	}
+	// A refused connection on the host is an error naming the host.
+	ln2, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln2.Addr().String()
+	ln2.Close()
+	if _, err := c.DialContext(context.Background(), "tcp", addr); err == nil || !strings.Contains(err.Error(), "h1") {
+		t.Errorf("dial to a closed port through the host: %v", err)
 	}
 }

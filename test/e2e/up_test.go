@@ -222,6 +222,26 @@ status:
 		}
 	})
 
+	// Every host reached through the lb as a jump host: SSH, and the
+	// health checks and status through the hosts' SSH connections.
+	bastionSpec := variant("cluster-bastion.yaml", func(s string) string {
+		return strings.Replace(s, "\n    user: root\n", "\n    user: root\n    bastion: root@198.18.0.10:22\n", 1)
+	})
+	t.Run("up and status through a bastion", func(t *testing.T) {
+		if _, stderr, err := kforge(t, bin, nil, "up", "-f", bastionSpec, "--binary", bin); err != nil {
+			t.Fatalf("up through the bastion: %v\n%s", err, stderr)
+		}
+		out, _, err := kforge(t, bin, nil, "status", "-f", bastionSpec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []string{"All healthy.", "✓ healthy", "(load balancer)", "198.18.0.11:6443 (m1)  ✓ up"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("status through the bastion lacks %q", w)
+			}
+		}
+	})
+
 	unitTimes := func() string {
 		var b strings.Builder
 		for _, h := range []string{"m1", "m2", "m3", "lb"} {

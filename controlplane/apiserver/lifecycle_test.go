@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -370,5 +371,56 @@ func TestUpdatesStaySafeWhenTheCacheLags(t *testing.T) {
 	e.srv.cache.Apply(storage.Event{Type: storage.Put, KV: old})
 	if _, err := cms.Patch(ctx, "u", types.MergePatchType, []byte(`{"data":{"p":"y"}}`), metav1.PatchOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("patch of a deleted object the cache still has: %v, want 404", err)
+	}
+}
+
+// Watches are served from the object cache (one etcd watch for all); a
+// cache that relists ends them with a 410, since they may have missed
+// changes, and the client lists again.
+func TestWatchesServedFromTheCache(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	cms := e.admin.CoreV1().ConfigMaps("default")
+	first, err := cms.Create(ctx, cm("a", nil), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, _ := strconv.ParseInt(first.ResourceVersion, 10, 64)
+	if !e.srv.cache.WaitFor(ctx, rev, 5*time.Second) {
+		t.Fatal("the object cache did not sync")
+	}
+	w, err := cms.Watch(ctx, metav1.ListOptions{ResourceVersion: first.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if n := e.srv.cache.Watchers(); n != 1 {
+		t.Fatalf("the cache serves %d watches, want 1", n)
+	}
+	if _, err := cms.Create(ctx, cm("b", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-w.ResultChan():
+		if m, ok := ev.Object.(*corev1.ConfigMap); ev.Type != watch.Added || !ok || m.Name != "b" {
+			t.Fatalf("got %s %#v, want b ADDED", ev.Type, ev.Object)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event for b")
+	}
+
+	lr, err := e.srv.store.List(ctx, "/registry/", storage.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.cache.Replace(lr.Items, lr.Revision)
+	select {
+	case ev := <-w.ResultChan():
+		st, ok := ev.Object.(*metav1.Status)
+		if ev.Type != watch.Error || !ok || st.Code != 410 {
+			t.Fatalf("after a relist: %s %#v, want a 410 ERROR", ev.Type, ev.Object)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch outlived the cache's relist")
 	}
 }

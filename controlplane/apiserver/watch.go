@@ -127,7 +127,12 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, req *request
 			return
 		}
 	}
-	events, errc := s.store.Watch(ctx, prefix, startRev)
+	// The object cache serves the watch when its history reaches back to
+	// startRev (nearly always); etcd does otherwise.
+	events, errc, err := s.cache.Watch(ctx, prefix, startRev)
+	if err != nil {
+		events, errc = s.store.Watch(ctx, prefix, startRev)
+	}
 
 	s.watches.Add(1)
 	s.trackWatch(1)

@@ -10,15 +10,26 @@ import (
 // under the prefix it follows. It is never authoritative: a reader uses
 // what it finds only where a write's compare on the mod revision proves it
 // current, and reads etcd when the key is missing (the cache may lag).
+//
+// It also serves watches (Watch): one etcd watch feeds every client's,
+// with a history of recent events for watches that resume from a past
+// revision.
 type Cache struct {
 	mu      sync.RWMutex
 	kvs     map[string]KV
 	rev     int64
 	changed chan struct{} // closed and replaced whenever rev moves
+
+	synced    bool // listed at least once
+	history   history
+	histStart int64 // the history holds every event after this revision
+	subs      map[*cacheSub]struct{}
 }
 
 // NewCache returns an empty Cache; Store.Follow fills it.
-func NewCache() *Cache { return &Cache{kvs: map[string]KV{}, changed: make(chan struct{})} }
+func NewCache() *Cache {
+	return &Cache{kvs: map[string]KV{}, changed: make(chan struct{}), subs: map[*cacheSub]struct{}{}}
+}
 
 // WaitFor waits until the cache reflects revision rev, for at most
 // timeout, and reports whether it does. A caller who knows the revision
@@ -85,6 +96,8 @@ func (c *Cache) Replace(items []KV, rev int64) {
 	}
 	c.mu.Lock()
 	c.kvs = kvs
+	c.synced = true
+	c.resetLocked(rev)
 	c.movedLocked(rev)
 	c.mu.Unlock()
 }
@@ -98,5 +111,6 @@ func (c *Cache) Apply(ev Event) {
 	} else {
 		c.kvs[ev.KV.Key] = ev.KV
 	}
+	c.recordLocked(ev)
 	c.movedLocked(ev.KV.ModRevision)
 }

@@ -4,21 +4,90 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"kforge.dev/kforge/controlplane/apiserver/storage"
+)
+
+// Master leases, as upstream's "lease" endpoint reconciler: every
+// apiserver that advertises an address holds the key masterLeasePrefix+IP
+// (value: its advertise address) under an etcd lease it refreshes every
+// MasterLeaseInterval. The key outlives a dead apiserver by at most the
+// TTL, and the "kubernetes" Endpoints keep only addresses that hold one.
+const masterLeasePrefix = "/registry/masterleases/"
+
+// Defaults of Options.MasterLeaseTTL and Options.MasterLeaseInterval.
+const (
+	DefaultMasterLeaseTTL      = 15 * time.Second
+	DefaultMasterLeaseInterval = 5 * time.Second
 )
 
 // publishEndpoint adds (or, at shutdown, removes) this apiserver's
 // advertised address in the Endpoints and EndpointSlice of the
 // "kubernetes" Service, so in-cluster clients find the apiservers as
-// upstream. A master that dies without shutting down stays listed until it
-// comes back (upstream prunes by master leases; not done here).
+// upstream. A master that dies without shutting down is pruned by its
+// peers' (or its successor's) reconcileEndpoints once its master lease
+// expires.
 func (s *Server) publishEndpoint(ctx context.Context, add bool) error {
+	return s.setEndpoints(ctx, func(ips []string, own string) []string {
+		out := make([]string, 0, len(ips)+1)
+		for _, x := range ips {
+			if x != own {
+				out = append(out, x)
+			}
+		}
+		if add {
+			out = append(out, own)
+		}
+		return out
+	})
+}
+
+// reconcileEndpoints keeps in the "kubernetes" Endpoints and EndpointSlice
+// only the addresses of apiservers holding a live master lease, and adds
+// this apiserver's own. Unlike upstream it adds no other address: each
+// apiserver publishes itself, so a peer that listed the leases just
+// before an apiserver's clean stop cannot write that apiserver back (the
+// change is applied to the object as read at the write, whose compare on
+// the revision makes it atomic). The result is the same set once every
+// live apiserver has reconciled; nothing is written when it is unchanged.
+func (s *Server) reconcileEndpoints(ctx context.Context) error {
+	list, err := s.store.List(ctx, masterLeasePrefix, storage.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("apiserver: listing master leases: %w", err)
+	}
+	live := map[string]bool{}
+	for _, kv := range list.Items {
+		if a, err := netip.ParseAddr(strings.TrimPrefix(kv.Key, masterLeasePrefix)); err == nil {
+			live[a.String()] = true
+		}
+	}
+	return s.setEndpoints(ctx, func(ips []string, own string) []string {
+		out := []string{own}
+		for _, x := range ips {
+			if live[x] && x != own {
+				out = append(out, x)
+			}
+		}
+		return out
+	})
+}
+
+// setEndpoints rewrites the addresses of the "kubernetes" Endpoints and
+// EndpointSlice to change(current addresses, this apiserver's IP), sorted
+// and without duplicates, with this apiserver's port. Without an
+// advertise address it does nothing.
+func (s *Server) setEndpoints(ctx context.Context, change func(ips []string, own string) []string) error {
 	if s.cfg.Advertise == "" {
 		return nil
 	}
@@ -28,22 +97,10 @@ func (s *Server) publishEndpoint(ctx context.Context, add bool) error {
 	}
 	ip, port := ap.Addr().String(), int32(ap.Port())
 	ctx = context.WithValue(ctx, writeInfoKey{}, writeInfo{manager: "kforge-apiserver"})
-	change := func(ips []string) []string {
-		set := map[string]bool{}
-		for _, x := range ips {
-			set[x] = true
-		}
-		if add {
-			set[ip] = true
-		} else {
-			delete(set, ip)
-		}
-		out := make([]string, 0, len(set))
-		for x := range set {
-			out = append(out, x)
-		}
+	normalized := func(ips []string) []string {
+		out := change(ips, ip)
 		sort.Strings(out)
-		return out
+		return slices.Compact(out)
 	}
 	meta := metav1.ObjectMeta{Name: "kubernetes", Namespace: metav1.NamespaceDefault}
 
@@ -68,7 +125,7 @@ func (s *Server) publishEndpoint(ctx context.Context, add bool) error {
 				}
 			}
 		}
-		ep := endpoints(change(ips))
+		ep := endpoints(normalized(ips))
 		if old != nil {
 			ep.ObjectMeta = *old.(*corev1.Endpoints).ObjectMeta.DeepCopy()
 		}
@@ -96,7 +153,7 @@ func (s *Server) publishEndpoint(ctx context.Context, add bool) error {
 		name, proto, ready := "https", corev1.ProtocolTCP, true
 		sl.Ports = []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}}
 		sl.Endpoints = nil
-		for _, x := range change(ips) {
+		for _, x := range normalized(ips) {
 			sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{Addresses: []string{x}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}})
 		}
 		return sl
@@ -105,6 +162,88 @@ func (s *Server) publishEndpoint(ctx context.Context, add bool) error {
 		return fmt.Errorf("apiserver: the kubernetes endpointslice: %w", err)
 	}
 	return nil
+}
+
+// startMasterLease runs the master lease loop the first time it is called,
+// when this apiserver advertises an address: right away and then every
+// MasterLeaseInterval it refreshes its lease and reconciles the
+// "kubernetes" Endpoints. The returned func stops the loop and waits for
+// it; it may be called more than once.
+func (s *Server) startMasterLease(ctx context.Context) (stop func()) {
+	stop = func() {}
+	if s.lease == nil {
+		return stop
+	}
+	s.leaseOnce.Do(func() {
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.runMasterLease(ctx)
+		}()
+		stop = sync.OnceFunc(func() {
+			cancel()
+			<-done
+		})
+	})
+	return stop
+}
+
+func (s *Server) runMasterLease(ctx context.Context) {
+	t := time.NewTicker(s.cfg.MasterLeaseInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		err := s.renewMasterLease(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err != nil && !failing:
+			s.log.Warn("master lease: refreshing or reconciling the kubernetes endpoints failed; retrying", "err", err, "every", s.cfg.MasterLeaseInterval)
+		case err != nil:
+			s.log.Debug("master lease: still failing", "err", err)
+		case failing:
+			s.log.Info("master lease: refreshed again")
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// renewMasterLease is one round of the loop, bounded by the lease's TTL
+// (a round that takes longer has lost the lease anyway). The Endpoints
+// are reconciled only when the lease is held.
+func (s *Server) renewMasterLease(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.MasterLeaseTTL)
+	defer cancel()
+	if err := s.lease.Refresh(ctx); err != nil {
+		return err
+	}
+	return s.reconcileEndpoints(ctx)
+}
+
+// leaveEndpoints is a clean stop's goodbye: the master lease is revoked
+// (its key goes at once) and this apiserver's address removed, so clients
+// stop picking it while it drains. Failures are logged; the lease then
+// expires by itself and peers prune the address. It takes at most the
+// lease's TTL: waiting longer for an unreachable etcd gains nothing, the
+// lease has expired by then.
+func (s *Server) leaveEndpoints(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.MasterLeaseTTL)
+	defer cancel()
+	if s.lease != nil {
+		if err := s.lease.Release(ctx); err != nil {
+			s.log.Warn("releasing the master lease", "err", err)
+		}
+	}
+	if err := s.publishEndpoint(ctx, false); err != nil {
+		s.log.Warn("removing this apiserver from the kubernetes endpoints", "err", err)
+	}
 }
 
 // upsert creates default/kubernetes of res from build(nil), or rewrites it

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -30,9 +31,19 @@ type Options struct {
 	// ServiceCIDR is the range ClusterIPs are allocated from.
 	ServiceCIDR string
 	// Advertise is this apiserver's IP:port for the "kubernetes" Service's
-	// Endpoints; empty publishes nothing.
+	// Endpoints; empty publishes nothing and holds no master lease.
 	Advertise string
-	Logger    *slog.Logger
+	// MasterLeaseTTL is how long this apiserver's master lease outlives
+	// its last refresh: an apiserver that dies without a clean stop leaves
+	// the "kubernetes" Endpoints that long (plus one interval) after.
+	// Whole seconds; 15s when zero.
+	MasterLeaseTTL time.Duration
+	// MasterLeaseInterval is how often the master lease is refreshed and
+	// the "kubernetes" Endpoints reconciled with the live leases; 5s when
+	// zero. It must be shorter than MasterLeaseTTL.
+	MasterLeaseInterval time.Duration
+
+	Logger *slog.Logger
 	// Version and Commit are reported by /version.
 	Version, Commit string
 	// BookmarkInterval is how often an idle watch that asked for bookmarks
@@ -70,6 +81,11 @@ type Server struct {
 	// compare proves current (storage.Cache).
 	cache     *storage.Cache
 	indexOnce sync.Once
+
+	// lease is this apiserver's master lease (endpoints.go); nil without
+	// an advertise address.
+	lease     *storage.LeasedKey
+	leaseOnce sync.Once
 }
 
 // New builds a Server. Call Bootstrap before serving.
@@ -89,8 +105,25 @@ func New(o Options) (*Server, error) {
 	if o.AuthzSyncTimeout == 0 {
 		o.AuthzSyncTimeout = 5 * time.Second
 	}
+	if o.MasterLeaseTTL == 0 {
+		o.MasterLeaseTTL = DefaultMasterLeaseTTL
+	}
+	if o.MasterLeaseInterval == 0 {
+		o.MasterLeaseInterval = DefaultMasterLeaseInterval
+	}
+	if o.MasterLeaseInterval <= 0 || o.MasterLeaseInterval >= o.MasterLeaseTTL {
+		return nil, fmt.Errorf("apiserver: the master lease interval %s must be positive and shorter than its TTL %s",
+			o.MasterLeaseInterval, o.MasterLeaseTTL)
+	}
 	s := &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger,
 		authz: rbac.New(o.Store, o.Logger), cache: storage.NewCache()}
+	if o.Advertise != "" {
+		ap, err := netip.ParseAddrPort(o.Advertise)
+		if err != nil {
+			return nil, fmt.Errorf("apiserver: advertise address %q: %w", o.Advertise, err)
+		}
+		s.lease = o.Store.LeasedKey(masterLeasePrefix+ap.Addr().String(), []byte(ap.String()), o.MasterLeaseTTL)
+	}
 	if !o.DisableMetrics {
 		s.metrics = newMetrics(s.OpenWatches)
 	}
@@ -119,6 +152,13 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 		_, err := s.create(ctx, s.reg.Lookup("", "v1", "services"), metav1.NamespaceDefault, svc)
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("apiserver: creating the kubernetes service: %w", err)
+		}
+	}
+	// The master lease comes before the address: a peer reconciling the
+	// Endpoints prunes an address without one.
+	if s.lease != nil {
+		if err := s.lease.Refresh(ctx); err != nil {
+			return fmt.Errorf("apiserver: master lease: %w", err)
 		}
 	}
 	if err := s.publishEndpoint(ctx, true); err != nil {
@@ -218,13 +258,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Serve serves the API on l with TLS until ctx ends, then shuts down:
-// the listener closes first, in-flight requests and watches end, then
-// Serve returns. The first Serve also runs the RBAC index and the object
-// cache until it returns.
+// this apiserver leaves the "kubernetes" Endpoints, the listener closes,
+// in-flight requests and watches end, then Serve returns. The first Serve
+// also runs the RBAC index, the object cache and the master lease loop
+// (endpoints.go) until it returns.
 func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Config) error {
 	if stop := s.startIndexes(ctx); stop != nil {
 		defer stop()
 	}
+	stopLease := s.startMasterLease(ctx)
+	defer stopLease()
 	hs := &http.Server{
 		Handler:           s.handler(),
 		TLSConfig:         tlsConfig,
@@ -242,10 +285,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// Leave the "kubernetes" Endpoints before going: clients stop picking
-	// this apiserver while it drains.
-	if err := s.publishEndpoint(shutdownCtx, false); err != nil {
-		s.log.Warn("removing this apiserver from the kubernetes endpoints", "err", err)
-	}
+	// this apiserver while it drains. The lease loop stops first, or it
+	// could take the lease again after the release.
+	stopLease()
+	s.leaveEndpoints(shutdownCtx)
 	err := hs.Shutdown(shutdownCtx)
 	s.WaitForWatches()
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,6 +82,9 @@ type env struct {
 	ca     *testCA
 	admin  *kubernetes.Clientset
 	config *rest.Config
+	// stop ends Serve (a clean stop) and waits for it; the test's cleanup
+	// calls it too.
+	stop func()
 }
 
 func (e *env) clientFor(t *testing.T, cn string, orgs ...string) *kubernetes.Clientset {
@@ -95,13 +99,24 @@ func (e *env) clientFor(t *testing.T, cn string, orgs ...string) *kubernetes.Cli
 
 func startServer(t *testing.T) *env {
 	t.Helper()
-	etcd := etcdtest.Start(t)
-	srv, err := New(Options{Store: storage.New(etcd), ServiceCIDR: "10.96.0.0/16", BookmarkInterval: 200 * time.Millisecond})
+	return startServerOn(t, etcdtest.Start(t), nil)
+}
+
+// startServerOn bootstraps and serves a Server over etcd, with the
+// options startServer uses changed by opt when given.
+func startServerOn(t *testing.T, etcd *clientv3.Client, opt func(*Options)) *env {
+	t.Helper()
+	o := Options{Store: storage.New(etcd), ServiceCIDR: "10.96.0.0/16", BookmarkInterval: 200 * time.Millisecond}
+	if opt != nil {
+		opt(&o)
+	}
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := srv.Bootstrap(ctx); err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	ca := newCA(t)
@@ -121,13 +136,14 @@ func startServer(t *testing.T) *env {
 		done <- srv.Serve(ctx, l, &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool,
 			ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12})
 	}()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	e := &env{etcd: etcd, srv: srv, host: "https://" + l.Addr().String(), ca: ca}
+	t.Cleanup(stop)
+	e := &env{etcd: etcd, srv: srv, host: "https://" + l.Addr().String(), ca: ca, stop: stop}
 	e.admin = e.clientFor(t, "kubernetes-admin", "system:masters")
 	return e
 }

@@ -71,10 +71,12 @@ type backend struct {
 	fails, oks int
 }
 
-// proxyConn is one client connection and, once dialed, its backend connection.
+// proxyConn is one client connection and, once dialed, its backend
+// connection and that backend.
 type proxyConn struct {
-	client net.Conn
-	server net.Conn
+	client  net.Conn
+	server  net.Conn
+	backend *backend
 }
 
 // BackendStatus is a snapshot of one backend, for status output and tests.
@@ -367,15 +369,37 @@ func (b *Balancer) track(pc *proxyConn) bool {
 }
 
 // setServer records the dialed backend connection; false when Close
-// force-closed the connection while it was being dialed.
-func (b *Balancer) setServer(pc *proxyConn, server net.Conn) bool {
+// force-closed the connection, or the backend was marked down, while it
+// was being dialed.
+func (b *Balancer) setServer(pc *proxyConn, be *backend, server net.Conn) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.forceClosed {
+	if b.forceClosed || !be.healthy.Load() {
+		// Closed, or marked down while being dialed (record would have
+		// missed this connection).
 		return false
 	}
-	pc.server = server
+	pc.server, pc.backend = server, be
 	return true
+}
+
+// shutConnsTo resets the open connections to a backend just marked down,
+// as haproxy's on-marked-down shutdown-sessions: a client stuck on a
+// master that stopped answering (a hung process, a partition) would
+// otherwise wait for its own timeouts; reset, it reconnects through the
+// LB to a healthy one at once.
+func (b *Balancer) shutConnsTo(be *backend) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for pc := range b.open {
+		if pc.backend == be {
+			refuse(pc.client)
+			pc.server.Close()
+			n++
+		}
+	}
+	return n
 }
 
 func (b *Balancer) untrack(pc *proxyConn) {
@@ -409,7 +433,7 @@ func (b *Balancer) serve(pc *proxyConn) {
 		refuse(pc.client)
 		return
 	}
-	if !b.setServer(pc, server) {
+	if !b.setServer(pc, be, server) {
 		server.Close()
 		refuse(pc.client)
 		return
@@ -545,7 +569,8 @@ func (b *Balancer) record(be *backend, err error) {
 		if be.healthy.Load() && be.fails >= h.UnhealthyThreshold {
 			be.healthy.Store(false)
 			b.metrics.up.WithLabelValues(be.addr).Set(0)
-			b.log.Warn("backend is down", "backend", be.addr, "failures", be.fails, "err", err)
+			n := b.shutConnsTo(be)
+			b.log.Warn("backend is down", "backend", be.addr, "failures", be.fails, "err", err, "connectionsReset", n)
 		} else {
 			b.log.Debug("health check failed", "backend", be.addr, "failures", be.fails, "err", err)
 		}

@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -479,4 +480,68 @@ func TestCheckTimesOutOnAHungBackend(t *testing.T) {
 			t.Errorf("checking %s took %s with a %s timeout", addr, d, cfg.HealthCheck.Timeout)
 		}
 	}
+}
+
+// A backend marked down has its open connections reset, so a client on a
+// master that stopped answering reconnects to a healthy one at once;
+// connections to the other backends stay.
+func TestBackendMarkedDownResetsItsConnections(t *testing.T) {
+	fakes, ca := startFakes(t, 2)
+	cfg := testConfig(fakes, ca)
+	b := startBalancer(t, cfg)
+	eventually(t, 3*time.Second, "backends healthy", func() bool { return allHealthy(b) })
+	pemBytes, _ := os.ReadFile(ca)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemBytes)
+	// Open connections until each backend has one (the LB rotates).
+	var conns []*tls.Conn
+	byBackend := map[string]*tls.Conn{}
+	for len(byBackend) < 2 && len(conns) < 10 {
+		conn, err := tls.Dial("tcp", b.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		if _, err := conn.Write([]byte("GET /who HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if byBackend[string(body)] == nil {
+			byBackend[string(body)] = conn
+		}
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	if len(byBackend) != 2 {
+		t.Fatalf("connections reached %d backends, want 2", len(byBackend))
+	}
+	fakes[0].failing.Store(true)
+	eventually(t, 5*time.Second, "m1 marked down", func() bool { return !healthy(b)[fakes[0].addr()] })
+
+	down := byBackend["m1"]
+	_ = down.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, err := down.Read(make([]byte, 1))
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Errorf("the connection to the backend marked down is still open: %v", err)
+	}
+	up := byBackend["m2"]
+	if _, err := up.Write([]byte("GET /who HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatalf("the connection to the healthy backend: %v", err)
+	}
+	_ = up.SetReadDeadline(time.Now().Add(3 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(up), nil)
+	if err != nil {
+		t.Fatalf("the connection to the healthy backend: %v", err)
+	}
+	resp.Body.Close()
+	eventually(t, 2*time.Second, "m1's connections counted gone", func() bool { return b.Backends()[0].ActiveConnections == 0 })
 }

@@ -19,8 +19,9 @@
 //     client certificate; two failures in a row take a backend out (so a
 //     failed master is out within 3 s), one success brings it back.
 //     Backends start out down and are checked at once on Start.
-//     Connections already open to a backend that goes down are left
-//     alone; only new connections avoid it.
+//     Connections open to a backend when it is taken out are reset, so
+//     their clients reconnect to a healthy one rather than wait on a hung
+//     or cut-off master.
 //   - The metrics server on MetricsAddress (plain HTTP, 127.0.0.1:9443 by
 //     default; keep it on loopback or a management address): /healthz,
 //     /readyz (ready while at least one backend is healthy) and /metrics

@@ -19,25 +19,36 @@ type Mirror interface {
 }
 
 // Follow lists prefix into m, then applies a watch from the list's
-// revision, and lists again whenever the watch ends (after a compaction,
-// or etcd going away, with a backoff of up to 5s on failures). It returns
-// when ctx ends. name labels its log lines.
+// revision. A watch that ends is started again from the last revision
+// applied, so m sees every change in order without a relist (a relist
+// replaces m's content: a Cache then ends its own watchers with a 410);
+// only a compacted revision (ErrExpired) makes it list again. Failures
+// are retried with a backoff of up to 5s. It returns when ctx ends. name
+// labels its log lines.
 func (s *Store) Follow(ctx context.Context, name, prefix string, m Mirror, log *slog.Logger) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	backoff := 100 * time.Millisecond
+	var rev int64 // the last revision m reflects; 0: list first
 	for ctx.Err() == nil {
-		rev, err := s.relist(ctx, prefix, m)
+		var err error
+		if rev == 0 {
+			rev, err = s.relist(ctx, prefix, m)
+		}
 		if err == nil {
-			backoff = 100 * time.Millisecond
-			err = s.follow(ctx, prefix, rev, m)
+			var progressed bool
+			rev, progressed, err = s.follow(ctx, prefix, rev, m)
+			if progressed {
+				backoff = 100 * time.Millisecond
+			}
 		}
 		if ctx.Err() != nil {
 			return
 		}
 		if errors.Is(err, ErrExpired) {
 			log.Info(name+": watch expired, relisting", "prefix", prefix)
+			rev = 0
 			continue
 		}
 		log.Warn(name+": list/watch failed, retrying", "prefix", prefix, "err", err, "in", backoff)
@@ -61,21 +72,25 @@ func (s *Store) relist(ctx context.Context, prefix string, m Mirror) (int64, err
 	return res.Revision, nil
 }
 
-// follow applies the changes after rev until the watch ends; it drains the
+// follow applies the changes after rev until the watch ends and returns
+// the last revision applied, and whether any event came. It drains the
 // event channel, so the watch goroutine has ended when it returns. It
-// never returns nil: a watch that ends without an error is an error here.
-func (s *Store) follow(ctx context.Context, prefix string, rev int64, m Mirror) error {
+// never returns a nil error: a watch that ends without one is an error
+// here.
+func (s *Store) follow(ctx context.Context, prefix string, rev int64, m Mirror) (int64, bool, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events, errc := s.Watch(ctx, prefix, rev)
+	progressed := false
 	for ev := range events {
 		m.Apply(ev)
+		rev, progressed = ev.KV.ModRevision, true
 	}
 	if err := <-errc; err != nil {
-		return err
+		return rev, progressed, err
 	}
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return rev, progressed, ctx.Err()
 	}
-	return fmt.Errorf("watch on %s ended", prefix)
+	return rev, progressed, fmt.Errorf("watch on %s ended", prefix)
 }

@@ -111,7 +111,7 @@ func TestFollowFromCompactedRevisionExpires(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &record{}
-	if err := s.follow(ctx, prefix, old-1, r); !errors.Is(err, ErrExpired) {
+	if _, _, err := s.follow(ctx, prefix, old-1, r); !errors.Is(err, ErrExpired) {
 		t.Fatalf("follow from a compacted revision: %v", err)
 	}
 	got, err := s.relist(ctx, prefix, r)
@@ -153,5 +153,53 @@ func TestCacheFollowsAndWaitsForARevision(t *testing.T) {
 	waitUntil(t, "the deletion", func() bool { _, ok := c.Get("/registry/test/a"); return !ok })
 	if c.Len() != 0 {
 		t.Fatalf("cache holds %d keys, want 0", c.Len())
+	}
+}
+
+// A watch that ends is resumed from the last revision applied: the
+// changes made meanwhile arrive as events, with no relist (which would
+// make a Cache end its watchers).
+func TestFollowResumesFromTheLastRevision(t *testing.T) {
+	ctx := context.Background()
+	s := New(startEtcd(t))
+	const prefix = "/registry/test/"
+	r := &record{}
+	rev, err := s.relist(ctx, prefix, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx1, cancel1 := context.WithCancel(ctx)
+	type result struct {
+		rev        int64
+		progressed bool
+	}
+	done := make(chan result, 1)
+	go func() {
+		rev, progressed, _ := s.follow(ctx1, prefix, rev, r)
+		done <- result{rev, progressed}
+	}()
+	revA, err := s.Create(ctx, prefix+"a", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a", func() bool { _, ok := r.get(prefix + "a"); return ok })
+	cancel1()
+	res := <-done
+	if res.rev != revA || !res.progressed {
+		t.Fatalf("follow ended at %+v, want revision %d with progress", res, revA)
+	}
+	// A change while nobody watches.
+	if _, err := s.Create(ctx, prefix+"b", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithCancel(ctx)
+	defer cancel2()
+	go func() { _, _, _ = s.follow(ctx2, prefix, res.rev, r) }()
+	waitUntil(t, "b, from the resumed watch", func() bool { _, ok := r.get(prefix + "b"); return ok })
+	r.mu.Lock()
+	replaces := r.replaces
+	r.mu.Unlock()
+	if replaces != 1 {
+		t.Fatalf("%d lists, want the first one only", replaces)
 	}
 }

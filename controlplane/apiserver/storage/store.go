@@ -97,22 +97,6 @@ func (s *Store) Get(ctx context.Context, key string) (KV, error) {
 	return kvOf(resp.Kvs[0]), nil
 }
 
-// GetStale reads one key from the member the client talks to, without the
-// quorum round a linearizable read costs (etcd's serializable read). It
-// may miss writes that member has not applied yet, so a caller may trust
-// what it returns only when a later compare on the mod revision succeeds;
-// any other decision must be taken again from Get.
-func (s *Store) GetStale(ctx context.Context, key string) (KV, error) {
-	resp, err := s.client.Get(ctx, key, clientv3.WithSerializable())
-	if err != nil {
-		return KV{}, fmt.Errorf("etcd get %s: %w", key, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return KV{}, ErrNotFound
-	}
-	return kvOf(resp.Kvs[0]), nil
-}
-
 // Update replaces the value under key if its mod revision is still
 // expected. It returns the new revision; ErrNotFound when the key is gone,
 // ErrConflict (with the current KV) when it changed.

@@ -147,20 +147,13 @@ func TestWatchFromRevisionAndCompaction(t *testing.T) {
 	}
 }
 
-func TestGetStaleAndCreateIf(t *testing.T) {
+func TestCreateIf(t *testing.T) {
 	ctx := context.Background()
 	s := New(startEtcd(t))
 	guard := "/registry/core/namespaces/ns"
 	grev, err := s.Create(ctx, guard, []byte("ns"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	got, err := s.GetStale(ctx, guard)
-	if err != nil || got.ModRevision != grev || string(got.Value) != "ns" {
-		t.Fatalf("stale get: %+v %v", got, err)
-	}
-	if _, err := s.GetStale(ctx, "/registry/core/namespaces/missing"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("stale get of a missing key: %v", err)
 	}
 	key := "/registry/core/configmaps/ns/a"
 	if _, err := s.CreateIf(ctx, key, []byte("v"), guard, grev); err != nil {

@@ -61,15 +61,27 @@ func (s *Store) Follow(ctx context.Context, name, prefix string, m Mirror, log *
 	}
 }
 
-// relist loads what is stored under prefix into m and returns the
-// revision it was read at.
+// relistPage is how many keys relist reads a call: one etcd range for
+// the whole of /registry/ would be as large as the cluster.
+const relistPage = 1000
+
+// relist loads what is stored under prefix into m, page by page at one
+// revision, and returns that revision.
 func (s *Store) relist(ctx context.Context, prefix string, m Mirror) (int64, error) {
-	res, err := s.List(ctx, prefix, ListOptions{})
-	if err != nil {
-		return 0, fmt.Errorf("listing %s: %w", prefix, err)
+	var items []KV
+	o := ListOptions{Limit: relistPage}
+	for {
+		res, err := s.List(ctx, prefix, o)
+		if err != nil {
+			return 0, fmt.Errorf("listing %s: %w", prefix, err)
+		}
+		items = append(items, res.Items...)
+		if res.Continue == "" {
+			m.Replace(items, res.Revision)
+			return res.Revision, nil
+		}
+		o.Continue = res.Continue
 	}
-	m.Replace(res.Items, res.Revision)
-	return res.Revision, nil
 }
 
 // follow applies the changes after rev until the watch ends and returns

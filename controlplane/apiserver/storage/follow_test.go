@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -201,5 +202,26 @@ func TestFollowResumesFromTheLastRevision(t *testing.T) {
 	r.mu.Unlock()
 	if replaces != 1 {
 		t.Fatalf("%d lists, want the first one only", replaces)
+	}
+}
+
+// The list under Follow reads in pages, at one revision.
+func TestRelistReadsEveryPage(t *testing.T) {
+	ctx := context.Background()
+	s := New(startEtcd(t))
+	const prefix = "/registry/test/"
+	n := 2*relistPage + 7
+	for i := range n {
+		if _, err := s.Create(ctx, fmt.Sprintf("%s%05d", prefix, i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &record{}
+	rev, err := s.relist(ctx, prefix, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.m) != n || r.rev != rev || r.replaces != 1 {
+		t.Fatalf("relist loaded %d keys at %d in %d replaces, want %d at %d in 1", len(r.m), r.rev, r.replaces, n, rev)
 	}
 }

@@ -124,12 +124,46 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 		targets = append(targets, target{m.Name, "https://" + cluster.HostPort(m.Address, 6443)})
 	}
 	targets = append(targets, target{"(load balancer)", c.APIServerURL()})
+	ready := map[string]bool{} // master name → its apiserver is ready
 	for _, t := range targets {
 		if err := pr.APIServer(ctx, t.url); err != nil {
 			problem("apiserver %s: %v", t.name, err)
 			fmt.Fprintf(w, "%s\t%s\t✗ %s\n", t.name, t.url, oneLine(err.Error()))
 		} else {
+			ready[t.name] = true
 			fmt.Fprintf(w, "%s\t%s\t✓ ready\n", t.name, t.url)
+		}
+	}
+
+	// The "kubernetes" Service's Endpoints: what in-cluster clients use.
+	section("KUBERNETES ENDPOINT\tMASTER\tSTATE")
+	if listed, err := kubernetesEndpoints(ctx, pr, inv, c.APIServerURL()); err != nil {
+		problem("the kubernetes endpoints: %v", err)
+		fmt.Fprintf(w, "✗ %s\t\t\n", oneLine(err.Error()))
+	} else {
+		byAddr := map[string]string{}
+		for _, m := range masters {
+			byAddr[m.Address] = m.Name
+		}
+		for _, ip := range listed {
+			if name, ok := byAddr[ip]; ok {
+				fmt.Fprintf(w, "%s\t%s\t✓ listed\n", ip, name)
+				delete(byAddr, ip)
+				continue
+			}
+			problem("the kubernetes endpoints list %s, which is no master", ip)
+			fmt.Fprintf(w, "%s\t\t✗ no such master\n", ip)
+		}
+		for _, m := range masters {
+			if _, missing := byAddr[m.Address]; !missing {
+				continue
+			}
+			if ready[m.Name] {
+				problem("the kubernetes endpoints lack %s, whose apiserver is ready", m.Name)
+				fmt.Fprintf(w, "%s\t%s\t✗ ready but not listed\n", m.Address, m.Name)
+			} else {
+				fmt.Fprintf(w, "%s\t%s\t– not listed (not ready)\n", m.Address, m.Name)
+			}
 		}
 	}
 
@@ -330,6 +364,28 @@ func apiGet(ctx context.Context, pr *NetProber, inv *pki.Inventory, base, path s
 		return fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(into)
+}
+
+// kubernetesEndpoints reads the addresses of default/kubernetes's
+// Endpoints through the API with the admin certificate.
+func kubernetesEndpoints(ctx context.Context, pr *NetProber, inv *pki.Inventory, base string) ([]string, error) {
+	var ep struct {
+		Subsets []struct {
+			Addresses []struct {
+				IP string `json:"ip"`
+			} `json:"addresses"`
+		} `json:"subsets"`
+	}
+	if err := apiGet(ctx, pr, inv, base, "/api/v1/namespaces/default/endpoints/kubernetes", &ep); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, sub := range ep.Subsets {
+		for _, a := range sub.Addresses {
+			out = append(out, a.IP)
+		}
+	}
+	return out, nil
 }
 
 // countNodes lists the Nodes through the API with the admin certificate.

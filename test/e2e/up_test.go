@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -219,6 +220,10 @@ status:
 			if !strings.Contains(out, w) {
 				t.Errorf("status lacks %q", w)
 			}
+		}
+		// Every master publishes itself in the kubernetes Endpoints.
+		if n := len(regexp.MustCompile(`(?m)^198\.18\.0\.1[123] +m[123] +✓ listed$`).FindAllString(out, -1)); n != 3 {
+			t.Errorf("status lists %d masters in the kubernetes endpoints, want 3:\n%s", n, out)
 		}
 	})
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -253,7 +254,7 @@ func (cp *ControlPlane) RenderConfig(h Host, role string) ([]byte, error) {
 			ic = append(ic, m.Name+"=https://"+cluster.HostPort(m.Address, 2380))
 		}
 		data, err = templates.Etcd(templates.EtcdData{
-			Name: h.Name(), Address: h.Address(), DataDir: templates.StateDir + "/etcd",
+			Name: h.Name(), Address: h.Address(), DataDir: etcdDataDir,
 			InitialCluster: strings.Join(ic, ","),
 			// etcd reads the initial cluster only to bootstrap: a member
 			// with a data dir ignores it, so "new" stays right on re-runs.
@@ -484,6 +485,27 @@ func (p *ServicePhase) Run(ctx context.Context) error {
 			keep = append(keep, h)
 		}
 	}
+	// etcd members whose data dir is empty while others have data lost it
+	// (a wiped or replaced master): they rejoin as new members, after the
+	// others are up.
+	var rejoin, withData []Host
+	if p.Role == templates.RoleEtcd && len(start) > 0 {
+		if withData, err = etcdHostsWithData(ctx, hosts); err != nil {
+			return err
+		}
+		if len(withData) > 0 {
+			var rest []Host
+			for _, h := range start {
+				if slices.Contains(withData, h) {
+					rest = append(rest, h)
+				} else {
+					rejoin = append(rejoin, h)
+					why[h.Name()] = "its data dir is empty: rejoining the cluster"
+				}
+			}
+			start = rest
+		}
+	}
 	dry := cp.Env.Gate.DryRun()
 	act := func(verb, cmd string) func(ctx context.Context, h Host) (string, error) {
 		return func(ctx context.Context, h Host) (string, error) {
@@ -512,6 +534,15 @@ func (p *ServicePhase) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if len(rejoin) > 0 {
+		seq := *cp.Env
+		seq.Parallel = 1 // one membership change at a time
+		if err := seq.Each(ctx, p, rejoin, func(ctx context.Context, h Host) (string, error) {
+			return p.rejoinEtcd(ctx, h, withData, act("start", "systemctl enable --quiet "+unit+" && systemctl restart "+unit))
+		}); err != nil {
+			return err
+		}
+	}
 	if len(keep) > 0 {
 		return cp.Env.Each(ctx, p, keep, func(ctx context.Context, h Host) (string, error) {
 			if dry {
@@ -524,6 +555,72 @@ func (p *ServicePhase) Run(ctx context.Context) error {
 		})
 	}
 	return nil
+}
+
+// etcdDataDir is the etcd role's data dir on a master.
+const etcdDataDir = templates.StateDir + "/etcd"
+
+// etcdHostsWithData returns the hosts whose etcd data dir holds a member.
+func etcdHostsWithData(ctx context.Context, hosts []Host) ([]Host, error) {
+	has := make([]bool, len(hosts))
+	err := ParallelEach(ctx, DefaultParallel, indexes(len(hosts)), func(ctx context.Context, i int) error {
+		out, err := hosts[i].Run(ctx, "test -d "+etcdDataDir+"/member && echo data || echo empty")
+		if err != nil {
+			return hostError(hosts[i].Name(), err)
+		}
+		has[i] = strings.TrimSpace(out) == "data"
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []Host
+	for i, h := range hosts {
+		if has[i] {
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+// rejoinEtcd brings back a member whose data dir is empty while the
+// members on withData have the cluster: through them it is removed and
+// added anew (when the cluster knows it as a member that has run), the
+// join marker makes it start as a member of the existing cluster, then
+// start starts it and waits until it is healthy.
+func (p *ServicePhase) rejoinEtcd(ctx context.Context, h Host, withData []Host, start func(context.Context, Host) (string, error)) (string, error) {
+	cp := p.cp
+	peerURL := "https://" + cluster.HostPort(h.Address(), 2380)
+	change := Change{Host: h.Name(), Kind: "etcd", Target: "member " + h.Name() + " (" + peerURL + ")",
+		Detail: "removed and added again: its data dir is empty"}
+	replaced := true
+	if cp.Env.Gate.DryRun() {
+		cp.Env.Gate.record(change)
+	} else {
+		var via []string
+		for _, d := range withData {
+			via = append(via, d.Address())
+		}
+		var err error
+		if replaced, err = cp.prober.EtcdRejoin(ctx, via, h.Name(), peerURL); err != nil {
+			return "", err
+		}
+		if replaced {
+			cp.Env.Gate.record(change)
+		}
+	}
+	if replaced {
+		marker := etcd.JoinMarker(etcdDataDir)
+		if _, err := cp.Env.Gate.Write(ctx, h, "install -d -m 0700 "+path.Dir(marker)+" && printf 'existing\\n' > "+marker,
+			"mark etcd to join the existing cluster"); err != nil {
+			return "", err
+		}
+	}
+	msg, err := start(ctx, h)
+	if replaced && err == nil {
+		msg = "re-added to the etcd cluster; " + msg
+	}
+	return msg, err
 }
 
 func indexes(n int) []int {
@@ -575,8 +672,33 @@ func (p *WaitAPIPhase) DryRun(context.Context) error { return nil }
 
 func (p *WaitAPIPhase) Run(ctx context.Context) error {
 	url := p.cp.Cluster.APIServerURL()
-	return waitFor(ctx, APIServerWait, pollInterval, func(ctx context.Context) error {
+	if err := waitFor(ctx, APIServerWait, pollInterval, func(ctx context.Context) error {
 		return p.cp.prober.APIServer(ctx, url)
+	}); err != nil {
+		return err
+	}
+	// Our lb must also have every master back in: an apiserver started a
+	// moment ago is healthy before the lb's next check says so, and
+	// `kforge status` right after up would call it down.
+	lbh := p.cp.lbHost()
+	if lbh == nil || p.cp.Env.Gate.DryRun() {
+		return nil
+	}
+	return waitFor(ctx, LBWait, pollInterval, func(ctx context.Context) error {
+		up, err := lbBackends(ctx, lbh)
+		if err != nil {
+			return err
+		}
+		var down []string
+		for _, m := range p.cp.Cluster.Masters() {
+			if b := cluster.HostPort(m.Address, 6443); !up[b] {
+				down = append(down, b)
+			}
+		}
+		if len(down) > 0 {
+			return fmt.Errorf("the lb has not taken back %s yet", strings.Join(down, ", "))
+		}
+		return nil
 	})
 }
 

@@ -45,6 +45,7 @@ type simHost struct {
 	files    map[string]ssh.RemoteFile
 	contents map[string][]byte
 	dirsOK   bool
+	etcdData bool              // the etcd data dir holds a member
 	units    map[string]string // unit -> is-active
 	writes   []string
 	uploads  []string
@@ -99,6 +100,11 @@ func (h *simHost) Run(_ context.Context, cmd string) (string, error) {
 			return "755\n700\n", nil
 		}
 		return "", nil
+	case strings.HasPrefix(cmd, "test -d /var/lib/kforge/etcd/member"):
+		if h.etcdData {
+			return "data\n", nil
+		}
+		return "empty\n", nil
 	case strings.HasPrefix(cmd, "systemctl is-active "):
 		unit := strings.Fields(cmd)[2]
 		st := h.units[unit]
@@ -108,6 +114,17 @@ func (h *simHost) Run(_ context.Context, cmd string) (string, error) {
 		return st + "\nenabled\n", nil
 	case strings.HasPrefix(cmd, "cat "):
 		return string(h.contents[strings.TrimPrefix(cmd, "cat ")]), nil
+	case strings.Contains(cmd, "/dev/tcp/127.0.0.1/9443"):
+		// The lb's metrics: every master's apiserver up.
+		if h.units["kforge-lb.service"] != "active" {
+			return "", errors.New("connection refused")
+		}
+		h.log.add("lb backends read")
+		var b strings.Builder
+		for _, a := range []string{"198.18.0.11", "198.18.0.12", "198.18.0.13"} {
+			fmt.Fprintf(&b, "kforge_lb_backend_up{backend=%q} 1\n", a+":6443")
+		}
+		return b.String(), nil
 	case strings.Contains(cmd, "/dev/tcp/127.0.0.1/"):
 		// A loopback /healthz: answered by the unit listening there.
 		owner := map[string]string{"10257": "kforge-controller-manager.service", "10259": "kforge-scheduler.service"}
@@ -134,12 +151,18 @@ func (h *simHost) Write(_ context.Context, cmd string) (string, error) {
 	h.writes = append(h.writes, cmd)
 	f := strings.Fields(cmd)
 	switch {
+	case strings.Contains(cmd, "etcd.join"):
+		h.log.add(h.name + " join marker")
 	case strings.HasPrefix(cmd, "install -d"):
 		h.dirsOK = true
 	case strings.HasPrefix(cmd, "systemctl enable"), strings.HasPrefix(cmd, "systemctl restart"):
 		unit := f[len(f)-1]
 		h.units[unit] = "active"
+		if unit == "kforge-etcd.service" {
+			h.etcdData = true
+		}
 		h.log.add(h.name + " " + strings.Join(f[len(f)-2:], " "))
+
 	}
 	return "", nil
 }
@@ -183,6 +206,11 @@ type simProber struct{ log *simLog }
 func (p *simProber) EtcdMember(_ context.Context, addr string) (*EtcdStatus, error) {
 	p.log.add("healthy etcd " + addr)
 	return &EtcdStatus{Leader: 1, MemberID: 1}, nil
+}
+
+func (p *simProber) EtcdRejoin(_ context.Context, addrs []string, name, peerURL string) (bool, error) {
+	p.log.add("etcd rejoin " + name + " " + peerURL + " via " + strings.Join(addrs, ","))
+	return true, nil
 }
 
 func (p *simProber) APIServer(_ context.Context, base string) error {
@@ -361,6 +389,52 @@ func TestUpNoOpRerunRestartsNothing(t *testing.T) {
 		if ch := h.changes(); len(ch) != 0 {
 			t.Errorf("%s: %v on a no-op re-run", h.name, ch)
 		}
+	}
+}
+
+// A master whose etcd data dir was lost is re-added through the others
+// and marked to join before its member starts; nothing else restarts.
+func TestWipedEtcdMemberRejoins(t *testing.T) {
+	s := newSim(t)
+	s.up(false)
+	m3 := s.host("m3")
+	m3.mu.Lock()
+	m3.units["kforge-etcd.service"], m3.etcdData = "inactive", false
+	m3.mu.Unlock()
+
+	res, _, _ := s.up(true)
+	var dry []string
+	for _, c := range res.Changes {
+		dry = append(dry, c.String())
+	}
+	if got := strings.Join(dry, "\n"); !strings.Contains(got, "m3: etcd member m3 (https://198.18.0.13:2380)") ||
+		!strings.Contains(got, "etcd.join") {
+		t.Errorf("dry run changes:\n%s", got)
+	}
+	for _, l := range s.log.all() {
+		if strings.HasPrefix(l, "etcd rejoin") || strings.Contains(l, "join marker") {
+			t.Errorf("the dry run acted: %s", l)
+		}
+	}
+
+	s.up(false)
+	var got []string
+	for _, l := range s.log.all() {
+		if strings.HasPrefix(l, "etcd rejoin") || strings.Contains(l, "join marker") || strings.Contains(l, "restart kforge-etcd") {
+			got = append(got, l)
+		}
+	}
+	want := []string{
+		"etcd rejoin m3 https://198.18.0.13:2380 via 198.18.0.11,198.18.0.12",
+		"m3 join marker",
+		"m3 restart kforge-etcd.service",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("etcd actions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Back to normal: the next run changes nothing.
+	if res, _, _ := s.up(false); len(res.Changes) != 0 {
+		t.Errorf("the run after the rejoin changed %v", res.Changes)
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 // Change is one remote write, done or (in a dry run) only planned.
 type Change struct {
 	Host string `json:"host"`
-	// Kind is "upload" or "command".
+	// Kind is "upload", "command" or "etcd" (a membership change).
 	Kind string `json:"kind"`
 	// Target is the file written or the command run.
 	Target string `json:"target"`

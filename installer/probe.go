@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -28,6 +30,12 @@ type Prober interface {
 	EtcdMember(ctx context.Context, address string) (*EtcdStatus, error)
 	// APIServer returns nil when GET base+"/readyz" answers 200.
 	APIServer(ctx context.Context, base string) error
+	// EtcdRejoin prepares the member name (peer URL peerURL), whose data
+	// dir is empty, to start again, through the members at addresses:
+	// when the cluster knows it as a member that has run, it is removed
+	// and added anew, and replaced is true (the member must then start
+	// with the join marker); a member that never started stays as it is.
+	EtcdRejoin(ctx context.Context, addresses []string, name, peerURL string) (replaced bool, err error)
 }
 
 // EtcdStatus is what one member says about itself.
@@ -160,6 +168,52 @@ func (p *NetProber) EtcdMembers(ctx context.Context, addresses []string) (map[ui
 		out[m.ID] = m.Name
 	}
 	return out, nil
+}
+
+func (p *NetProber) EtcdRejoin(ctx context.Context, addresses []string, name, peerURL string) (bool, error) {
+	var eps []string
+	for _, a := range addresses {
+		eps = append(eps, EtcdEndpoint(a))
+	}
+	ctx, cancel := context.WithTimeout(ctx, EtcdWait)
+	defer cancel()
+	cli, err := p.etcdClient(ctx, eps)
+	if err != nil {
+		return false, err
+	}
+	defer cli.Close()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return false, fmt.Errorf("etcd member list: %w", err)
+	}
+	for _, m := range list.Members {
+		if !slices.Contains(m.PeerURLs, peerURL) {
+			continue
+		}
+		if m.Name == "" {
+			// Listed since the bootstrap but never started: it may start
+			// now as the member it was meant to be.
+			return false, nil
+		}
+		if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
+			return false, fmt.Errorf("etcd member remove %s (%x): %w", name, m.ID, err)
+		}
+	}
+	// etcd refuses a new voting member until the others have been
+	// connected for 5s (its strict reconfig check): retry until then.
+	for {
+		_, err := cli.MemberAdd(ctx, []string{peerURL})
+		if err == nil {
+			return true, nil
+		}
+		if ctx.Err() != nil || !errors.Is(err, rpctypes.ErrUnhealthy) {
+			return false, fmt.Errorf("etcd member add %s (%s): %w", name, peerURL, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 func (p *NetProber) APIServer(ctx context.Context, base string) error {

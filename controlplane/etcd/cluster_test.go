@@ -272,3 +272,86 @@ func TestClientWithoutCertificateIsRefused(t *testing.T) {
 	// The same CA with a client certificate works.
 	put(t, newClient(t, p, true, cfg.ListenClientURLs[0]), "/yes", "x")
 }
+
+// A member whose data dir was lost rejoins as a new member: removed and
+// added again through the others, then started with the join marker and
+// its config unchanged ("new"). It catches up and removes the marker.
+func TestLostMemberRejoinsWithTheJoinMarker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three etcd members")
+	}
+	p := newTestPKI(t)
+	cfgs := testClusterConfigs(t, p, 3)
+	ms := make([]*Member, 3)
+	for i, c := range cfgs {
+		ms[i] = startMember(t, c)
+	}
+	waitReady(t, ms...)
+	cli := newClient(t, p, true, cfgs[0].ListenClientURLs[0], cfgs[1].ListenClientURLs[0])
+	for i := range 10 {
+		put(t, cli, fmt.Sprintf("/k/%02d", i), "v")
+	}
+
+	ms[2].Close()
+	if err := os.RemoveAll(cfgs[2].DataDir); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range list.Members {
+		if m.Name == cfgs[2].Name {
+			if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
+				t.Fatalf("member remove: %v", err)
+			}
+		}
+	}
+	// etcd refuses to add a voting member until the others have been
+	// connected for 5s (strict reconfig check): the cluster is young here.
+	for {
+		_, err := cli.MemberAdd(ctx, cfgs[2].ListenPeerURLs)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("member add: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	last := put(t, cli, "/k/after-add", "v")
+	marker := JoinMarker(cfgs[2].DataDir)
+	if err := os.WriteFile(marker, []byte("existing\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfgs[2].InitialClusterState != ClusterStateNew {
+		t.Fatalf("the config says %q; the marker alone must make it join", cfgs[2].InitialClusterState)
+	}
+
+	ms[2] = startMember(t, cfgs[2])
+	waitReady(t, ms[2])
+	cli2 := newClient(t, p, true, cfgs[2].ListenClientURLs[0])
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		resp, err := cli2.Get(ctx, "/k/", clientv3.WithPrefix(), clientv3.WithSerializable())
+		cancel()
+		if err == nil && resp.Header.Revision >= last && len(resp.Kvs) == 11 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rejoined member did not catch up to revision %d: %v %v", last, resp, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the join marker is still there after joining: %v", err)
+	}
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel2()
+	if list, err := cli.MemberList(ctx2); err != nil || len(list.Members) != 3 {
+		t.Fatalf("members after the rejoin: %v %v", list, err)
+	}
+}

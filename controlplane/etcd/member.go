@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +36,7 @@ type Member struct {
 	reg       *prometheus.Registry
 	metrics   *maintenanceMetrics
 
+	joining    bool          // started with the join marker (JoinMarker)
 	readyc     chan struct{} // closed once joined and a leader is known
 	errc       chan error    // fatal errors while running; buffered
 	cancel     context.CancelFunc
@@ -79,6 +82,10 @@ func (m *Member) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if m.joining = m.cfg.joinsExisting(); m.joining {
+		ec.ClusterState = ClusterStateExisting
+		m.log.Info("joining the existing cluster (the installer added this member)", "marker", JoinMarker(m.cfg.DataDir))
+	}
 	ln, err := net.Listen("tcp", m.cfg.MetricsAddress)
 	if err != nil {
 		return fmt.Errorf("etcd: metrics listener: %w", err)
@@ -118,6 +125,29 @@ func (m *Member) fail(err error) {
 	}
 }
 
+// JoinMarker is the file beside a data dir that makes a member with an
+// empty data dir join the existing cluster (initialClusterState
+// "existing") whatever its config says. The installer writes it after
+// adding the member to the cluster (a master whose data was lost); the
+// member removes it once it has joined. The config itself keeps "new",
+// which etcd ignores once a data dir exists, so re-runs render the same
+// file and restart nothing.
+func JoinMarker(dataDir string) string { return filepath.Clean(dataDir) + ".join" }
+
+// joinsExisting reports a join marker beside an empty data dir. A marker
+// beside a data dir that has a member is stale and removed.
+func (c *Config) joinsExisting() bool {
+	marker := JoinMarker(c.DataDir)
+	if _, err := os.Stat(marker); err != nil {
+		return false
+	}
+	if _, err := os.Stat(filepath.Join(c.DataDir, "member")); err == nil {
+		_ = os.Remove(marker)
+		return false
+	}
+	return true
+}
+
 // watchReady closes readyc once etcd has joined the cluster (published
 // its attributes through raft) and a leader is known.
 func (m *Member) watchReady(ctx context.Context) {
@@ -137,6 +167,12 @@ func (m *Member) watchReady(ctx context.Context) {
 		}
 	}
 	m.log.Info("member ready", "id", srv.MemberID().String(), "leader", srv.Leader().String())
+	if m.joining {
+		// Joined: the data dir now says so; the marker has done its work.
+		if err := os.Remove(JoinMarker(m.cfg.DataDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			m.log.Warn("removing the join marker", "err", err)
+		}
+	}
 	close(m.readyc)
 }
 

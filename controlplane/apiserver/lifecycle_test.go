@@ -424,3 +424,47 @@ func TestWatchesServedFromTheCache(t *testing.T) {
 		t.Fatal("the watch outlived the cache's relist")
 	}
 }
+
+// A watch on a quiet namespace still gets bookmarks that move with the
+// cluster's revision, so a client resuming from its last bookmark after a
+// compaction is not sent to relist.
+func TestBookmarksOfAQuietWatchFollowTheCluster(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	if _, err := e.admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "quiet"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := e.admin.CoreV1().ConfigMaps("default").Create(ctx, cm("busy-0", nil), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, _ := strconv.ParseInt(first.ResourceVersion, 10, 64)
+	if !e.srv.cache.WaitFor(ctx, rev, 5*time.Second) {
+		t.Fatal("the object cache did not sync")
+	}
+	w, err := e.admin.CoreV1().ConfigMaps("quiet").Watch(ctx, metav1.ListOptions{ResourceVersion: first.ResourceVersion, AllowWatchBookmarks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	last, err := e.admin.CoreV1().ConfigMaps("default").Create(ctx, cm("busy-1", nil), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := strconv.ParseInt(last.ResourceVersion, 10, 64)
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-w.ResultChan():
+			if ev.Type != watch.Bookmark {
+				t.Fatalf("the quiet watch got %s %v", ev.Type, ev.Object)
+			}
+			got, _ := strconv.ParseInt(ev.Object.(*corev1.ConfigMap).ResourceVersion, 10, 64)
+			if got >= want {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no bookmark at or after revision %d", want)
+		}
+	}
+}

@@ -117,6 +117,9 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger,
 		authz: rbac.New(o.Store, o.Logger), cache: storage.NewCache()}
+	// An idle watch learns the cache's progress as often as it may send
+	// a bookmark.
+	s.cache.ProgressInterval = o.BookmarkInterval
 	if o.Advertise != "" {
 		ap, err := netip.ParseAddrPort(o.Advertise)
 		if err != nil {

@@ -216,6 +216,13 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, req *request
 				}
 				return
 			}
+			if ev.Type == storage.Progress {
+				// Nothing changed here up to that revision: the next
+				// bookmark may say so, and a client resuming from it
+				// will not find its revision compacted.
+				lastRev = max(lastRev, ev.KV.ModRevision)
+				continue
+			}
 			t, obj, err := s.translate(req.res, ev, ls, fs)
 			if err != nil {
 				s.log.Warn("watch: undecodable object", "key", ev.KV.Key, "err", err)

@@ -20,6 +20,11 @@ type Cache struct {
 	rev     int64
 	changed chan struct{} // closed and replaced whenever rev moves
 
+	// ProgressInterval is how long a cache watch may sit idle before it
+	// sends a Progress event with the cache's revision; 0: never. Set it
+	// before the cache serves watches.
+	ProgressInterval time.Duration
+
 	synced    bool // listed at least once
 	history   history
 	histStart int64 // the history holds every event after this revision

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 )
 
 // ErrNotCovered is returned by Cache.Watch when the cache cannot serve the
@@ -135,7 +136,16 @@ func (c *Cache) Watch(ctx context.Context, prefix string, rev int64) (<-chan Eve
 
 	out := make(chan Event, 100)
 	errc := make(chan error, 1)
+	var idle <-chan time.Time // fires after ProgressInterval without events
+	var idleTimer *time.Timer
+	if c.ProgressInterval > 0 {
+		idleTimer = time.NewTimer(c.ProgressInterval)
+		idle = idleTimer.C
+	}
 	go func() {
+		if idleTimer != nil {
+			defer idleTimer.Stop()
+		}
 		defer close(errc)
 		defer close(out)
 		defer func() {
@@ -162,12 +172,30 @@ func (c *Cache) Watch(ctx context.Context, prefix string, rev int64) (<-chan Eve
 				return
 			}
 			if len(batch) > 0 {
+				if idleTimer != nil {
+					idleTimer.Reset(c.ProgressInterval)
+				}
 				continue // more may have come, or the end, while sending
 			}
 			select {
 			case <-s.wake:
 			case <-ctx.Done():
 				return
+			case <-idle:
+				// Every event up to the cache's revision is in this
+				// watcher's queue or sent: with the queue empty, that
+				// revision is delivered in full.
+				c.mu.Lock()
+				rev, empty := c.rev, len(s.queue) == 0 && !s.ended
+				c.mu.Unlock()
+				if empty && rev > s.after {
+					select {
+					case out <- Event{Type: Progress, KV: KV{ModRevision: rev}}:
+					case <-ctx.Done():
+						return
+					}
+				}
+				idleTimer.Reset(c.ProgressInterval)
 			}
 		}
 	}()

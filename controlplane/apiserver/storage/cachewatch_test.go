@@ -149,3 +149,47 @@ func TestCacheEndsAWatcherTooFarBehind(t *testing.T) {
 		t.Fatalf("the slow watcher got all %d events; it should have been ended", n)
 	}
 }
+
+// An idle watch learns the cache's revision through Progress events, so
+// its bookmarks move on while other keys change.
+func TestCacheWatchSendsProgressWhenIdle(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := NewCache()
+	c.ProgressInterval = 50 * time.Millisecond
+	c.Replace(nil, 10)
+	events, _, err := c.Watch(ctx, "/registry/a/", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Apply(put("/registry/b/x", 11))
+	c.Apply(put("/registry/b/y", 12))
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if ev.Type != Progress {
+				t.Fatalf("got %+v, want only Progress events", ev)
+			}
+			if ev.KV.ModRevision == 12 {
+				// A change under the prefix still arrives, after it.
+				c.Apply(put("/registry/a/z", 13))
+				for {
+					ev := <-events
+					if ev.Type == Progress {
+						if ev.KV.ModRevision > 12 {
+							t.Fatalf("progress to %d before the event at 13", ev.KV.ModRevision)
+						}
+						continue
+					}
+					if ev.KV.Key != "/registry/a/z" {
+						t.Fatalf("got %+v, want /registry/a/z", ev)
+					}
+					return
+				}
+			}
+		case <-deadline:
+			t.Fatal("no Progress event to revision 12")
+		}
+	}
+}

@@ -240,6 +240,10 @@ type EventType int
 const (
 	Put EventType = iota
 	Deleted
+	// Progress carries no change: KV.ModRevision is a revision the watch
+	// has delivered everything up to (Cache watches send it when idle,
+	// so a watch's bookmarks can move on while its keys do not change).
+	Progress
 )
 
 // Event is one change seen by a watch. For a Put, KV is the new value and

@@ -381,13 +381,11 @@ func TestWatchesServedFromTheCache(t *testing.T) {
 	e := startServer(t)
 	ctx := context.Background()
 	cms := e.admin.CoreV1().ConfigMaps("default")
+	waitCacheSynced(t, e)
+	// Written after the cache synced: its history covers this revision.
 	first, err := cms.Create(ctx, cm("a", nil), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
-	}
-	rev, _ := strconv.ParseInt(first.ResourceVersion, 10, 64)
-	if !e.srv.cache.WaitFor(ctx, rev, 5*time.Second) {
-		t.Fatal("the object cache did not sync")
 	}
 	w, err := cms.Watch(ctx, metav1.ListOptions{ResourceVersion: first.ResourceVersion})
 	if err != nil {
@@ -434,13 +432,11 @@ func TestBookmarksOfAQuietWatchFollowTheCluster(t *testing.T) {
 	if _, err := e.admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "quiet"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	waitCacheSynced(t, e)
+	// Written after the cache synced: its history covers this revision.
 	first, err := e.admin.CoreV1().ConfigMaps("default").Create(ctx, cm("busy-0", nil), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
-	}
-	rev, _ := strconv.ParseInt(first.ResourceVersion, 10, 64)
-	if !e.srv.cache.WaitFor(ctx, rev, 5*time.Second) {
-		t.Fatal("the object cache did not sync")
 	}
 	w, err := e.admin.CoreV1().ConfigMaps("quiet").Watch(ctx, metav1.ListOptions{ResourceVersion: first.ResourceVersion, AllowWatchBookmarks: true})
 	if err != nil {
@@ -466,5 +462,20 @@ func TestBookmarksOfAQuietWatchFollowTheCluster(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("no bookmark at or after revision %d", want)
 		}
+	}
+}
+
+// waitCacheSynced waits until the object cache has listed and caught up
+// with a write made now, so the history covers every later revision.
+func waitCacheSynced(t *testing.T, e *env) {
+	t.Helper()
+	ctx := context.Background()
+	probe, err := e.admin.CoreV1().ConfigMaps("default").Create(ctx, cm("cache-sync-probe", nil), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, _ := strconv.ParseInt(probe.ResourceVersion, 10, 64)
+	if !e.srv.cache.WaitFor(ctx, rev, 5*time.Second) {
+		t.Fatal("the object cache did not sync")
 	}
 }

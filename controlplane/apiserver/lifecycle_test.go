@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -478,4 +480,76 @@ func waitCacheSynced(t *testing.T, e *env) {
 	if !e.srv.cache.WaitFor(ctx, rev, 5*time.Second) {
 		t.Fatal("the object cache did not sync")
 	}
+}
+
+// Watches of one cache event share its decoded objects; each still gets
+// its own events (filters apply per watch) and DELETED carries the
+// deletion's revision in every watch. Run with -race, this also checks
+// nobody writes to the shared objects.
+func TestWatchersShareDecodedEvents(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	cms := e.admin.CoreV1().ConfigMaps("default")
+	waitCacheSynced(t, e)
+	start, err := cms.Create(ctx, cm("start", nil), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	ws := make([]watch.Interface, n)
+	for i := range ws {
+		opts := metav1.ListOptions{ResourceVersion: start.ResourceVersion}
+		if i%2 == 1 {
+			opts.LabelSelector = "team=a"
+		}
+		if ws[i], err = cms.Watch(ctx, opts); err != nil {
+			t.Fatal(err)
+		}
+		defer ws[i].Stop()
+	}
+	obj := cm("shared", nil)
+	obj.Labels = map[string]string{"team": "b"}
+	created, err := cms.Create(ctx, obj, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created.Labels["team"] = "a" // enters the filtered watches
+	if _, err := cms.Update(ctx, created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cms.Delete(ctx, "shared", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := e.srv.store.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		want := "ADDED MODIFIED DELETED"
+		if i%2 == 1 {
+			want = "ADDED DELETED" // entered on the update
+		}
+		wg.Go(func() {
+			var got []string
+			timeout := time.After(10 * time.Second)
+			for len(got) < len(strings.Fields(want)) {
+				select {
+				case ev := <-w.ResultChan():
+					got = append(got, string(ev.Type))
+					m := ev.Object.(*corev1.ConfigMap)
+					if ev.Type == watch.Deleted && m.ResourceVersion != fmt.Sprint(gone) {
+						t.Errorf("watch %d: DELETED at %s, want the deletion's revision %d", i, m.ResourceVersion, gone)
+					}
+				case <-timeout:
+					t.Errorf("watch %d: got %v, want %s", i, got, want)
+					return
+				}
+			}
+			if strings.Join(got, " ") != want {
+				t.Errorf("watch %d: got %v, want %s", i, got, want)
+			}
+		})
+	}
+	wg.Wait()
 }

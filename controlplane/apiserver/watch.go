@@ -166,7 +166,8 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, req *request
 		include := q.Get("includeObject")
 		send = func(t watch.EventType, obj any) bool {
 			if o, ok := obj.(runtime.Object); ok && t != watch.Error && t != watch.Bookmark {
-				obj = toTable(req.res, []runtime.Object{o}, include, first, metav1.ListMeta{})
+				// A copy: the event's object may be shared (translate).
+				obj = toTable(req.res, []runtime.Object{o.DeepCopyObject()}, include, first, metav1.ListMeta{})
 				first = false
 			}
 			return plain(t, obj)
@@ -240,20 +241,14 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, req *request
 }
 
 // translate turns a storage event into a watch event for a filtered watch:
-// an object entering the filter is ADDED, leaving it DELETED.
+// an object entering the filter is ADDED, leaving it DELETED. The object
+// returned may be shared with other watches of the same event: read only.
 func (s *Server) translate(res *Resource, ev storage.Event, ls labels.Selector, fs fields.Selector) (watch.EventType, runtime.Object, error) {
-	var cur, prev runtime.Object
-	var err error
-	if ev.Type == storage.Put {
-		if cur, err = decodeStored(res, ev.KV); err != nil {
-			return "", nil, err
-		}
+	d := decodeEvent(res, ev)
+	if d.err != nil {
+		return "", nil, d.err
 	}
-	if ev.Prev.Key != "" {
-		if prev, err = decodeStored(res, ev.Prev); err != nil {
-			return "", nil, err
-		}
-	}
+	cur, prev := d.cur, d.prev
 	curMatch := cur != nil && matches(res, cur, ls, fs)
 	prevMatch := prev != nil && matches(res, prev, ls, fs)
 	switch {
@@ -261,6 +256,7 @@ func (s *Server) translate(res *Resource, ev storage.Event, ls labels.Selector, 
 		if !prevMatch {
 			return "", nil, nil
 		}
+		prev = prev.DeepCopyObject()
 		m, _ := meta.Accessor(prev)
 		m.SetResourceVersion(strconv.FormatInt(ev.KV.ModRevision, 10))
 		return watch.Deleted, prev, nil
@@ -273,4 +269,31 @@ func (s *Server) translate(res *Resource, ev storage.Event, ls labels.Selector, 
 		return watch.Deleted, cur, nil
 	}
 	return "", nil, nil
+}
+
+// decodedEvent is an event's objects, as res.
+type decodedEvent struct {
+	cur, prev runtime.Object
+	err       error
+}
+
+// decodeEvent decodes ev's new and previous objects, once per resource
+// for all the watches a cache event goes to (storage.Shared).
+func decodeEvent(res *Resource, ev storage.Event) decodedEvent {
+	decode := func() any {
+		var d decodedEvent
+		if ev.Type == storage.Put {
+			if d.cur, d.err = decodeStored(res, ev.KV); d.err != nil {
+				return d
+			}
+		}
+		if ev.Prev.Key != "" {
+			d.prev, d.err = decodeStored(res, ev.Prev)
+		}
+		return d
+	}
+	if ev.Shared == nil {
+		return decode().(decodedEvent)
+	}
+	return ev.Shared.Do(res, decode).(decodedEvent)
 }

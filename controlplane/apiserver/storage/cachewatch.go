@@ -98,6 +98,7 @@ func (h *history) clear() {
 
 // recordLocked appends ev to the history and hands it to the watchers.
 func (c *Cache) recordLocked(ev Event) {
+	ev.Shared = &Shared{}
 	if old, full := c.history.add(ev); full {
 		c.histStart = old.KV.ModRevision
 	}

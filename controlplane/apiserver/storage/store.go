@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -255,6 +256,32 @@ type Event struct {
 	Prev KV
 	// Created reports a Put that created the key.
 	Created bool
+	// Shared is set on the events a Cache fans out: one per event, seen
+	// by every watcher, for what they would each compute alike (the
+	// decoded objects). Nil on events from etcd.
+	Shared *Shared
+}
+
+// Shared memoizes values computed from one event.
+type Shared struct {
+	mu sync.Mutex
+	m  map[any]any
+}
+
+// Do returns the value stored under key, computing it with f the first
+// time. Values are shared between goroutines: treat them as read-only.
+func (s *Shared) Do(key any, f func() any) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.m[key]; ok {
+		return v
+	}
+	if s.m == nil {
+		s.m = map[any]any{}
+	}
+	v := f()
+	s.m[key] = v
+	return v
 }
 
 // Watch streams changes under prefix that happen after revision rev (0:

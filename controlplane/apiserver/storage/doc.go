@@ -4,4 +4,12 @@
 // conflict rather than a lost update; lists read one consistent revision,
 // page by page; watches start from a revision and report compaction as
 // ErrExpired. Encoding, validation and the REST rules live above it.
+//
+// Follow keeps a Mirror current (a paged list, then a watch resumed from
+// its last revision, relisting only after a compaction). Cache is the
+// Mirror of all of /registry/ the apiserver reads proven-by-write copies
+// from and serves watches from (a history of recent events, Progress
+// events for idle watches, one decode per event through Shared).
+// LeasedKey is a key that lives while its holder refreshes an etcd lease
+// (the apiservers' master leases).
 package storage

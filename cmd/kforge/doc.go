@@ -1,0 +1,3 @@
+// Command kforge installs a highly available Kubernetes-compatible cluster
+// over SSH, and is every daemon of that cluster.
+package main

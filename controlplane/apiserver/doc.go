@@ -1,0 +1,40 @@
+// Package apiserver is kforge's Kubernetes API server (`kforge apiserver
+// --config FILE`, and in-process in `kforge local up`): the REST API of
+// the k8s.io/api types that the real kubectl and client-go use unchanged,
+// over etcd. It owns:
+//
+//   - The table of kinds (resources.go): one row per resource with its
+//     group, version, names, scope, subresources, defaulting and
+//     validation; a new kind is a row, not a handler. Discovery (/api,
+//     /apis, /version) and OpenAPI v3 (openapi.go, by reflection over
+//     the Go types) are generated from it.
+//   - The generic REST handlers (rest.go, subresources.go, apply.go):
+//     get, list (paged), create, update, patch (JSON, merge, strategic,
+//     server-side apply with managed fields), delete with finalizers and
+//     grace periods, dryRun, status and scale, pods/binding; errors are
+//     metav1.Status with upstream's reasons. Tables for kubectl get
+//     (table.go).
+//   - Watches (watch.go): the line-per-event stream with bookmarks,
+//     sendInitialEvents and its end bookmark, 410 for compacted
+//     revisions, label and field selectors with ADDED/DELETED on entry
+//     and exit. They are served from the object cache (storage.Cache:
+//     one etcd watch on /registry/ for all of them, a history of recent
+//     events, decoded once per event), or from etcd when the cache's
+//     history does not reach back far enough.
+//   - Reads that writes prove: an update reads its object, and a create
+//     its namespace, from the object cache; the write's compare on the
+//     mod revision proves the copy current, and anything else is decided
+//     again from a linearizable read.
+//   - Authentication by x509 client certificate (CN user, O groups; no
+//     anonymous access), impersonation, RBAC from an index of the stored
+//     roles and bindings (rbac), escalation checks, the bootstrap policy,
+//     and the access reviews kubectl auth uses.
+//   - The "kubernetes" Service and its Endpoints, kept to the apiservers
+//     holding a live master lease (endpoints.go), and ClusterIPs
+//     allocated from the service CIDR.
+//   - The role: its config file (config.go), TLS serving, /healthz,
+//     /livez, /readyz and Prometheus metrics (metrics.go).
+//
+// Storage (etcd keys, revisions, transactions, the cache) is the storage
+// package; the RBAC rules engine is rbac.
+package apiserver

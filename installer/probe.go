@@ -123,6 +123,15 @@ func certPool(path string) (*x509.CertPool, error) {
 // EtcdEndpoint is a member's client URL.
 func EtcdEndpoint(address string) string { return "https://" + cluster.HostPort(address, 2379) }
 
+// etcdEndpoints is the client URLs of the members at addresses.
+func etcdEndpoints(addresses []string) []string {
+	eps := make([]string, len(addresses))
+	for i, a := range addresses {
+		eps[i] = EtcdEndpoint(a)
+	}
+	return eps
+}
+
 func (p *NetProber) EtcdMember(ctx context.Context, address string) (*EtcdStatus, error) {
 	ep := EtcdEndpoint(address)
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -148,13 +157,9 @@ func (p *NetProber) EtcdMember(ctx context.Context, address string) (*EtcdStatus
 
 // EtcdMembers lists the members through any of the endpoints.
 func (p *NetProber) EtcdMembers(ctx context.Context, addresses []string) (map[uint64]string, error) {
-	var eps []string
-	for _, a := range addresses {
-		eps = append(eps, EtcdEndpoint(a))
-	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	cli, err := p.etcdClient(ctx, eps)
+	cli, err := p.etcdClient(ctx, etcdEndpoints(addresses))
 	if err != nil {
 		return nil, err
 	}
@@ -171,13 +176,9 @@ func (p *NetProber) EtcdMembers(ctx context.Context, addresses []string) (map[ui
 }
 
 func (p *NetProber) EtcdRejoin(ctx context.Context, addresses []string, name, peerURL string) (bool, error) {
-	var eps []string
-	for _, a := range addresses {
-		eps = append(eps, EtcdEndpoint(a))
-	}
 	ctx, cancel := context.WithTimeout(ctx, EtcdWait)
 	defer cancel()
-	cli, err := p.etcdClient(ctx, eps)
+	cli, err := p.etcdClient(ctx, etcdEndpoints(addresses))
 	if err != nil {
 		return false, err
 	}

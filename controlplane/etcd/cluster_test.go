@@ -90,6 +90,23 @@ func startMember(t *testing.T, cfg *Config) *Member {
 	return m
 }
 
+// startThree starts a three-member cluster and waits until it is ready;
+// it skips the test with -short.
+func startThree(t *testing.T) (*testPKI, []*Config, []*Member) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts three etcd members")
+	}
+	p := newTestPKI(t)
+	cfgs := testClusterConfigs(t, p, 3)
+	ms := make([]*Member, 3)
+	for i, c := range cfgs {
+		ms[i] = startMember(t, c)
+	}
+	waitReady(t, ms...)
+	return p, cfgs, ms
+}
+
 func waitReady(t *testing.T, ms ...*Member) {
 	t.Helper()
 	timeout := time.After(45 * time.Second)
@@ -142,16 +159,7 @@ func httpGet(t *testing.T, addr net.Addr, path string) (int, string) {
 }
 
 func TestThreeMembersSurviveOneDown(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three etcd members")
-	}
-	p := newTestPKI(t)
-	cfgs := testClusterConfigs(t, p, 3)
-	ms := make([]*Member, 3)
-	for i, c := range cfgs {
-		ms[i] = startMember(t, c)
-	}
-	waitReady(t, ms...)
+	p, cfgs, ms := startThree(t)
 
 	var endpoints []string
 	for _, c := range cfgs {
@@ -277,16 +285,7 @@ func TestClientWithoutCertificateIsRefused(t *testing.T) {
 // added again through the others, then started with the join marker and
 // its config unchanged ("new"). It catches up and removes the marker.
 func TestLostMemberRejoinsWithTheJoinMarker(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three etcd members")
-	}
-	p := newTestPKI(t)
-	cfgs := testClusterConfigs(t, p, 3)
-	ms := make([]*Member, 3)
-	for i, c := range cfgs {
-		ms[i] = startMember(t, c)
-	}
-	waitReady(t, ms...)
+	p, cfgs, ms := startThree(t)
 	cli := newClient(t, p, true, cfgs[0].ListenClientURLs[0], cfgs[1].ListenClientURLs[0])
 	for i := range 10 {
 		put(t, cli, fmt.Sprintf("/k/%02d", i), "v")

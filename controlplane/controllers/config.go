@@ -26,12 +26,13 @@ const (
 	NameEndpoints        = "endpoints"
 	NameServiceAccount   = "serviceaccount"
 	NameGarbageCollector = "garbagecollector"
+	NameNodeIPAM         = "nodeipam"
 )
 
 // AllControllers lists every controller this package has.
 var AllControllers = []string{
 	NameReplicaSet, NameDeployment, NameEndpoints,
-	NameServiceAccount, NameGarbageCollector,
+	NameServiceAccount, NameGarbageCollector, NameNodeIPAM,
 }
 
 // Defaults applied by NewConfig.
@@ -44,6 +45,7 @@ const (
 	DefaultWorkers        = 2
 	DefaultMetricsAddress = "127.0.0.1:10257"
 	DefaultResync         = 10 * time.Minute
+	DefaultNodeCIDRMask   = 24
 )
 
 // Config is the controller-manager role's configuration. Build one with
@@ -65,6 +67,12 @@ type Config struct {
 	// Resync is the shared informers' resync period.
 	Resync time.Duration `yaml:"resync" json:"resync"`
 
+	// ClusterCIDR is the pod range node IPAM cuts each Node's
+	// spec.podCIDR from; empty turns node IPAM off.
+	ClusterCIDR string `yaml:"clusterCIDR" json:"clusterCIDR"`
+	// NodeCIDRMaskSize is the prefix length of each Node's range.
+	NodeCIDRMaskSize int `yaml:"nodeCIDRMaskSize" json:"nodeCIDRMaskSize"`
+
 	// MetricsAddress is host:port of a plain-HTTP listener serving
 	// /healthz, /readyz and /metrics; empty disables it.
 	MetricsAddress string `yaml:"metricsAddress" json:"metricsAddress"`
@@ -78,12 +86,13 @@ type LeaderElection = roleconfig.LeaderElection
 // no default.
 func NewConfig() *Config {
 	return &Config{
-		APIVersion:     APIVersion,
-		Kind:           Kind,
-		LeaderElection: roleconfig.DefaultLeaderElection(DefaultLeaseName),
-		Workers:        DefaultWorkers,
-		Resync:         DefaultResync,
-		MetricsAddress: DefaultMetricsAddress,
+		APIVersion:       APIVersion,
+		Kind:             Kind,
+		LeaderElection:   roleconfig.DefaultLeaderElection(DefaultLeaseName),
+		Workers:          DefaultWorkers,
+		Resync:           DefaultResync,
+		MetricsAddress:   DefaultMetricsAddress,
+		NodeCIDRMaskSize: DefaultNodeCIDRMask,
 	}
 }
 
@@ -136,6 +145,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Resync < 0 {
 		add("resync", "must not be negative")
+	}
+	if c.ClusterCIDR != "" {
+		if _, n, err := net.ParseCIDR(c.ClusterCIDR); err != nil {
+			add("clusterCIDR", "%q is not a CIDR", c.ClusterCIDR)
+		} else if n.IP.To4() == nil {
+			add("clusterCIDR", "%q: only IPv4 is supported", c.ClusterCIDR)
+		} else if ones, _ := n.Mask.Size(); c.NodeCIDRMaskSize < ones || c.NodeCIDRMaskSize > 30 {
+			add("nodeCIDRMaskSize", "/%d does not fit in %s (from /%d to /30)", c.NodeCIDRMaskSize, c.ClusterCIDR, ones)
+		}
 	}
 	if c.MetricsAddress != "" {
 		host, port, err := net.SplitHostPort(c.MetricsAddress)

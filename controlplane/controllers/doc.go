@@ -10,7 +10,9 @@
 // ServiceAccount controller (a "default" account in every namespace) and
 // a simple garbage collector (dependents of deleted owners, background
 // propagation, and orphaning when the owner carries the "orphan"
-// finalizer).
+// finalizer), and node IPAM (a /24 by default from clusterCIDR into each
+// Node's spec.podCIDR, taken back when the Node is deleted; on only when
+// clusterCIDR is set).
 //
 // Every controller follows kubernetes/sample-controller: event handlers
 // only enqueue keys, workers drain a rate-limited workqueue, and each
@@ -18,7 +20,7 @@
 // deep-copies before changing anything and writes status through the
 // status subresource. All controllers share one informer factory.
 //
-// Not here yet: node lifecycle, node IPAM, the namespace controller (the
+// Not here yet: node lifecycle, the namespace controller (the
 // apiserver removes a deleted namespace's content itself), DaemonSets,
 // HPA, and foreground deletion in the garbage collector.
 package controllers

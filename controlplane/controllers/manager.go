@@ -183,6 +183,13 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		runners = append(runners, r)
 		return nil
 	}
+	// addIf adds a controller that only runs when its settings are given.
+	addIf := func(on bool, name string, build func() (runner, error)) error {
+		if !on {
+			return nil
+		}
+		return add(name, build)
+	}
 	log := m.log
 	if err := errors.Join(
 		add(NameReplicaSet, func() (runner, error) {
@@ -200,6 +207,9 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		}),
 		add(NameGarbageCollector, func() (runner, error) {
 			return NewGarbageCollector(m.client, f, log, m.metrics)
+		}),
+		addIf(m.cfg.ClusterCIDR != "", NameNodeIPAM, func() (runner, error) {
+			return NewNodeIPAMController(m.client, f.Core().V1().Nodes(), m.cfg.ClusterCIDR, m.cfg.NodeCIDRMaskSize, log, m.metrics)
 		}),
 	); err != nil {
 		return err

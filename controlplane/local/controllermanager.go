@@ -13,7 +13,8 @@ import (
 // under Options.Dir (its own client certificate, not the admin's).
 const ControllerManagerKubeconfig = "controller-manager.kubeconfig"
 
-// startControllerManager runs the controller manager in-process, leader
+// startControllerManager runs the controller manager in-process (node
+// IPAM on, over PodCIDR), leader
 // elected like on a master, with its own client certificate and no
 // metrics listener (10257 may belong to a real one). The returned stop
 // cancels it and waits for it to return.
@@ -29,6 +30,7 @@ func startControllerManager(ctx context.Context, dir string, inv *pki.Inventory,
 	cfg := controllers.NewConfig()
 	cfg.Kubeconfig = path
 	cfg.MetricsAddress = ""
+	cfg.ClusterCIDR = PodCIDR // node IPAM, so agents joining a local control plane get a pod range
 	cfg.LeaderElection.Identity = HostName
 	m, err := controllers.NewManager(cfg, log.With("role", "controller-manager"))
 	if err != nil {

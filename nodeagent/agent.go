@@ -284,6 +284,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil // cancelled
 	}
 	a.setPodCIDR(node)
+	if err := a.renewLease(runCtx); err != nil {
+		a.log.Warn("lease", "err", err)
+	}
 	if err := a.updateNodeStatus(runCtx); err != nil {
 		a.log.Warn("node status", "err", err)
 	}

@@ -49,7 +49,7 @@ func (a *Agent) registerNode(ctx context.Context) (*corev1.Node, error) {
 	}
 	n, err := nodes.Create(ctx, want, metav1.CreateOptions{})
 	if err == nil {
-		a.log.Info("registered the node", "node", a.cfg.NodeName)
+		a.log.Info("registered the node")
 		return n, nil
 	}
 	if !apierrors.IsAlreadyExists(err) {

@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,6 +25,14 @@ func TestConfigExampleLoads(t *testing.T) {
 		c.PodLogDir != d.PodLogDir || c.ImageDir != d.ImageDir || c.HealthAddress != d.HealthAddress || c.MaxPods != d.MaxPods ||
 		c.LeaseDuration != d.LeaseDuration || c.StatusReportInterval != d.StatusReportInterval || c.ClusterDomain != d.ClusterDomain {
 		t.Errorf("the example's values differ from the defaults:\n%+v\n%+v", c, d)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, _ := os.ReadFile("testdata/agent.yaml")
+	if !strings.Contains(string(readme), string(example)) {
+		t.Error("the README's example config differs from testdata/agent.yaml")
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
 	corev1 "k8s.io/api/core/v1"
@@ -472,8 +473,25 @@ func TestAgentRunsPods(t *testing.T) {
 	if state := taskState(t, sock, runningID); state != client.Running {
 		t.Fatalf("with the agent stopped the container is %s", state)
 	}
+	// Leftovers of a pod the API no longer has (deleted while the agent was
+	// down): a sandbox with its namespace, and a container.
+	const orphanUID = "0rphan00-0000-0000-0000-000000000000"
+	orphanNS := makeOrphan(t, cfg, sock, orphanUID)
+
 	runAgent(t, cfg, rc, cniExec)
 	time.Sleep(3 * time.Second) // a resync, probes and status writes
+	eventually(t, "the orphan removed", 10*time.Second, func() error {
+		if n := containersOf(t, sock, orphanUID); n != 0 {
+			return fmt.Errorf("%d containers left", n)
+		}
+		if fileExists(orphanNS) {
+			return fmt.Errorf("namespace %s left", orphanNS)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.RootDir, "pods", orphanUID)); !os.IsNotExist(err) {
+			return fmt.Errorf("folder left: %v", err)
+		}
+		return nil
+	})
 	p, err := cs.CoreV1().Pods("default").Get(ctx, "web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -538,6 +556,40 @@ func TestAgentRunsPods(t *testing.T) {
 	if m, _ := mountPointsUnder(cfg.RunDir); len(m) != 0 {
 		t.Errorf("mounts left under the run folder: %v", m)
 	}
+}
+
+// makeOrphan leaves what an agent would have made for a pod: a sandbox
+// record with a network namespace, and a labelled container.
+func makeOrphan(t *testing.T, cfg *Config, sock, uid string) string {
+	t.Helper()
+	ns, err := newNetNS(filepath.Join(cfg.RunDir, "netns"), "pod-"+uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(cfg.RootDir, "pods", uid)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	rec := fmt.Sprintf(`{"uid":%q,"namespace":"default","name":"gone","netns":%q,"ip":"198.19.7.250"}`, uid, ns)
+	if err := os.WriteFile(filepath.Join(dir, sandboxFile), []byte(rec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(sock, client.WithDefaultNamespace(DefaultContainerdNS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	img, err := c.GetImage(t.Context(), itImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NewContainer(t.Context(), "orphan", client.WithImage(img), client.WithSnapshotter(cfg.Containerd.Snapshotter),
+		client.WithNewSnapshot("orphan", img), client.WithNewSpec(oci.WithImageConfig(img)),
+		client.WithContainerLabels(map[string]string{labelPodUID: uid, labelPodNamespace: "default", labelPodName: "gone", labelContainer: "c", labelAttempt: "0"}),
+	); err != nil {
+		t.Fatal(err)
+	}
+	return ns
 }
 
 func checkRunningStatus(t *testing.T, p *corev1.Pod) {

@@ -79,24 +79,31 @@ func (a *Agent) runtimePods(ctx context.Context) (map[types.UID][]*containerReco
 }
 
 // killStale removes the containers and sandboxes of pods called ns/name
-// whose UID is not keep.
+// whose UID is not keep. It reads labels only (no task state), as it runs
+// on every sync.
 func (a *Agent) killStale(ctx context.Context, ns, name string, keep types.UID) error {
-	byUID, err := a.runtimePods(ctx)
+	stale, err := a.rt.containersNamed(ctx, ns, name, string(keep))
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for uid, recs := range byUID {
-		if uid == keep || recs[0].PodNamespace != ns || recs[0].PodName != name {
+	uids := map[types.UID]bool{}
+	for id, uid := range stale {
+		uids[types.UID(uid)] = true
+		a.probes.removeContainer(id)
+		if err := a.rt.stop(ctx, id, 0); err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		errs = append(errs, a.removePodRuntime(ctx, uid, nil, recs, 0))
+		errs = append(errs, a.rt.remove(ctx, id))
 	}
 	for _, uid := range a.sandboxUIDs() {
 		if uid == keep {
 			continue
 		}
-		if sb, err := a.loadSandbox(uid); err == nil && sb.Namespace == ns && sb.Name == name {
+		if uids[uid] {
+			errs = append(errs, a.removePodRuntime(ctx, uid, nil, nil, 0))
+		} else if sb, err := a.loadSandbox(uid); err == nil && sb.Namespace == ns && sb.Name == name {
 			errs = append(errs, a.removePodRuntime(ctx, uid, nil, nil, 0))
 		}
 	}
@@ -206,7 +213,8 @@ func (a *Agent) terminatePod(ctx context.Context, pod *corev1.Pod) error {
 	if recs, err = a.rt.listContainers(ctx, string(pod.UID)); err != nil {
 		return err
 	}
-	a.writeStatus(ctx, pod, a.viewOf(pod, nil, recs, map[string]*corev1.ContainerStateWaiting{}))
+	sb, _ := a.loadSandbox(pod.UID) // for the address in the last status
+	a.writeStatus(ctx, pod, a.viewOf(pod, sb, recs, map[string]*corev1.ContainerStateWaiting{}))
 	if err := a.removePodRuntime(ctx, pod.UID, pod, recs, 0); err != nil {
 		return err
 	}

@@ -191,6 +191,27 @@ func (r *runtime) listContainers(ctx context.Context, podUID string) ([]*contain
 	return out, nil
 }
 
+// containersNamed maps the IDs of the containers of pods called ns/name,
+// other than the one with UID keep, to their pod's UID. It reads labels
+// only.
+func (r *runtime) containersNamed(ctx context.Context, ns, name, keep string) (map[string]string, error) {
+	ctrs, err := r.c.Containers(ctx, `labels."`+labelPodNamespace+`"==`+strconv.Quote(ns)+`,labels."`+labelPodName+`"==`+strconv.Quote(name))
+	if err != nil {
+		return nil, fmt.Errorf("containerd: listing containers: %w", err)
+	}
+	out := map[string]string{}
+	for _, c := range ctrs {
+		info, err := c.Info(ctx, client.WithoutRefreshedMetadata)
+		if err != nil {
+			continue
+		}
+		if uid := info.Labels[labelPodUID]; uid != keep {
+			out[c.ID()] = uid
+		}
+	}
+	return out, nil
+}
+
 // record reads one container's labels and task, reaping a stopped task.
 func (r *runtime) record(ctx context.Context, c client.Container) (*containerRecord, error) {
 	info, err := c.Info(ctx, client.WithoutRefreshedMetadata)

@@ -335,6 +335,9 @@ func (a *Agent) runPod(ctx context.Context, key string, pod *corev1.Pod) error {
 					a.probes.ensure(pod, c, latest.ID, sb)
 				}
 				continue
+			case latest.State == stateCreated:
+				// Made but never started (the agent stopped in between):
+				// start a fresh one.
 			default:
 				if !shouldRestart(pod, latest) {
 					continue
@@ -446,7 +449,12 @@ func (a *Agent) writeStatus(ctx context.Context, pod *corev1.Pod, v podView) {
 	p := pod.DeepCopy()
 	p.Status = st
 	if _, err := a.client.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-		if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+		if apierrors.IsConflict(err) {
+			// The informer's copy was stale; try again with the fresh one.
+			a.queue.AddAfter(pod.Namespace+"/"+pod.Name, 200*time.Millisecond)
+			return
+		}
+		if !apierrors.IsNotFound(err) && ctx.Err() == nil {
 			a.log.Warn("writing pod status", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 		}
 		return

@@ -13,12 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/controlplane/apiserver"
 	"kforge.dev/kforge/controlplane/controllers"
 	"kforge.dev/kforge/controlplane/etcd"
 	"kforge.dev/kforge/controlplane/lb"
 	"kforge.dev/kforge/controlplane/scheduler"
-	"kforge.dev/kforge/installer/cluster"
 	"kforge.dev/kforge/installer/ssh"
 	"kforge.dev/kforge/pki"
 	"kforge.dev/kforge/templates"
@@ -40,11 +40,11 @@ const LBMetricsAddress = "127.0.0.1:9443"
 // (once the PKI phase has run) and the health prober.
 type ControlPlane struct {
 	Env     *Env
-	Cluster *cluster.Cluster
+	Cluster *v1alpha1.Cluster
 	// PKIDir overrides spec.pki.dir.
 	PKIDir string
 	// NewProber builds the prober once the PKI exists; NewNetProber when nil.
-	NewProber func(c *cluster.Cluster, inv *pki.Inventory) (Prober, error)
+	NewProber func(c *v1alpha1.Cluster, inv *pki.Inventory) (Prober, error)
 
 	inv    *pki.Inventory
 	prober Prober
@@ -103,7 +103,7 @@ func (p *PKIPhase) Title() string { return "Certificates and kubeconfigs (locall
 
 func (p *PKIPhase) Run(ctx context.Context) error {
 	cp := p.cp
-	inv, err := pki.NewInventory(cp.Cluster, cp.PKIDir)
+	inv, err := pki.NewInventory(PKISpec(cp.Cluster), cp.PKIDir)
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func (p *PKIPhase) Run(ctx context.Context) error {
 		if err := copyTree(inv.Dir, tmp); err != nil {
 			return fmt.Errorf("copying the PKI for the dry run: %w", err)
 		}
-		if inv, err = pki.NewInventory(cp.Cluster, tmp); err != nil {
+		if inv, err = pki.NewInventory(PKISpec(cp.Cluster), tmp); err != nil {
 			return err
 		}
 	}
@@ -126,7 +126,7 @@ func (p *PKIPhase) Run(ctx context.Context) error {
 	cp.inv = inv
 	newProber := cp.NewProber
 	if newProber == nil {
-		newProber = func(c *cluster.Cluster, inv *pki.Inventory) (Prober, error) {
+		newProber = func(c *v1alpha1.Cluster, inv *pki.Inventory) (Prober, error) {
 			return NewNetProber(c, inv, NewDialer(c, cp.Env.Hosts).DialContext)
 		}
 	}
@@ -234,9 +234,9 @@ func ensureDirs(ctx context.Context, env *Env, h Host) error {
 // rolesOf are the roles a host runs in this issue's scope.
 func (cp *ControlPlane) rolesOf(h Host) []string {
 	switch {
-	case h.Role() == cluster.RoleMaster:
+	case h.Role() == v1alpha1.RoleMaster:
 		return []string{templates.RoleEtcd, templates.RoleAPIServer, templates.RoleControllerManager, templates.RoleScheduler}
-	case h.Role() == cluster.RoleLoadBalancer && h.Name() == cp.Cluster.Spec.LoadBalancer.Host:
+	case h.Role() == v1alpha1.RoleLoadBalancer && h.Name() == cp.Cluster.Spec.LoadBalancer.Host:
 		return []string{templates.RoleLB}
 	}
 	return nil
@@ -251,7 +251,7 @@ func (cp *ControlPlane) RenderConfig(h Host, role string) ([]byte, error) {
 	case templates.RoleEtcd:
 		var ic []string
 		for _, m := range masters {
-			ic = append(ic, m.Name+"=https://"+cluster.HostPort(m.Address, 2380))
+			ic = append(ic, m.Name+"=https://"+v1alpha1.HostPort(m.Address, 2380))
 		}
 		data, err = templates.Etcd(templates.EtcdData{
 			Name: h.Name(), Address: h.Address(), DataDir: etcdDataDir,
@@ -273,7 +273,7 @@ func (cp *ControlPlane) RenderConfig(h Host, role string) ([]byte, error) {
 			}
 		}
 		data, err = templates.APIServer(templates.APIServerData{
-			Name: h.Name(), BindAddress: "0.0.0.0:6443", AdvertiseAddress: cluster.HostPort(h.Address(), 6443), EtcdEndpoints: eps,
+			Name: h.Name(), BindAddress: "0.0.0.0:6443", AdvertiseAddress: v1alpha1.HostPort(h.Address(), 6443), EtcdEndpoints: eps,
 			ServiceCIDR: cp.Cluster.Spec.Network.ServiceCIDR, PKIDir: templates.PKIDir,
 		})
 		if err == nil {
@@ -282,10 +282,10 @@ func (cp *ControlPlane) RenderConfig(h Host, role string) ([]byte, error) {
 	case templates.RoleLB:
 		var backends []string
 		for _, m := range masters {
-			backends = append(backends, cluster.HostPort(m.Address, 6443))
+			backends = append(backends, v1alpha1.HostPort(m.Address, 6443))
 		}
 		data, err = templates.LB(templates.LBData{
-			Name: h.Name(), ListenAddress: cluster.HostPort("0.0.0.0", cp.Cluster.Spec.LoadBalancer.Port),
+			Name: h.Name(), ListenAddress: v1alpha1.HostPort("0.0.0.0", cp.Cluster.Spec.LoadBalancer.Port),
 			Backends: backends, MetricsAddress: LBMetricsAddress, PKIDir: templates.PKIDir,
 		})
 		if err == nil {
@@ -590,7 +590,7 @@ func etcdHostsWithData(ctx context.Context, hosts []Host) ([]Host, error) {
 // start starts it and waits until it is healthy.
 func (p *ServicePhase) rejoinEtcd(ctx context.Context, h Host, withData []Host, start func(context.Context, Host) (string, error)) (string, error) {
 	cp := p.cp
-	peerURL := "https://" + cluster.HostPort(h.Address(), 2380)
+	peerURL := "https://" + v1alpha1.HostPort(h.Address(), 2380)
 	change := Change{Host: h.Name(), Kind: "etcd", Target: "member " + h.Name() + " (" + peerURL + ")",
 		Detail: "removed and added again: its data dir is empty"}
 	replaced := true
@@ -642,11 +642,11 @@ func (p *ServicePhase) wait(ctx context.Context, h Host) error {
 		})
 	case templates.RoleAPIServer:
 		return waitFor(ctx, APIServerWait, pollInterval, func(ctx context.Context) error {
-			return pr.APIServer(ctx, "https://"+cluster.HostPort(h.Address(), 6443))
+			return pr.APIServer(ctx, "https://"+v1alpha1.HostPort(h.Address(), 6443))
 		})
 	case templates.RoleLB:
 		return waitFor(ctx, LBWait, pollInterval, func(ctx context.Context) error {
-			return pr.APIServer(ctx, "https://"+cluster.HostPort(h.Address(), p.cp.Cluster.Spec.LoadBalancer.Port))
+			return pr.APIServer(ctx, "https://"+v1alpha1.HostPort(h.Address(), p.cp.Cluster.Spec.LoadBalancer.Port))
 		})
 	case templates.RoleControllerManager, templates.RoleScheduler:
 		// Their health endpoints are on the host's loopback: ask over SSH.
@@ -691,7 +691,7 @@ func (p *WaitAPIPhase) Run(ctx context.Context) error {
 		}
 		var down []string
 		for _, m := range p.cp.Cluster.Masters() {
-			if b := cluster.HostPort(m.Address, 6443); !up[b] {
+			if b := v1alpha1.HostPort(m.Address, 6443); !up[b] {
 				down = append(down, b)
 			}
 		}

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/installer/ssh"
 	"kforge.dev/kforge/pki"
 )
@@ -235,7 +235,7 @@ spec:
 
 type sim struct {
 	t     *testing.T
-	c     *cluster.Cluster
+	c     *v1alpha1.Cluster
 	hosts []*simHost
 	log   *simLog
 	exe   string
@@ -253,7 +253,7 @@ func newSim(t *testing.T) *sim {
 			t.Fatal(err)
 		}
 	}
-	c, err := cluster.Load(p)
+	c, err := v1alpha1.Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +292,7 @@ func (s *sim) up(dry bool) (*UpResult, string, *recorder) {
 	rec := &recorder{}
 	res, err := Up(context.Background(), UpOptions{
 		Cluster: s.c, DryRun: dry, Binary: s.exe, Out: &out, ErrOut: io.Discard, Hosts: hs,
-		NewProber: func(*cluster.Cluster, *pki.Inventory) (Prober, error) { return &simProber{log: s.log}, nil },
+		NewProber: func(*v1alpha1.Cluster, *pki.Inventory) (Prober, error) { return &simProber{log: s.log}, nil },
 		Reporter:  rec,
 	})
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 )
 
 // Preflight limits.
@@ -33,11 +33,11 @@ var RequiredCNIPlugins = []string{"bridge", "host-local", "loopback", "portmap"}
 // PortsFor are the TCP ports a role needs free.
 func PortsFor(role string) []int {
 	switch role {
-	case cluster.RoleMaster:
+	case v1alpha1.RoleMaster:
 		return []int{2379, 2380, 6443, 10257, 10259}
-	case cluster.RoleLoadBalancer:
+	case v1alpha1.RoleLoadBalancer:
 		return []int{6443}
-	case cluster.RoleWorker:
+	case v1alpha1.RoleWorker:
 		return []int{10250, 80, 443}
 	}
 	return nil
@@ -136,9 +136,9 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 	}
 	need := uint64(MinStateFreeOther)
 	switch role {
-	case cluster.RoleMaster:
+	case v1alpha1.RoleMaster:
 		need = MinStateFreeMaster
-	case cluster.RoleWorker:
+	case v1alpha1.RoleWorker:
 		need = MinStateFreeWorker
 	}
 	if free, ok := f.DiskFree[StateDir]; ok && free < need {
@@ -159,7 +159,7 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 		bad("TCP port(s) %s already in use (a %s needs %s free)", strings.Join(busy, ", "), role, joinInts(PortsFor(role)))
 	}
 	if f.CgroupFS != "cgroup2fs" {
-		if role == cluster.RoleWorker {
+		if role == v1alpha1.RoleWorker {
 			bad("cgroup v2 is required on workers (/sys/fs/cgroup is %q)", f.CgroupFS)
 		} else {
 			r.Warnings = append(r.Warnings, "no cgroup v2")
@@ -171,11 +171,11 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 				missing = append(missing, c)
 			}
 		}
-		if len(missing) > 0 && role == cluster.RoleWorker {
+		if len(missing) > 0 && role == v1alpha1.RoleWorker {
 			r.Warnings = append(r.Warnings, "cgroup controller(s) "+strings.Join(missing, ", ")+" missing: those limits will not be enforced")
 		}
 	}
-	if role == cluster.RoleWorker {
+	if role == v1alpha1.RoleWorker {
 		for _, c := range []string{"containerd", "runc"} {
 			if p.Have[c] == "" {
 				bad("%s is not installed (Debian: apt-get install containerd runc)", c)
@@ -207,7 +207,7 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 		}
 		info = append(info, "cgroup v2 ("+ctl+")")
 	}
-	if role == cluster.RoleWorker {
+	if role == v1alpha1.RoleWorker {
 		info = append(info, "containerd, runc, CNI")
 	}
 	info = append(info, fmt.Sprintf("clock %+dms", f.ClockSkew.Milliseconds()))
@@ -219,15 +219,15 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 // accepts the port it holds.
 func ownerUnit(role string, port int) string {
 	switch {
-	case role == cluster.RoleMaster && (port == 2379 || port == 2380):
+	case role == v1alpha1.RoleMaster && (port == 2379 || port == 2380):
 		return "kforge-etcd"
-	case role == cluster.RoleMaster && port == 6443:
+	case role == v1alpha1.RoleMaster && port == 6443:
 		return "kforge-apiserver"
-	case role == cluster.RoleMaster && port == 10257:
+	case role == v1alpha1.RoleMaster && port == 10257:
 		return "kforge-controller-manager"
-	case role == cluster.RoleMaster && port == 10259:
+	case role == v1alpha1.RoleMaster && port == 10259:
 		return "kforge-scheduler"
-	case role == cluster.RoleLoadBalancer && port == 6443:
+	case role == v1alpha1.RoleLoadBalancer && port == 6443:
 		return "kforge-lb"
 	}
 	return ""

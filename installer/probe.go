@@ -19,7 +19,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/pki"
 )
 
@@ -64,7 +64,7 @@ type NetProber struct {
 
 // NewNetProber builds a prober from the local PKI; a nil dial dials
 // directly.
-func NewNetProber(c *cluster.Cluster, inv *pki.Inventory, dial DialFunc) (*NetProber, error) {
+func NewNetProber(c *v1alpha1.Cluster, inv *pki.Inventory, dial DialFunc) (*NetProber, error) {
 	masters := c.Masters()
 	if len(masters) == 0 {
 		return nil, errors.New("no masters")
@@ -121,7 +121,7 @@ func certPool(path string) (*x509.CertPool, error) {
 }
 
 // EtcdEndpoint is a member's client URL.
-func EtcdEndpoint(address string) string { return "https://" + cluster.HostPort(address, 2379) }
+func EtcdEndpoint(address string) string { return "https://" + v1alpha1.HostPort(address, 2379) }
 
 // etcdEndpoints is the client URLs of the members at addresses.
 func etcdEndpoints(addresses []string) []string {

@@ -9,13 +9,13 @@ import (
 	"strings"
 	"sync"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/templates"
 )
 
 // ResetOptions configure `kforge reset`.
 type ResetOptions struct {
-	Cluster        *cluster.Cluster
+	Cluster        *v1alpha1.Cluster
 	Out, ErrOut    io.Writer
 	TTY            bool
 	PromptPassword func(string) (string, error)

@@ -18,13 +18,13 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/pki"
 )
 
 // StatusOptions configure `kforge status`.
 type StatusOptions struct {
-	Cluster *cluster.Cluster
+	Cluster *v1alpha1.Cluster
 	Out     io.Writer
 	// Warn flags certificates that expire within it (30 days when 0).
 	Warn           time.Duration
@@ -54,7 +54,7 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 		o.Warn = 30 * 24 * time.Hour
 	}
 	c := o.Cluster
-	inv, err := pki.NewInventory(c, "")
+	inv, err := pki.NewInventory(PKISpec(c), "")
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +121,7 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 	type target struct{ name, url string }
 	targets := []target{}
 	for _, m := range masters {
-		targets = append(targets, target{m.Name, "https://" + cluster.HostPort(m.Address, 6443)})
+		targets = append(targets, target{m.Name, "https://" + v1alpha1.HostPort(m.Address, 6443)})
 	}
 	targets = append(targets, target{"(load balancer)", c.APIServerURL()})
 	ready := map[string]bool{} // master name → its apiserver is ready
@@ -186,7 +186,7 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 			fmt.Fprintf(w, "(%s)\t✗ %s\n", lbName, oneLine(lerr.Error()))
 		}
 		for _, m := range masters {
-			b := cluster.HostPort(m.Address, 6443)
+			b := v1alpha1.HostPort(m.Address, 6443)
 			switch {
 			case lerr != nil:
 			case up[b]:

@@ -31,7 +31,7 @@ const (
 	DefaultPodLogDir         = "/var/log/pods"
 	DefaultImageDir          = "/var/lib/kforge/images"
 	DefaultCNIConfDir        = "/etc/cni/net.d"
-	DefaultCNIBridge         = "kforge0"
+	DefaultCNIBridge         = "cni0"
 	DefaultClusterDomain     = "cluster.local"
 	DefaultHealthAddress     = "127.0.0.1:10248"
 	DefaultMaxPods           = 110

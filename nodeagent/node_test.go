@@ -126,7 +126,7 @@ func TestCNIConfList(t *testing.T) {
 		t.Fatalf("%s", data)
 	}
 	br, pm := doc.Plugins[0], doc.Plugins[1]
-	if br.Type != "bridge" || br.Bridge != "kforge0" || !br.IPMasq || br.MTU != 1400 || br.IPAM.Type != "host-local" ||
+	if br.Type != "bridge" || br.Bridge != "cni0" || !br.IPMasq || br.MTU != 1400 || br.IPAM.Type != "host-local" ||
 		br.IPAM.Ranges[0][0]["subnet"] != "198.19.3.0/24" || br.IPAM.DataDir != "/var/lib/kforge/agent/cni/networks" {
 		t.Errorf("bridge %+v", br)
 	}

@@ -13,10 +13,9 @@ import (
 // under Options.Dir (its own client certificate, not the admin's).
 const ControllerManagerKubeconfig = "controller-manager.kubeconfig"
 
-// startControllerManager runs the controller manager in-process (node
-// IPAM on, over PodCIDR), leader
-// elected like on a master, with its own client certificate and no
-// metrics listener (10257 may belong to a real one). The returned stop
+// startControllerManager runs the controller manager in-process, leader
+// elected like on a master, with its own client certificate, node IPAM
+// over PodCIDR, and no metrics listener (10257 may belong to a real one). The returned stop
 // cancels it and waits for it to return.
 func startControllerManager(ctx context.Context, dir string, inv *pki.Inventory, log *slog.Logger) (stop func(), err error) {
 	data, err := pki.KubeconfigFor(inv, "controller-manager")

@@ -182,6 +182,18 @@ func deleteOptions(r *http.Request) (metav1.DeleteOptions, error) {
 // decodeStored turns a stored value into an object with its resource
 // version set.
 func decodeStored(res *Resource, kv storage.KV) (runtime.Object, error) {
+	if res.StoredAs != nil {
+		stored, err := decodeStored(res.StoredAs, kv)
+		if err != nil {
+			return nil, err
+		}
+		obj, err := res.FromStored(stored)
+		if err != nil {
+			return nil, fmt.Errorf("decoding %s: %w", kv.Key, err)
+		}
+		obj.GetObjectKind().SetGroupVersionKind(res.GroupVersion().WithKind(res.Kind))
+		return obj, nil
+	}
 	obj := res.New()
 	if err := json.Unmarshal(kv.Value, obj); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", kv.Key, err)
@@ -195,6 +207,14 @@ func decodeStored(res *Resource, kv storage.KV) (runtime.Object, error) {
 // encodeStored is what goes into etcd: the object without its resource
 // version (the revision is the version).
 func encodeStored(res *Resource, obj runtime.Object) ([]byte, error) {
+	if res.StoredAs != nil {
+		obj.GetObjectKind().SetGroupVersionKind(res.GroupVersion().WithKind(res.Kind))
+		stored, err := res.ToStored(obj)
+		if err != nil {
+			return nil, err
+		}
+		return encodeStored(res.StoredAs, stored)
+	}
 	m, _ := meta.Accessor(obj)
 	rv := m.GetResourceVersion()
 	m.SetResourceVersion("")
@@ -216,8 +236,9 @@ func (s *Server) get(ctx context.Context, res *Resource, ns, name string) (runti
 // namespace. It returns the namespace's key and mod revision, which a
 // create guards on. With stale, the object cache may answer: an answer
 // that allows the write is proved current by that guard; a refusal is
-// always decided from a linearizable read.
-func (s *Server) checkNamespace(ctx context.Context, ns string, stale bool) (string, int64, error) {
+// always decided from a linearizable read. res and name are the object
+// being created, which a refusal names.
+func (s *Server) checkNamespace(ctx context.Context, res *Resource, name, ns string, stale bool) (string, int64, error) {
 	nsRes := s.reg.Lookup("", "v1", "namespaces")
 	key := nsRes.Key("", ns)
 	kv, cached := storage.KV{}, false
@@ -237,10 +258,9 @@ func (s *Server) checkNamespace(ctx context.Context, ns string, stale bool) (str
 	n := o.(*corev1.Namespace)
 	if n.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating {
 		if stale {
-			return s.checkNamespace(ctx, ns, false)
+			return s.checkNamespace(ctx, res, name, ns, false)
 		}
-		return "", 0, apierrors.NewForbidden(groupResource(nsRes), ns,
-			fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
+		return "", 0, namespaceTerminating(res, name, ns)
 	}
 	return key, kv.ModRevision, nil
 }
@@ -259,7 +279,7 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 		case m.GetNamespace() != ns:
 			return nil, apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
 		}
-		if nsKey, nsRev, err = s.checkNamespace(ctx, ns, !dryRunFrom(ctx)); err != nil {
+		if nsKey, nsRev, err = s.checkNamespace(ctx, res, m.GetName(), ns, !dryRunFrom(ctx)); err != nil {
 			return nil, err
 		}
 	} else {
@@ -306,13 +326,13 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 		}
 		var rev int64
 		if nsKey != "" {
-			rev, err = s.store.CreateIf(ctx, res.Key(m.GetNamespace(), m.GetName()), data, nsKey, nsRev)
+			rev, err = s.store.CreateIf(ctx, res.Key(m.GetNamespace(), m.GetName()), data, nsKey, nsRev, s.writeOptions(res)...)
 		} else {
-			rev, err = s.store.Create(ctx, res.Key(m.GetNamespace(), m.GetName()), data)
+			rev, err = s.store.Create(ctx, res.Key(m.GetNamespace(), m.GetName()), data, s.writeOptions(res)...)
 		}
 		if errors.Is(err, storage.ErrConflict) && attempt < 5 {
 			// The namespace changed since it was read: check it again.
-			if nsKey, nsRev, err = s.checkNamespace(ctx, ns, false); err != nil {
+			if nsKey, nsRev, err = s.checkNamespace(ctx, res, m.GetName(), ns, false); err != nil {
 				s.releaseClusterIP(ctx, obj)
 				return nil, err
 			}
@@ -501,7 +521,10 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			return obj, nil
 		}
 		m.SetResourceVersion("")
-		if sameIgnoringManagedFields(res, obj, old) {
+		// A value stored in an older form (another encryption key, or
+		// plaintext) is written even unchanged: that is how Secrets are
+		// re-encrypted (read every one, replace it as it is).
+		if !kv.Stale && sameIgnoringManagedFields(res, obj, old) {
 			if readStale {
 				attempt--
 				continue
@@ -520,7 +543,7 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			m.SetResourceVersion(fmt.Sprint(kv.ModRevision))
 			return obj, nil
 		}
-		newRev, _, err := s.store.Update(ctx, key, data, kv.ModRevision)
+		newRev, _, err := s.store.Update(ctx, key, data, kv.ModRevision, s.writeOptions(res)...)
 		if errors.Is(err, storage.ErrConflict) && rv == "" {
 			continue
 		}
@@ -609,7 +632,7 @@ func (s *Server) delete(ctx context.Context, res *Resource, ns, name string, opt
 			if err != nil {
 				return nil, apierrors.NewInternalError(err)
 			}
-			rev, _, err := s.store.Update(ctx, key, data, kv.ModRevision)
+			rev, _, err := s.store.Update(ctx, key, data, kv.ModRevision, s.writeOptions(res)...)
 			if errors.Is(err, storage.ErrConflict) {
 				continue
 			}

@@ -263,6 +263,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := s.admit(req); err != nil {
+		writeError(w, err)
+		return
+	}
 	s.serveResource(w, r, req)
 }
 

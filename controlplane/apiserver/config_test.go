@@ -160,7 +160,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 		t.Fatalf("Validate = %v", err)
 	}
 	for _, field := range []string{"apiVersion", "kind", "bindAddress", "tls.certFile", "tls.keyFile", "tls.clientCAFile",
-		"etcd.endpoints[0]", "etcd.caFile", "etcd.certFile", "etcd.keyFile", "etcd.dialTimeout", "serviceCIDR", "serviceAccount"} {
+		"etcd.endpoints[0]", "etcd.caFile", "etcd.certFile", "etcd.keyFile", "etcd.dialTimeout", "serviceCIDR", "serviceAccount", "eventTTL"} {
 		found := false
 		for _, p := range ce.Problems {
 			if strings.HasPrefix(p, field+":") {
@@ -171,7 +171,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 			t.Errorf("no problem reported for %s in:\n%v", field, ce)
 		}
 	}
-	if !strings.HasPrefix(ce.Error(), "invalid apiserver config (13 problems):") {
+	if !strings.HasPrefix(ce.Error(), "invalid apiserver config (14 problems):") {
 		t.Errorf("summary: %s", strings.SplitN(ce.Error(), "\n", 2)[0])
 	}
 }

@@ -392,7 +392,7 @@ func TestCheck(t *testing.T) {
 		{"clock behind", "master", func(f *Facts) { f.ClockSkew = -3 * time.Second }, &Probe{}, "clock differs"},
 		{"etcd port taken", "master", nil, &Probe{Listening: map[int]bool{2379: true}}, "2379 already in use"},
 		{"lb port taken", "loadbalancer", nil, &Probe{Listening: map[int]bool{6443: true}}, "6443 already in use"},
-		{"worker 443 taken", "worker", nil, &Probe{Listening: map[int]bool{443: true}, Have: worker.Have, CNI: worker.CNI}, "443 already in use"},
+		{"lb 6443 taken", "loadbalancer", nil, &Probe{Listening: map[int]bool{6443: true}}, "6443 already in use"},
 		{"small disk", "master", func(f *Facts) { f.DiskFree["/var/lib"] = 1 << 30 }, &Probe{}, "free in /var/lib"},
 		{"no room for binary", "worker", func(f *Facts) { f.DiskFree["/usr/local/bin"] = 60 << 20 }, worker, "/usr/local/bin"},
 		{"no runc", "worker", nil, &Probe{Have: map[string]string{"containerd": "x"}, CNI: worker.CNI}, "runc is not installed"},

@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -113,6 +114,14 @@ func TestNamespaceDeletionEmptiesIt(t *testing.T) {
 		return nil
 	})
 
+	// kforge local up encrypts Secrets at rest: etcd holds no value.
+	raw, err := etcd.Get(ctx, "/registry/core/secrets/"+ns+"/creds")
+	if err != nil || len(raw.Kvs) != 1 {
+		t.Fatalf("the secret in etcd: %v", err)
+	}
+	if v := raw.Kvs[0].Value; !bytes.HasPrefix(v, []byte("k8s:enc:secretbox:v1:")) || bytes.Contains(v, []byte("password")) {
+		t.Fatalf("etcd holds the secret as %q", v)
+	}
 	if err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package apiserver
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -90,4 +92,29 @@ func (s *Server) writeOptions(res *Resource) []storage.WriteOption {
 		return []storage.WriteOption{storage.WithTTL(s.cfg.EventTTL)}
 	}
 	return nil
+}
+
+// unservedEventsPrefix is where apiservers before Events were one
+// resource stored events.k8s.io Events apart, without a TTL: nothing
+// serves them now, and nothing would ever remove them.
+const unservedEventsPrefix = "/registry/events.k8s.io/events/"
+
+// dropUnservedEvents deletes what is left under unservedEventsPrefix, a
+// page at a time. Events are best-effort history that would have expired
+// by now had they been stored with a TTL.
+func (s *Server) dropUnservedEvents(ctx context.Context) error {
+	for {
+		page, err := s.store.List(ctx, unservedEventsPrefix, storage.ListOptions{Limit: 1000})
+		if err != nil {
+			return fmt.Errorf("apiserver: listing old events.k8s.io Events: %w", err)
+		}
+		for _, kv := range page.Items {
+			if _, err := s.store.Delete(ctx, kv.Key, kv.ModRevision); err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrConflict) {
+				return fmt.Errorf("apiserver: deleting old events.k8s.io Event %s: %w", kv.Key, err)
+			}
+		}
+		if page.Continue == "" {
+			return nil
+		}
+	}
 }

@@ -185,6 +185,23 @@ func TestEventsAreOneResource(t *testing.T) {
 	}
 }
 
+// TestOldEventsDropped: events.k8s.io Events an older kforge stored apart
+// (never served again, never expiring) are removed when the server starts.
+func TestOldEventsDropped(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := etcd.Put(ctx, fmt.Sprintf("/registry/events.k8s.io/events/default/old-%d", i), `{"kind":"Event"}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startServerOn(t, etcd, nil)
+	r, err := etcd.Get(ctx, "/registry/events.k8s.io/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || r.Count != 0 {
+		t.Fatalf("old events left: %d %v", r.Count, err)
+	}
+}
+
 // TestEventsExpire: Events are written on an etcd lease of EventTTL.
 func TestEventsExpire(t *testing.T) {
 	e := startServerOn(t, etcdtest.Start(t), func(o *Options) { o.EventTTL = 2 * time.Second })

@@ -173,6 +173,9 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 	if err := s.publishEndpoint(ctx, true); err != nil {
 		return err
 	}
+	if err := s.dropUnservedEvents(ctx); err != nil {
+		return err
+	}
 	return s.bootstrapRBAC(ctx)
 }
 

@@ -12,6 +12,20 @@ import (
 // covers it (as upstream), and resources that share storage (the two
 // Event versions) share their prefix's.
 func encryptionOptions(entries []encryption.ResourceConfig, resources []*Resource) ([]storage.Option, error) {
+	// A name that covers nothing is a typo that would leave Secrets in
+	// plaintext: refuse it (the config's validation does for inline
+	// entries; this catches a provider config file's).
+	for i, e := range entries {
+		for j, name := range e.Resources {
+			found := false
+			for _, r := range resources {
+				found = found || (r.Review == nil && encryption.Covers(name, r.Group, r.Plural))
+			}
+			if !found {
+				return nil, fmt.Errorf("apiserver: encryption.resources[%d].resources[%d]: %q is not a resource this apiserver serves", i, j, name)
+			}
+		}
+	}
 	var opts []storage.Option
 	done := map[string]bool{}
 	built := make([]*encryption.Transformer, len(entries))

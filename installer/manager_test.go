@@ -319,9 +319,12 @@ func TestJournalRoundTrip(t *testing.T) {
 	if len(recs) != 6 || recs[0].Run != "r1" || recs[0].Version != "v1" || recs[3].DurationMS != 12 || recs[5].Error != "host m2: boom" {
 		t.Errorf("records %+v", recs)
 	}
-	fin := Finished(recs)
-	if !fin["facts"]["m1"] || !fin["facts"]["m2"] || fin["upload-binary"]["m2"] {
-		t.Errorf("Finished = %v", fin)
+	last := LastRun(recs)
+	if last == nil || last.Run != "r2" || last.Ended || len(last.Failed) != 1 || last.Failed[0] != "upload-binary on m2" {
+		t.Errorf("LastRun = %+v", last)
+	}
+	if first := LastRun(recs[:2]); first == nil || first.Run != "r1" || first.Ended || len(first.Failed) != 0 || first.Version != "v1" {
+		t.Errorf("LastRun of the first run = %+v", first)
 	}
 	if recs, err := ReadJournal(filepath.Join(dir, "none")); err != nil || recs != nil {
 		t.Errorf("missing journal: %v %v", recs, err)

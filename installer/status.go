@@ -233,6 +233,30 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 		}
 	}
 
+	// The last `kforge up`, from the run journal beside cluster.yaml.
+	if c.Path != "" {
+		section("LAST UP\tSTARTED\tRESULT")
+		recs, err := ReadJournal(JournalPath(c.Path))
+		switch last := LastRun(recs); {
+		case err != nil:
+			fmt.Fprintf(w, "✗ %s\t\t\n", oneLine(err.Error()))
+		case last == nil:
+			fmt.Fprintf(w, "none recorded\t\t\n")
+		default:
+			result := fmt.Sprintf("✓ done in %s", formatDuration(time.Duration(last.DurationMS)*time.Millisecond))
+			switch {
+			case !last.Ended:
+				result = "✗ did not finish (interrupted); run kforge up again"
+			case !last.OK:
+				result = "✗ failed: " + oneLine(last.Error)
+			}
+			if len(last.Failed) > 0 {
+				result += " (failed: " + strings.Join(last.Failed, ", ") + ")"
+			}
+			fmt.Fprintf(w, "%s (%s)\t%s\t%s\n", last.Run, last.Version, last.Start.Local().Format(time.DateTime), result)
+		}
+	}
+
 	// Certificates as deployed.
 	section("HOST\tCERTIFICATE\tNOT AFTER\tDAYS LEFT")
 	now := time.Now()

@@ -26,13 +26,14 @@ const (
 	NameEndpoints        = "endpoints"
 	NameServiceAccount   = "serviceaccount"
 	NameGarbageCollector = "garbagecollector"
+	NameNamespace        = "namespace"
 	NameNodeIPAM         = "nodeipam"
 )
 
 // AllControllers lists every controller this package has.
 var AllControllers = []string{
 	NameReplicaSet, NameDeployment, NameEndpoints,
-	NameServiceAccount, NameGarbageCollector, NameNodeIPAM,
+	NameServiceAccount, NameGarbageCollector, NameNamespace, NameNodeIPAM,
 }
 
 // Defaults applied by NewConfig.

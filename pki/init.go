@@ -168,10 +168,10 @@ func Init(ctx context.Context, inv *Inventory, opts InitOptions) (*Report, error
 		if err != nil {
 			return rep, err
 		}
-		if err := writeFileAtomic(inv.Path(inv.ServiceAccountKey), key, secretMode); err != nil {
+		if err := writeFile(inv.Path(inv.ServiceAccountKey), key, secretMode); err != nil {
 			return rep, err
 		}
-		if err := writeFileAtomic(inv.Path(inv.ServiceAccountPub), pub, publicMode); err != nil {
+		if err := writeFile(inv.Path(inv.ServiceAccountPub), pub, publicMode); err != nil {
 			return rep, err
 		}
 		cur.saKey, cur.saPub = key, pub
@@ -234,7 +234,7 @@ func Init(ctx context.Context, inv *Inventory, opts InitOptions) (*Report, error
 				return nil
 			}
 		}
-		if err := writeFileAtomic(path, want, mode); err != nil {
+		if err := writeFile(path, want, mode); err != nil {
 			return err
 		}
 		a := Updated
@@ -277,10 +277,10 @@ func Init(ctx context.Context, inv *Inventory, opts InitOptions) (*Report, error
 func writePair(inv *Inventory, spec *Cert, p *pair) error {
 	// Key first: a crash in between leaves a mismatched pair, which the
 	// next run reports instead of trusting.
-	if err := writeFileAtomic(inv.Path(spec.KeyFile), p.keyPEM, secretMode); err != nil {
+	if err := writeFile(inv.Path(spec.KeyFile), p.keyPEM, secretMode); err != nil {
 		return err
 	}
-	return writeFileAtomic(inv.Path(spec.CertFile), p.certPEM, publicMode)
+	return writeFile(inv.Path(spec.CertFile), p.certPEM, publicMode)
 }
 
 // current is what the PKI directory holds now, already checked.

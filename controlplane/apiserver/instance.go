@@ -3,18 +3,17 @@ package apiserver
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"k8s.io/client-go/util/cert"
 
 	"kforge.dev/kforge/controlplane/apiserver/storage"
 )
@@ -55,7 +54,7 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: serving certificate: %w", err)
 	}
-	pool, err := loadCAs(cfg.TLS.ClientCAFile)
+	pool, err := cert.NewPool(cfg.TLS.ClientCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: tls.clientCAFile: %w", err)
 	}
@@ -83,18 +82,6 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 		readyc:  make(chan struct{}),
 		errc:    make(chan error, 1),
 	}, nil
-}
-
-func loadCAs(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
 }
 
 // Start binds the listener (unless the config carries one), creates the

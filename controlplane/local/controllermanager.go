@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"kforge.dev/kforge/controlplane/controllers"
+	"kforge.dev/kforge/internal/atomicfile"
 	"kforge.dev/kforge/pki"
 )
 
@@ -23,7 +24,7 @@ func startControllerManager(ctx context.Context, dir string, inv *pki.Inventory,
 		return nil, err
 	}
 	path := filepath.Join(dir, ControllerManagerKubeconfig)
-	if err := writeFileAtomic(path, data, 0o600); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return nil, err
 	}
 	cfg := controllers.NewConfig()

@@ -3,7 +3,6 @@ package local
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -18,9 +17,12 @@ import (
 	"text/template"
 	"time"
 
+	"k8s.io/client-go/util/cert"
+
 	"kforge.dev/kforge/controlplane/apiserver"
 	"kforge.dev/kforge/controlplane/etcd"
 	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/internal/atomicfile"
 	"kforge.dev/kforge/pki"
 )
 
@@ -215,7 +217,7 @@ func Up(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
-	if err := writeFileAtomic(kubeconfig, data, 0o600); err != nil {
+	if err := atomicfile.Write(kubeconfig, data, 0o600); err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
 	// Removed first on the way out, so the file exists only while this
@@ -376,7 +378,7 @@ func etcdConfig(dir string, inv *pki.Inventory) (*etcd.Config, error) {
 		}); err != nil {
 			return nil, fmt.Errorf("local: %w", err)
 		}
-		if err := writeFileAtomic(path, []byte(b.String()), 0o600); err != nil {
+		if err := atomicfile.Write(path, []byte(b.String()), 0o600); err != nil {
 			return nil, fmt.Errorf("local: %w", err)
 		}
 	} else if err != nil {
@@ -425,7 +427,7 @@ func apiserverConfig(dir string, inv *pki.Inventory, port int, etcdURL string) (
 		return nil, fmt.Errorf("local: %w", err)
 	}
 	path := filepath.Join(dir, APIServerConf)
-	if err := writeFileAtomic(path, []byte(b.String()), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(b.String()), 0o600); err != nil {
 		return nil, fmt.Errorf("local: %w", err)
 	}
 	c, err := apiserver.LoadConfig(path)
@@ -454,13 +456,9 @@ func freePorts() (a, b int, err error) {
 // waitReadyz polls server/readyz, trusting the cluster CA, until it
 // answers 200 or ctx ends.
 func waitReadyz(ctx context.Context, server, caFile string) error {
-	ca, err := os.ReadFile(caFile)
+	pool, err := cert.NewPool(caFile)
 	if err != nil {
 		return err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca) {
-		return fmt.Errorf("%s holds no certificate", caFile)
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	defer tr.CloseIdleConnections()
@@ -488,26 +486,4 @@ func waitReadyz(ctx context.Context, server, caFile string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// writeFileAtomic writes through a temporary file in the same folder and
-// renames it, so a reader never sees half a file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"kforge.dev/kforge/controlplane/scheduler"
+	"kforge.dev/kforge/internal/atomicfile"
 	"kforge.dev/kforge/pki"
 )
 
@@ -36,7 +37,7 @@ func startScheduler(ctx context.Context, dir string, inv *pki.Inventory, log *sl
 		return nil, fmt.Errorf("local: scheduler kubeconfig: %w", err)
 	}
 	path := filepath.Join(dir, SchedulerKubeconfigFile)
-	if err := writeFileAtomic(path, data, 0o600); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return nil, fmt.Errorf("local: %w", err)
 	}
 	cfg := scheduler.NewConfig()

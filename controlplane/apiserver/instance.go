@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/util/cert"
 
 	"kforge.dev/kforge/controlplane/apiserver/storage"
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // Instance is the running apiserver role: an etcd client over mutual TLS,
@@ -42,7 +43,7 @@ type Instance struct {
 // NewInstance validates cfg and reads its certificate files; nothing is
 // started or bound. log nil discards logs.
 func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := roleconfig.Validate("apiserver", cfg); err != nil {
 		return nil, err
 	}
 	if log == nil {

@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // runner is what every controller is to the manager.
@@ -45,7 +47,7 @@ type Manager struct {
 // NewManager builds a Manager from a validated config: it reads the
 // kubeconfig but contacts nothing.
 func NewManager(cfg *Config, log *slog.Logger) (*Manager, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := roleconfig.Validate("controller-manager", cfg); err != nil {
 		return nil, err
 	}
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/util/cert"
+
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // Balancer is a TCP load balancer over a fixed set of backends with
@@ -89,7 +91,7 @@ type BackendStatus struct {
 // New validates cfg, reads the health-check TLS files and returns a
 // Balancer that has not bound anything yet. log may be nil.
 func New(cfg *Config, log *slog.Logger) (*Balancer, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := roleconfig.Validate("lb", cfg); err != nil {
 		return nil, err
 	}
 	if log == nil {

@@ -1,6 +1,11 @@
 package roleconfig
 
-import "time"
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
 
 // Leader-election defaults shared by the leader-elected roles (scheduler,
 // controller manager): upstream's 15s/10s/2s in kube-system.
@@ -36,25 +41,29 @@ func DefaultLeaderElection(leaseName string) LeaderElection {
 	}
 }
 
-// Validate adds the problems of an enabled configuration under
-// "leaderElection.": the rules client-go's leaderelection enforces.
-func (le LeaderElection) Validate(p *Problems) {
+// Validate returns the problems of an enabled configuration under
+// fldPath: the rules client-go's leaderelection enforces.
+func (le LeaderElection) Validate(fldPath *field.Path) field.ErrorList {
 	if !le.Enabled {
-		return
+		return nil
 	}
+	var errs field.ErrorList
 	if le.LeaseName == "" {
-		p.Add("leaderElection.leaseName", "is required")
+		errs = append(errs, field.Required(fldPath.Child("leaseName"), ""))
 	}
 	if le.Namespace == "" {
-		p.Add("leaderElection.namespace", "is required")
+		errs = append(errs, field.Required(fldPath.Child("namespace"), ""))
 	}
 	if le.RetryPeriod <= 0 {
-		p.Add("leaderElection.retryPeriod", "must be positive, not %s", le.RetryPeriod)
+		errs = append(errs, field.Invalid(fldPath.Child("retryPeriod"), le.RetryPeriod.String(), "must be positive"))
 	}
 	if le.RenewDeadline <= time.Duration(1.2*float64(le.RetryPeriod)) {
-		p.Add("leaderElection.renewDeadline", "%s must be longer than 1.2 × retryPeriod %s", le.RenewDeadline, le.RetryPeriod)
+		errs = append(errs, field.Invalid(fldPath.Child("renewDeadline"), le.RenewDeadline.String(),
+			fmt.Sprintf("must be longer than 1.2 × retryPeriod (%s)", le.RetryPeriod)))
 	}
 	if le.LeaseDuration <= le.RenewDeadline {
-		p.Add("leaderElection.leaseDuration", "%s must be longer than renewDeadline %s", le.LeaseDuration, le.RenewDeadline)
+		errs = append(errs, field.Invalid(fldPath.Child("leaseDuration"), le.LeaseDuration.String(),
+			fmt.Sprintf("must be longer than renewDeadline (%s)", le.RenewDeadline)))
 	}
+	return errs
 }

@@ -33,6 +33,8 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/workqueue"
+
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // Backoff for pods that could not be placed (and for API errors): the
@@ -81,7 +83,7 @@ type Scheduler struct {
 // cfg.Kubeconfig, and binds the health listener. Run must follow: it
 // closes the listener.
 func New(cfg *Config, log *slog.Logger) (*Scheduler, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := roleconfig.Validate("scheduler", cfg); err != nil {
 		return nil, err
 	}
 	kc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Action is what Init did with one certificate or file.
@@ -389,16 +392,30 @@ func readAll(inv *Inventory, now time.Time) (*current, error) {
 	}
 
 	if len(errs) > 0 {
-		return nil, &BrokenError{Dir: inv.Dir, Errs: errs}
+		return nil, &BrokenError{Dir: inv.Dir, Errs: fileProblems(inv.Dir, errs)}
 	}
 	return cur, nil
 }
 
-// BrokenError lists every problem found in a PKI directory. Init changes
-// nothing when it returns one.
+// fileProblems turns readAll's errors into a field.ErrorList whose
+// fields are the files' paths.
+func fileProblems(dir string, errs []error) field.ErrorList {
+	out := make(field.ErrorList, 0, len(errs))
+	for _, err := range errs {
+		if fe := (*FileError)(nil); errors.As(err, &fe) {
+			out = append(out, field.Invalid(field.NewPath(fe.Path), field.OmitValueType{}, fe.Err.Error()))
+		} else {
+			out = append(out, field.Invalid(field.NewPath(dir), field.OmitValueType{}, err.Error()))
+		}
+	}
+	return out
+}
+
+// BrokenError lists every problem found in a PKI directory, each under
+// the path of its file. Init changes nothing when it returns one.
 type BrokenError struct {
 	Dir  string
-	Errs []error
+	Errs field.ErrorList
 }
 
 func (e *BrokenError) Error() string {
@@ -408,14 +425,21 @@ func (e *BrokenError) Error() string {
 		b.WriteString("s")
 	}
 	b.WriteString(" (nothing was changed):")
-	for _, err := range e.Errs {
+	for _, fe := range e.Errs {
 		b.WriteString("\n  - ")
-		b.WriteString(err.Error())
+		b.WriteString(fe.Error())
 	}
 	return b.String()
 }
 
-func (e *BrokenError) Unwrap() []error { return e.Errs }
+// Unwrap returns the problems, so errors.As finds a *field.Error.
+func (e *BrokenError) Unwrap() []error {
+	out := make([]error, len(e.Errs))
+	for i, fe := range e.Errs {
+		out[i] = fe
+	}
+	return out
+}
 
 func firstN(s []string, n int) []string {
 	if len(s) > n {

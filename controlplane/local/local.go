@@ -394,6 +394,12 @@ func apiserverConfig(dir string, inv *pki.Inventory, port int, etcdURL string) (
 	if err != nil {
 		return nil, err
 	}
+	// Secrets are encrypted at rest here as on a real cluster, with a
+	// key made on the first run and kept.
+	enc, err := pki.EncryptionKey(inv.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
 	c := apiserver.NewConfig()
 	c.BindAddress = net.JoinHostPort(Address, strconv.Itoa(port))
 	c.TLS = apiserver.ServingTLS{CertFile: f["APIServerCert"], KeyFile: f["APIServerKey"], ClientCAFile: f["ClusterCA"]}
@@ -402,6 +408,7 @@ func apiserverConfig(dir string, inv *pki.Inventory, port int, etcdURL string) (
 	c.ServiceCIDR = ServiceCIDR
 	c.ServiceAccount = apiserver.ServiceAccount{KeyFile: f["SAKey"], PublicKeyFile: f["SAPub"]}
 	c.Metrics.Enabled = true
+	c.Encryption.ProviderConfigFile = enc
 	path := filepath.Join(dir, APIServerConf)
 	if err := writeConfig(path, apiserverHeader, c); err != nil {
 		return nil, fmt.Errorf("local: %w", err)

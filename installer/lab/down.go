@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"kforge.dev/kforge/installer"
 )
 
@@ -120,12 +122,11 @@ func removeAll(ctx context.Context, dir string, st *State) error {
 // (which ends its whole PID namespace) and nspawn.
 func stopHosts(st *State, timeout time.Duration) error {
 	type proc struct {
-		name       string
-		pid        int
-		start      uint64
-		init       int
-		initStart  uint64
-		terminated bool
+		name      string
+		pid       int
+		start     uint64
+		init      int
+		initStart uint64
 	}
 	var ps []*proc
 	for _, h := range st.Hosts {
@@ -140,20 +141,22 @@ func stopHosts(st *State, timeout time.Duration) error {
 		ps = append(ps, p)
 		_ = syscall.Kill(p.pid, syscall.SIGTERM)
 	}
-	deadline := time.Now().Add(timeout)
-	resend := time.Now().Add(2 * time.Second)
-	for {
-		left := 0
+	running := func() []string {
+		var names []string
 		for _, p := range ps {
 			if alive(p.pid, p.start) || alive(p.init, p.initStart) {
-				left++
+				names = append(names, p.name)
 			}
 		}
-		if left == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			break
+		return names
+	}
+	// Not the caller's context: once asked to stop, hosts are waited for
+	// (and killed) even when the command is interrupted.
+	ctx := context.Background()
+	resend := time.Now().Add(2 * time.Second)
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		if len(running()) == 0 {
+			return true, nil
 		}
 		// A guest still booting may miss the first request (systemd
 		// installs its signal handlers early, but not at once): ask again.
@@ -165,9 +168,11 @@ func stopHosts(st *State, timeout time.Duration) error {
 			}
 			resend = time.Now().Add(2 * time.Second)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return false, nil
+	})
+	if err == nil {
+		return nil
 	}
-	var stuck []string
 	for _, p := range ps {
 		if alive(p.init, p.initStart) {
 			_ = syscall.Kill(p.init, syscall.SIGKILL)
@@ -176,18 +181,13 @@ func stopHosts(st *State, timeout time.Duration) error {
 			_ = syscall.Kill(p.pid, syscall.SIGKILL)
 		}
 	}
-	kdeadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(kdeadline) {
-		stuck = stuck[:0]
-		for _, p := range ps {
-			if alive(p.pid, p.start) || alive(p.init, p.initStart) {
-				stuck = append(stuck, p.name)
-			}
-		}
-		if len(stuck) == 0 {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
+	var stuck []string
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		stuck = running()
+		return len(stuck) == 0, nil
+	})
+	if err == nil {
+		return nil
 	}
 	return fmt.Errorf("hosts still running after SIGKILL: %s", strings.Join(stuck, ", "))
 }

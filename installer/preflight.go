@@ -30,33 +30,36 @@ var SupportedOS = []string{"debian", "ubuntu"}
 // RequiredCNIPlugins are the CNI plugins the agent uses.
 var RequiredCNIPlugins = []string{"bridge", "host-local", "loopback", "portmap"}
 
-// PortsFor are the TCP ports a role needs free.
-func PortsFor(role string) []int {
-	switch role {
-	case v1alpha1.RoleMaster:
-		return []int{2379, 2380, 6443, 10257, 10259}
-	case v1alpha1.RoleLoadBalancer:
-		return []int{6443}
-	case v1alpha1.RoleWorker:
-		return []int{10250, 80, 443}
-	}
-	return nil
-}
+// PortsFor are the TCP ports a host of this role (master, worker,
+// loadbalancer) needs free: those of every daemon role it may run.
+func PortsFor(hostRole string) []int { return portsOf(hostRole) }
 
 // probeScript prints what preflight needs beyond the facts; it only reads.
-const probeScript = `cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" {print "listen", $2}'
+var probeScript = `cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" {print "listen", $2}'
 for c in containerd runc; do p=$(command -v $c 2>/dev/null) && echo "have $c $p"; done
 for d in /opt/cni/bin /usr/lib/cni; do [ -d "$d" ] && echo "cni $d" $(ls "$d"); done
-for u in kforge-etcd kforge-apiserver kforge-lb kforge-controller-manager kforge-scheduler; do [ "$(systemctl is-active $u 2>/dev/null)" = active ] && echo "active $u"; done
+for u in ` + roleUnits(false) + `; do [ "$(systemctl is-active $u 2>/dev/null)" = active ] && echo "active $u"; done
 true
 `
+
+// roleUnits lists every role's unit, in start order or reversed.
+func roleUnits(reverse bool) string {
+	var units []string
+	for _, r := range Roles {
+		units = append(units, r.Unit())
+	}
+	if reverse {
+		slices.Reverse(units)
+	}
+	return strings.Join(units, " ")
+}
 
 // Probe is what probeScript found.
 type Probe struct {
 	Listening map[int]bool
 	Have      map[string]string // command -> path
 	CNI       map[string][]string
-	// Active are kforge's own units that are running (kforge-etcd, ...).
+	// Active are kforge's own units that are running (kforge-etcd.service, ...).
 	Active map[string]bool
 }
 
@@ -149,7 +152,7 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 		if !p.Listening[port] {
 			continue
 		}
-		if u := ownerUnit(role, port); u != "" && p.Active[u] {
+		if u := portOwner(role, port); u != "" && p.Active[u] {
 			ours = append(ours, strconv.Itoa(port))
 			continue
 		}
@@ -213,24 +216,6 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 	info = append(info, fmt.Sprintf("clock %+dms", f.ClockSkew.Milliseconds()))
 	r.Info = strings.Join(info, ", ")
 	return r
-}
-
-// ownerUnit is the kforge unit that listens on a role's port, so a re-run
-// accepts the port it holds.
-func ownerUnit(role string, port int) string {
-	switch {
-	case role == v1alpha1.RoleMaster && (port == 2379 || port == 2380):
-		return "kforge-etcd"
-	case role == v1alpha1.RoleMaster && port == 6443:
-		return "kforge-apiserver"
-	case role == v1alpha1.RoleMaster && port == 10257:
-		return "kforge-controller-manager"
-	case role == v1alpha1.RoleMaster && port == 10259:
-		return "kforge-scheduler"
-	case role == v1alpha1.RoleLoadBalancer && port == 6443:
-		return "kforge-lb"
-	}
-	return ""
 }
 
 func joinInts(ns []int) string {

@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/pki"
@@ -237,20 +238,16 @@ func (p *NetProber) APIServer(ctx context.Context, base string) error {
 // waitFor polls check every interval until it succeeds or timeout passes;
 // the error is check's last one.
 func waitFor(ctx context.Context, timeout, interval time.Duration, check func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	var last error
-	for {
-		if last = check(ctx); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			if last == nil {
-				last = ctx.Err()
-			}
-			return fmt.Errorf("not healthy after %s: %w", timeout, last)
-		case <-time.After(interval):
-		}
+	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
+		last = check(ctx)
+		return last == nil, nil
+	})
+	if err == nil {
+		return nil
 	}
+	if last == nil {
+		last = err
+	}
+	return fmt.Errorf("not healthy after %s: %w", timeout, last)
 }

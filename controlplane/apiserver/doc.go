@@ -8,10 +8,12 @@
 //     validation; a new kind is a row, not a handler. Discovery (/api,
 //     /apis, /version) and OpenAPI v3 (openapi.go, by reflection over
 //     the Go types) are generated from it.
-//   - The generic REST handlers (rest.go, subresources.go, apply.go):
-//     get, list (paged), create, update, patch (JSON, merge, strategic,
-//     server-side apply with managed fields), delete with finalizers and
-//     grace periods, dryRun, status and scale, pods/binding; errors are
+//   - The generic REST handlers, one file per verb as upstream's
+//     endpoints/handlers: the dispatch (rest.go), get and list (get.go,
+//     paged), create.go, update.go, patch.go (JSON, merge, strategic),
+//     server-side apply with managed fields (apply.go), delete.go with
+//     finalizers and grace periods, dryRun, status and scale
+//     (subresources.go), pods/binding; errors are
 //     metav1.Status with upstream's reasons. Tables for kubectl get
 //     (table.go).
 //   - Watches (watch.go): the line-per-event stream with bookmarks,
@@ -31,7 +33,7 @@
 //     and the access reviews kubectl auth uses.
 //   - The "kubernetes" Service and its Endpoints, kept to the apiservers
 //     holding a live master lease (endpoints.go), and ClusterIPs
-//     allocated from the service CIDR.
+//     allocated from the service CIDR (clusterip.go).
 //   - The role: its config file (config.go), TLS serving, /healthz,
 //     /livez, /readyz and Prometheus metrics (metrics.go).
 //

@@ -1,0 +1,131 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"kforge.dev/kforge/controlplane/apiserver/storage"
+)
+
+// allocateClusterIP gives a new Service its ClusterIP from the service
+// CIDR (the first address belongs to the "kubernetes" Service), or
+// reserves the one it asks for.
+func (s *Server) allocateClusterIP(ctx context.Context, svc *corev1.Service) error {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		return nil
+	}
+	if s.cfg.ServiceCIDR == "" {
+		return nil
+	}
+	prefix, err := netip.ParsePrefix(s.cfg.ServiceCIDR)
+	if err != nil {
+		return apierrors.NewInternalError(fmt.Errorf("service CIDR %q: %w", s.cfg.ServiceCIDR, err))
+	}
+	used := map[netip.Addr]bool{}
+	svcRes := s.reg.Lookup("", "v1", "services")
+	lr, err := s.store.List(ctx, svcRes.KeyPrefix(""), storageListAll)
+	if err != nil {
+		return storageError(err, groupResource(svcRes), svc.Name)
+	}
+	for _, kv := range lr.Items {
+		o, err := decodeStored(svcRes, kv)
+		if err != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(o.(*corev1.Service).Spec.ClusterIP); err == nil {
+			used[a] = true
+		}
+	}
+	if svc.Spec.ClusterIP != "" {
+		a, err := netip.ParseAddr(svc.Spec.ClusterIP)
+		if err != nil || !prefix.Contains(a) {
+			return apierrors.NewInvalid(svcRes.GroupVersion().WithKind("Service").GroupKind(), svc.Name, field.ErrorList{
+				field.Invalid(field.NewPath("spec", "clusterIP"), svc.Spec.ClusterIP, "must be an address in the service CIDR "+prefix.String())})
+		}
+		ok := !used[a]
+		if ok {
+			if ok, err = s.reserveClusterIP(ctx, a, svc); err != nil {
+				return err
+			}
+		}
+		if !ok {
+			return apierrors.NewInvalid(svcRes.GroupVersion().WithKind("Service").GroupKind(), svc.Name, field.ErrorList{
+				field.Invalid(field.NewPath("spec", "clusterIP"), svc.Spec.ClusterIP, "provided IP is already allocated")})
+		}
+	} else {
+		first := prefix.Masked().Addr().Next()
+		start := first.Next()
+		if svc.Namespace == metav1.NamespaceDefault && svc.Name == "kubernetes" {
+			start = first
+		}
+		for a := start; prefix.Contains(a) && a.Next().IsValid() && prefix.Contains(a.Next()); a = a.Next() {
+			if used[a] {
+				continue
+			}
+			// The listing is only a hint: the reservation decides, so two
+			// concurrent creates never get the same address.
+			ok, err := s.reserveClusterIP(ctx, a, svc)
+			if err != nil {
+				return err
+			}
+			if ok {
+				svc.Spec.ClusterIP = a.String()
+				break
+			}
+		}
+		if svc.Spec.ClusterIP == "" {
+			return apierrors.NewInternalError(fmt.Errorf("no ClusterIP left in %s", prefix))
+		}
+	}
+	svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP}
+	fam := corev1.IPv4Protocol
+	if netip.MustParseAddr(svc.Spec.ClusterIP).Is6() {
+		fam = corev1.IPv6Protocol
+	}
+	svc.Spec.IPFamilies = []corev1.IPFamily{fam}
+	svc.Spec.IPFamilyPolicy = ptr(corev1.IPFamilyPolicySingleStack)
+	svc.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyCluster)
+	return nil
+}
+
+var storageListAll = storage.ListOptions{}
+
+// clusterIPKey is where a ClusterIP's reservation is kept; its value names
+// the Service holding it.
+func clusterIPKey(ip string) string { return "/registry/kforge.dev/serviceips/" + ip }
+
+// reserveClusterIP claims an address in one etcd transaction; false means
+// another Service holds it. A dry run claims nothing.
+func (s *Server) reserveClusterIP(ctx context.Context, a netip.Addr, svc *corev1.Service) (bool, error) {
+	if dryRunFrom(ctx) {
+		_, err := s.store.Get(ctx, clusterIPKey(a.String()))
+		return errors.Is(err, storage.ErrNotFound), nil
+	}
+	_, err := s.store.Create(ctx, clusterIPKey(a.String()), []byte(svc.Namespace+"/"+svc.Name))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, storage.ErrAlreadyExists):
+		return false, nil
+	}
+	return false, apierrors.NewInternalError(err)
+}
+
+// releaseClusterIP frees a deleted (or never created) Service's address.
+func (s *Server) releaseClusterIP(ctx context.Context, obj runtime.Object) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone || dryRunFrom(ctx) {
+		return
+	}
+	if _, err := s.store.Delete(context.WithoutCancel(ctx), clusterIPKey(svc.Spec.ClusterIP), 0); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		s.log.Warn("releasing a ClusterIP", "ip", svc.Spec.ClusterIP, "err", err)
+	}
+}

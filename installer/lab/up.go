@@ -396,7 +396,7 @@ func (u *upRun) undo(ctx context.Context, err error) error {
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	if derr := teardown(cctx, u.o.Options, u.rep, u.st, defaultStopTimeout, "lab up failed; "); derr != nil {
+	if derr := teardown(cctx, u.o.Options, u.rep, u.st, defaultStopTimeout, "Lab up failed: "); derr != nil {
 		err = errors.Join(err, fmt.Errorf("cleaning up after the failed lab up: %w", derr))
 	}
 	if u.createdDir {

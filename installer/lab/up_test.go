@@ -199,7 +199,7 @@ func TestTeardownRemovesWhatUpWrote(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := &recorder{}
-	if err := teardown(context.Background(), u.o.Options, rep, u.st, time.Second, "lab up failed; "); err != nil {
+	if err := teardown(context.Background(), u.o.Options, rep, u.st, time.Second, "Lab up failed: "); err != nil {
 		t.Fatal(err)
 	}
 	entries, _ := os.ReadDir(dir)
@@ -213,7 +213,7 @@ func TestTeardownRemovesWhatUpWrote(t *testing.T) {
 	if got, want := fmt.Sprint(rep.lines()), "[start stop ok stop start remove ok remove]"; got != want {
 		t.Errorf("events %s; want %s", got, want)
 	}
-	if !strings.HasPrefix(rep.events[0].Title, "lab up failed; ") {
+	if !strings.HasPrefix(rep.events[0].Title, "Lab up failed: ") {
 		t.Errorf("first title %q", rep.events[0].Title)
 	}
 }

@@ -50,7 +50,6 @@ type testPhase struct {
 	mu      *sync.Mutex
 	skip    bool
 	err     error
-	dryRun  bool // implements DryRunner behaviour through the wrapper
 	onRun   func(ctx context.Context) error
 	didDry  bool
 	runHits int

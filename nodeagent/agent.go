@@ -30,6 +30,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
+
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // How the agent paces itself.
@@ -89,7 +91,7 @@ type options struct {
 // cfg.Kubeconfig, connects to containerd (lazily) and binds the health
 // listener. Run must follow: it closes both.
 func New(cfg *Config, log *slog.Logger) (*Agent, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := roleconfig.Validate("agent", cfg); err != nil {
 		return nil, err
 	}
 	kc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
@@ -106,7 +108,7 @@ func NewWithRESTConfig(cfg *Config, kc *rest.Config, log *slog.Logger) (*Agent, 
 }
 
 func newAgent(cfg *Config, kc *rest.Config, log *slog.Logger, o options) (*Agent, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := roleconfig.Validate("agent", cfg); err != nil {
 		return nil, err
 	}
 	if log == nil {

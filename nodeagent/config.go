@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
@@ -180,47 +180,35 @@ func NewConfig() *Config {
 // (an unknown field is an error), resolves relative paths against the
 // file's folder and validates the result.
 func LoadConfig(path string) (*Config, error) {
-	return roleconfig.Load("agent", path, ParseConfig)
+	return roleconfig.Load("agent", path, NewConfig)
 }
 
 // ParseConfig is LoadConfig for a document held in memory; baseDir
 // resolves relative paths.
 func ParseConfig(data []byte, baseDir string) (*Config, error) {
-	c := NewConfig()
-	if err := roleconfig.Decode(data, c); err != nil {
-		return nil, err
-	}
-	c.ResolvePaths(baseDir)
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return roleconfig.Parse("agent", data, baseDir, NewConfig)
 }
 
-// ResolvePaths makes the kubeconfig path absolute, relative to baseDir.
-func (c *Config) ResolvePaths(baseDir string) {
-	roleconfig.ResolvePaths(baseDir, &c.Kubeconfig)
-}
+// FilePaths points at the fields holding a file path resolved against the
+// config file's folder.
+func (c *Config) FilePaths() []*string { return []*string{&c.Kubeconfig} }
 
 // reservedResources are the names Reserved accepts.
 var reservedResources = []string{"cpu", "memory", "ephemeral-storage", "pods"}
 
-// Validate checks the whole config and returns a *roleconfig.Error
-// listing every problem, or nil. It has no side effects.
-func (c *Config) Validate() error {
-	probs := roleconfig.NewProblems("agent")
-	add := probs.Add
-	if c.APIVersion != APIVersion {
-		add("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
+// Validate checks the whole config and returns every problem, each with
+// its field. It has no side effects.
+func (c *Config) Validate() field.ErrorList {
+	var errs field.ErrorList
+	add := func(f, format string, args ...any) {
+		errs = append(errs, field.Invalid(field.NewPath(f), nil, fmt.Sprintf(format, args...)))
 	}
-	if c.Kind != Kind {
-		add("kind", "must be %q, not %q", Kind, c.Kind)
-	}
+	errs = append(errs, roleconfig.ValidateTypeMeta(c.APIVersion, c.Kind, Kind)...)
 	if c.Kubeconfig == "" {
-		add("kubeconfig", "is required")
+		errs = append(errs, field.Required(field.NewPath("kubeconfig"), ""))
 	}
 	if c.NodeAddress == "" {
-		add("nodeAddress", "is required (the node's InternalIP)")
+		errs = append(errs, field.Required(field.NewPath("nodeAddress"), "the node's InternalIP"))
 	} else if net.ParseIP(c.NodeAddress) == nil {
 		add("nodeAddress", "%q is not an IP address", c.NodeAddress)
 	}
@@ -285,7 +273,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.HealthAddress != "" {
-		if err := checkListen(c.HealthAddress); err != nil {
+		if err := roleconfig.CheckListenAddress(c.HealthAddress); err != nil {
 			add("healthAddress", "%v", err)
 		}
 	}
@@ -301,7 +289,7 @@ func (c *Config) Validate() error {
 	if c.StatusReportInterval < c.StatusUpdateInterval {
 		add("statusReportInterval", "must not be shorter than statusUpdateInterval")
 	}
-	return probs.Err()
+	return errs
 }
 
 func contains(list []string, s string) bool {
@@ -311,20 +299,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// checkListen accepts IP:port, localhost:port or :port; port 0 picks a
-// free port.
-func checkListen(s string) error {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port: %v", s, err)
-	}
-	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
-		return fmt.Errorf("%q: a listen address needs an IP address (or localhost)", s)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", s, port)
-	}
-	return nil
 }

@@ -339,8 +339,8 @@ func TestAgentRunsPods(t *testing.T) {
 	cfg.HealthAddress = "127.0.0.1:0"
 	cfg.Reserved = map[string]string{"cpu": "100m", "memory": "64Mi"}
 	cfg.Version = "v1.37.0-kforge-test"
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
+	if errs := cfg.Validate(); len(errs) > 0 {
+		t.Fatal(errs)
 	}
 	cniExec := &nsExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, path: hostNS}
 	stopAgent := runAgent(t, cfg, rc, cniExec)

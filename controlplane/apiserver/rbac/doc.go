@@ -5,8 +5,7 @@
 // bootstrap policy: the roles and bindings for kforge's own component
 // identities (the users and groups of the certificates kforge's PKI
 // issues: scheduler, controller manager, nodes, proxy, ingress, DNS) and
-// the user-facing
-// cluster-admin/admin/edit/view roles.
+// the user-facing cluster-admin/admin/edit/view roles.
 //
 // RBAC only ever allows: a request is allowed when some binding that
 // applies to the user grants a rule matching it, and denied otherwise.

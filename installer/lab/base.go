@@ -129,7 +129,7 @@ func ensureBase(ctx context.Context, log *slog.Logger, cacheDir string, r Recipe
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		return img, fmt.Errorf("base image cache lock: %w", err)
 	}
-	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN) //nolint:errcheck // closed right after
+	defer func() { _ = unix.Flock(int(lock.Fd()), unix.LOCK_UN) }()
 	if _, err := os.Stat(filepath.Join(img.Dir, baseComplete)); err == nil {
 		return img, nil // another process built it while we waited
 	}

@@ -19,6 +19,7 @@ import (
 	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/installer"
 	"kforge.dev/kforge/installer/ssh"
+	"kforge.dev/kforge/internal/atomicfile"
 )
 
 // UpOptions configure Up.
@@ -249,7 +250,7 @@ func (u *upRun) writeFiles(context.Context) error {
 		u.secrets[h.Name] = hostSecrets{hostKey: hk, machineID: hex.EncodeToString(mid), clientKey: client.authorizedLine("kforge-lab"), sudoPasswd: sudoPassword}
 		pubs[h.Name] = hk.public
 	}
-	if err := writeFileAtomic(filepath.Join(u.o.Dir, sshDirName, knownHostsName), knownHostsFile(u.hosts, pubs), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(u.o.Dir, sshDirName, knownHostsName), knownHostsFile(u.hosts, pubs), 0o644); err != nil {
 		return err
 	}
 	img, err := writeBusyboxArchive(u.o.Dir, u.base.RootFS)

@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 
+	"kforge.dev/kforge/controlplane/lb"
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
@@ -252,7 +253,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		cancel()
 		bg.Wait()
 	}()
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	if a.ln != nil {
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
 		bg.Go(func() {
@@ -265,6 +266,25 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer c()
 			_ = srv.Shutdown(sctx)
 		}()
+	}
+	// The node-local apiserver load balancer first: the kubeconfig may
+	// point at it.
+	if len(a.cfg.APIServerProxy.Backends) > 0 {
+		b, err := lb.New(a.cfg.APIServerProxy.lbConfig(), a.log)
+		if err != nil {
+			return fmt.Errorf("agent: apiserver proxy: %w", err)
+		}
+		if err := b.Start(runCtx); err != nil {
+			return fmt.Errorf("agent: apiserver proxy: %w", err)
+		}
+		defer b.Close()
+		bg.Go(func() {
+			select {
+			case err := <-b.Err():
+				serveErr <- fmt.Errorf("agent: apiserver proxy: %w", err)
+			case <-runCtx.Done():
+			}
+		})
 	}
 	if err := a.broadcaster.StartRecordingToSinkWithContext(runCtx); err != nil {
 		return fmt.Errorf("agent: events: %w", err)

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"kforge.dev/kforge/controlplane/lb"
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
@@ -111,6 +112,10 @@ type Config struct {
 	// /healthz, /readyz and /metrics; empty disables it.
 	HealthAddress string `yaml:"healthAddress" json:"healthAddress"`
 
+	// APIServerProxy is the node-local load balancer for the apiservers
+	// that the agent's kubeconfig points at; off without backends.
+	APIServerProxy APIServerProxy `yaml:"apiServerProxy,omitempty" json:"apiServerProxy,omitempty"`
+
 	// LeaseDuration is the node Lease's leaseDurationSeconds.
 	LeaseDuration time.Duration `yaml:"leaseDuration" json:"leaseDuration"`
 	// LeaseRenewInterval is how often the Lease is renewed.
@@ -191,7 +196,40 @@ func ParseConfig(data []byte, baseDir string) (*Config, error) {
 
 // FilePaths points at the fields holding a file path resolved against the
 // config file's folder.
-func (c *Config) FilePaths() []*string { return []*string{&c.Kubeconfig} }
+func (c *Config) FilePaths() []*string {
+	return []*string{&c.Kubeconfig, &c.APIServerProxy.CAFile}
+}
+
+// DefaultAPIServerProxyAddress is where the node-local load balancer
+// listens: the address the agent's kubeconfig names.
+const DefaultAPIServerProxyAddress = "127.0.0.1:6444"
+
+// APIServerProxy configures the node-local apiserver load balancer: the
+// lb role's balancer embedded in the agent, with the same active /readyz
+// checks, so the node keeps reaching the API while any apiserver answers
+// even when the cluster's own load balancer is down.
+type APIServerProxy struct {
+	// ListenAddress defaults to 127.0.0.1:6444.
+	ListenAddress string `yaml:"listenAddress,omitempty" json:"listenAddress,omitempty"`
+	// Backends are the apiservers, host:port.
+	Backends []string `yaml:"backends,omitempty" json:"backends,omitempty"`
+	// CAFile verifies the apiservers' certificates in the health checks.
+	CAFile string `yaml:"caFile,omitempty" json:"caFile,omitempty"`
+}
+
+// lbConfig is the embedded balancer's config: no metrics listener of its
+// own (the agent's /metrics is the node's).
+func (p APIServerProxy) lbConfig() *lb.Config {
+	c := lb.NewConfig()
+	c.ListenAddress = p.ListenAddress
+	if c.ListenAddress == "" {
+		c.ListenAddress = DefaultAPIServerProxyAddress
+	}
+	c.Backends = p.Backends
+	c.HealthCheck.CAFile = p.CAFile
+	c.MetricsAddress = ""
+	return c
+}
 
 // reservedResources are the names Reserved accepts.
 var reservedResources = []string{"cpu", "memory", "ephemeral-storage", "pods"}
@@ -204,6 +242,14 @@ func (c *Config) Validate() field.ErrorList {
 		errs = append(errs, field.Invalid(field.NewPath(f), nil, fmt.Sprintf(format, args...)))
 	}
 	errs = append(errs, roleconfig.ValidateTypeMeta(c.APIVersion, c.Kind, Kind)...)
+	if p := c.APIServerProxy; len(p.Backends) > 0 {
+		for _, e := range p.lbConfig().Validate() {
+			e.Field = "apiServerProxy." + e.Field
+			errs = append(errs, e)
+		}
+	} else if p.CAFile != "" || p.ListenAddress != "" {
+		errs = append(errs, field.Required(field.NewPath("apiServerProxy", "backends"), "the proxy needs at least one apiserver"))
+	}
 	if c.Kubeconfig == "" {
 		errs = append(errs, field.Required(field.NewPath("kubeconfig"), ""))
 	}

@@ -69,3 +69,29 @@ leaseRenewInterval: 10s
 		t.Errorf("a podCIDR with podCIDRSource node: %v", err)
 	}
 }
+
+func TestAPIServerProxyConfig(t *testing.T) {
+	base := "apiVersion: kforge.dev/v1alpha1\nkind: AgentConfig\nkubeconfig: k\nnodeAddress: 198.18.0.21\n"
+	c, err := ParseConfig([]byte(base), "/x")
+	if err != nil || len(c.APIServerProxy.Backends) != 0 {
+		t.Fatalf("no proxy by default: %+v %v", c.APIServerProxy, err)
+	}
+	c, err = ParseConfig([]byte(base+"apiServerProxy: {backends: [198.18.0.11:6443, 198.18.0.12:6443], caFile: ca.crt}\n"), "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := c.APIServerProxy.lbConfig()
+	if lc.ListenAddress != DefaultAPIServerProxyAddress || lc.HealthCheck.CAFile != "/x/ca.crt" || len(lc.Backends) != 2 || lc.MetricsAddress != "" {
+		t.Errorf("balancer config %+v", lc)
+	}
+	for doc, want := range map[string]string{
+		base + "apiServerProxy: {backends: [198.18.0.11:6443]}\n":                                   "apiServerProxy.healthCheck.caFile",
+		base + "apiServerProxy: {backends: [nohost], caFile: ca.crt}\n":                             "apiServerProxy.backends",
+		base + "apiServerProxy: {caFile: ca.crt}\n":                                                 "apiServerProxy.backends",
+		base + "apiServerProxy: {backends: [198.18.0.11:6443], caFile: ca.crt, listenAddress: x}\n": "apiServerProxy.listenAddress",
+	} {
+		if _, err := ParseConfig([]byte(doc), "/x"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: want an error naming %s, got %v", doc, want, err)
+		}
+	}
+}

@@ -55,6 +55,9 @@ type Config struct {
 	ServiceAccount ServiceAccount `yaml:"serviceAccount,omitempty" json:"serviceAccount,omitempty"`
 	// Metrics configures /metrics on the API port.
 	Metrics Metrics `yaml:"metrics" json:"metrics"`
+	// Limits bound what one client can make the server do: requests in
+	// flight, their duration, JSON patch size, HTTP/2 streams, watches.
+	Limits Limits `yaml:"limits" json:"limits"`
 
 	// Listener, when set, is used instead of binding BindAddress: tests
 	// and `kforge local up` bind first to learn the port.
@@ -109,6 +112,7 @@ func NewConfig() *Config {
 		},
 		ServiceCIDR: DefaultServiceCIDR,
 		Metrics:     Metrics{Enabled: true},
+		Limits:      NewLimits(),
 	}
 }
 
@@ -209,6 +213,10 @@ func (c *Config) Validate() error {
 		add("serviceCIDR", "%s has host bits set (did you mean %s?)", c.ServiceCIDR, p.Masked())
 	} else if hostBits := p.Addr().BitLen() - p.Bits(); hostBits < 2 || hostBits > 20 {
 		add("serviceCIDR", "%s must hold between 4 and 2^20 addresses (a prefix of /%d to /%d)", c.ServiceCIDR, p.Addr().BitLen()-20, p.Addr().BitLen()-2)
+	}
+
+	for _, p := range c.Limits.problems() {
+		add("limits."+p.field, "%s", p.msg)
 	}
 
 	sa := c.ServiceAccount

@@ -172,6 +172,8 @@ func TestAnswersAsUpstream(t *testing.T) {
 			body: `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dry"}}`, code: 422, reason: invalid, cause: "dryRun"},
 		{name: "fieldValidation with an unknown value", method: "PUT", url: api + "/configmaps/cm?fieldValidation=Loud", ct: jsonCT,
 			body: `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm"}}`, code: 422, reason: invalid, cause: "fieldValidation"},
+		{name: "PUT without a resourceVersion is unconditional", method: "PUT", url: api + "/configmaps/cm", ct: jsonCT,
+			body: `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cm"},"data":{"k":"put"}}`, code: 200},
 		{name: "limit that is not a number", method: "GET", url: api + "/configmaps?limit=ten", code: 400, reason: metav1.StatusReasonBadRequest},
 		{name: "gracePeriodSeconds that is not a number", method: "DELETE", url: api + "/configmaps/cm?gracePeriodSeconds=soon", code: 400, reason: metav1.StatusReasonBadRequest},
 

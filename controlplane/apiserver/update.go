@@ -153,6 +153,12 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			}
 		}
 		if err == nil {
+			// An update without a resourceVersion is unconditional: it
+			// is checked as one of the version it replaces, as upstream's
+			// store does before validating.
+			if m, merr := meta.Accessor(obj); merr == nil && m.GetResourceVersion() == "" {
+				m.SetResourceVersion(fmt.Sprint(kv.ModRevision))
+			}
 			if errs := validateObject(res, obj, old); len(errs) > 0 {
 				err = apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), name, errs)
 			}

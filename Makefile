@@ -17,7 +17,7 @@ deps:
 	./hack/install-deps.sh
 	$(GO) mod download
 
-# Everything CI runs: prerequisites, lint, unit and integration tests with
+# Everything CI runs: prerequisites, lint (gofmt, vet, staticcheck), unit and integration tests with
 # the race detector, the kubectl suite, then the end-to-end tests on the lab.
 test: deps lint test-unit test-fuzz test-kubectl test-e2e
 
@@ -39,10 +39,14 @@ test-kubectl: build
 test-e2e: build
 	KFORGE_E2E=1 KFORGE_BINARY=$(CURDIR)/bin/kforge $(GO) test -count=1 -timeout 20m -v ./test/e2e/...
 
+# staticcheck is pinned; `go run` builds it once into the module cache.
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 
 # Boots the local lab (seven hosts), installs the control plane on it with
 # `kforge up` (PKI, HA etcd, apiservers, the lb) and says how to reach it.

@@ -6,7 +6,7 @@ import (
 	"net"
 	"time"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 )
 
 // tunneler is a Host that can connect onwards from itself (SSHHost).
@@ -28,7 +28,7 @@ type Dialer struct {
 // through its SSH connection (hosts must be connected before a dial). An
 // external load balancer is reached through the first such master when
 // the masters are behind a bastion.
-func NewDialer(c *cluster.Cluster, hosts []Host) *Dialer {
+func NewDialer(c *v1alpha1.Cluster, hosts []Host) *Dialer {
 	d := &Dialer{via: map[string]tunneler{}, direct: net.Dialer{Timeout: 5 * time.Second}}
 	byName := map[string]Host{}
 	for _, h := range hosts {
@@ -41,7 +41,7 @@ func NewDialer(c *cluster.Cluster, hosts []Host) *Dialer {
 			continue
 		}
 		d.via[h.Address] = t
-		if h.Role == cluster.RoleMaster && firstMaster == nil {
+		if h.Role == v1alpha1.RoleMaster && firstMaster == nil {
 			firstMaster = t
 		}
 	}

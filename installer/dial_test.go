@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 )
 
 // tunnelHost is a fakeHost that records the dials carried through it.
@@ -23,7 +23,7 @@ func (h *tunnelHost) DialContext(_ context.Context, _, addr string) (net.Conn, e
 	return nil, errors.New("tunnelled through " + h.name)
 }
 
-func loadSpec(t *testing.T, spec string) *cluster.Cluster {
+func loadSpec(t *testing.T, spec string) *v1alpha1.Cluster {
 	t.Helper()
 	dir := t.TempDir()
 	for _, f := range []string{"id", "known_hosts"} {
@@ -35,14 +35,14 @@ func loadSpec(t *testing.T, spec string) *cluster.Cluster {
 	if err := os.WriteFile(p, []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c, err := cluster.Load(p)
+	c, err := v1alpha1.Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func tunnelHosts(c *cluster.Cluster) (map[string]*tunnelHost, []Host) {
+func tunnelHosts(c *v1alpha1.Cluster) (map[string]*tunnelHost, []Host) {
 	byName := map[string]*tunnelHost{}
 	var hosts []Host
 	for _, h := range c.Spec.Hosts {

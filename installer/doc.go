@@ -1,6 +1,6 @@
-// Package installer owns the SSH installer and the day-2 commands (up,
-// status, node add/remove, backup, restore, upgrade, reset): an ordered
-// list of phases over a Host interface, every remote write behind one
-// dry-run gate. The cluster.yaml types live in installer/cluster and the
+// Package installer owns the SSH installer and the commands that act on a
+// whole cluster: up, status and reset. Each is an ordered list of phases
+// over a Host interface (SSH, or a fake in tests), every remote write behind
+// one dry-run gate. The cluster.yaml types live in api/v1alpha1 and the
 // local lab in installer/lab.
 package installer

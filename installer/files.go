@@ -70,7 +70,7 @@ func statScript(paths []string) string {
 	var b strings.Builder
 	b.WriteString("for f in")
 	for _, p := range paths {
-		b.WriteString(" " + shellQuote(p))
+		b.WriteString(" " + ssh.ShellQuote(p))
 	}
 	b.WriteString(`; do if [ -f "$f" ]; then echo "$(stat -c '%a %U:%G' "$f") $(sha256sum "$f" | cut -d' ' -f1) $f"; else echo "absent - - $f"; fi; done`)
 	return b.String()
@@ -151,7 +151,7 @@ func textDiff(ctx context.Context, h Host, f remoteFile, cur ssh.RemoteFile) str
 		if cur.SHA256 == f.File.SHA256 {
 			return ""
 		}
-		s, err := h.Run(ctx, "cat "+shellQuote(f.Remote))
+		s, err := h.Run(ctx, "cat "+ssh.ShellQuote(f.Remote))
 		if err != nil {
 			return "(could not read the current file: " + oneLine(err.Error()) + ")"
 		}
@@ -185,14 +185,4 @@ func sortChanges(cs []Change) []Change {
 	out := append([]Change(nil), cs...)
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Host < out[j].Host })
 	return out
-}
-
-// shellQuote quotes s for sh.
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-:=+,@", r))
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -123,24 +123,33 @@ func ReadJournal(path string) ([]JournalRecord, error) {
 	return out, sc.Err()
 }
 
-// Finished returns, for the latest run in records, which phases finished
-// on which hosts: finished[phase][host].
-func Finished(records []JournalRecord) map[string]map[string]bool {
-	last := ""
+// RunSummary is what the journal says of one `kforge up`.
+type RunSummary struct {
+	Run     string
+	Version string
+	Start   time.Time
+	// Ended is false when the run never wrote its end: it was killed.
+	Ended      bool
+	OK         bool
+	DurationMS int64
+	Error      string
+	// Failed lists "phase on host" for every step that failed.
+	Failed []string
+}
+
+// LastRun summarises the latest run in records; nil when there is none.
+func LastRun(records []JournalRecord) *RunSummary {
+	var sum *RunSummary
 	for _, r := range records {
-		if r.Kind == JournalRunStart {
-			last = r.Run
+		switch {
+		case r.Kind == JournalRunStart:
+			sum = &RunSummary{Run: r.Run, Version: r.Version, Start: r.Time}
+		case sum == nil || r.Run != sum.Run:
+		case r.Kind == JournalStep && !r.OK:
+			sum.Failed = append(sum.Failed, r.Phase+" on "+r.Host)
+		case r.Kind == JournalRunEnd:
+			sum.Ended, sum.OK, sum.DurationMS, sum.Error = true, r.OK, r.DurationMS, r.Error
 		}
 	}
-	out := map[string]map[string]bool{}
-	for _, r := range records {
-		if r.Run != last || r.Kind != JournalStep || !r.OK {
-			continue
-		}
-		if out[r.Phase] == nil {
-			out[r.Phase] = map[string]bool{}
-		}
-		out[r.Phase][r.Host] = true
-	}
-	return out
+	return sum
 }

@@ -50,7 +50,6 @@ type testPhase struct {
 	mu      *sync.Mutex
 	skip    bool
 	err     error
-	dryRun  bool // implements DryRunner behaviour through the wrapper
 	onRun   func(ctx context.Context) error
 	didDry  bool
 	runHits int
@@ -319,9 +318,12 @@ func TestJournalRoundTrip(t *testing.T) {
 	if len(recs) != 6 || recs[0].Run != "r1" || recs[0].Version != "v1" || recs[3].DurationMS != 12 || recs[5].Error != "host m2: boom" {
 		t.Errorf("records %+v", recs)
 	}
-	fin := Finished(recs)
-	if !fin["facts"]["m1"] || !fin["facts"]["m2"] || fin["upload-binary"]["m2"] {
-		t.Errorf("Finished = %v", fin)
+	last := LastRun(recs)
+	if last == nil || last.Run != "r2" || last.Ended || len(last.Failed) != 1 || last.Failed[0] != "upload-binary on m2" {
+		t.Errorf("LastRun = %+v", last)
+	}
+	if first := LastRun(recs[:2]); first == nil || first.Run != "r1" || first.Ended || len(first.Failed) != 0 || first.Version != "v1" {
+		t.Errorf("LastRun of the first run = %+v", first)
 	}
 	if recs, err := ReadJournal(filepath.Join(dir, "none")); err != nil || recs != nil {
 		t.Errorf("missing journal: %v %v", recs, err)
@@ -392,7 +394,7 @@ func TestCheck(t *testing.T) {
 		{"clock behind", "master", func(f *Facts) { f.ClockSkew = -3 * time.Second }, &Probe{}, "clock differs"},
 		{"etcd port taken", "master", nil, &Probe{Listening: map[int]bool{2379: true}}, "2379 already in use"},
 		{"lb port taken", "loadbalancer", nil, &Probe{Listening: map[int]bool{6443: true}}, "6443 already in use"},
-		{"worker 443 taken", "worker", nil, &Probe{Listening: map[int]bool{443: true}, Have: worker.Have, CNI: worker.CNI}, "443 already in use"},
+		{"lb 6443 taken", "loadbalancer", nil, &Probe{Listening: map[int]bool{6443: true}}, "6443 already in use"},
 		{"small disk", "master", func(f *Facts) { f.DiskFree["/var/lib"] = 1 << 30 }, &Probe{}, "free in /var/lib"},
 		{"no room for binary", "worker", func(f *Facts) { f.DiskFree["/usr/local/bin"] = 60 << 20 }, worker, "/usr/local/bin"},
 		{"no runc", "worker", nil, &Probe{Have: map[string]string{"containerd": "x"}, CNI: worker.CNI}, "runc is not installed"},

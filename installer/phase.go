@@ -83,7 +83,7 @@ func (e *Env) HostsWithRole(roles ...string) []Host {
 
 // Each runs fn on every host, at most Parallel at once, reporting a ✓/✗
 // line per host and journaling each success or failure. fn returns a short
-// message for the ✓ line; ErrSkipped-wrapped errors report a skip. Every
+// message for the ✓ line; a *SkipError reports a skip instead. Every
 // host runs even when others fail; the error joins every host's error, each
 // naming its host.
 func (e *Env) Each(ctx context.Context, p Phase, hosts []Host, fn func(ctx context.Context, h Host) (string, error)) error {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 )
 
 // Preflight limits.
@@ -30,33 +30,36 @@ var SupportedOS = []string{"debian", "ubuntu"}
 // RequiredCNIPlugins are the CNI plugins the agent uses.
 var RequiredCNIPlugins = []string{"bridge", "host-local", "loopback", "portmap"}
 
-// PortsFor are the TCP ports a role needs free.
-func PortsFor(role string) []int {
-	switch role {
-	case cluster.RoleMaster:
-		return []int{2379, 2380, 6443, 10257, 10259}
-	case cluster.RoleLoadBalancer:
-		return []int{6443}
-	case cluster.RoleWorker:
-		return []int{10250, 80, 443}
-	}
-	return nil
-}
+// PortsFor are the TCP ports a host of this role (master, worker,
+// loadbalancer) needs free: those of every daemon role it may run.
+func PortsFor(hostRole string) []int { return portsOf(hostRole) }
 
 // probeScript prints what preflight needs beyond the facts; it only reads.
-const probeScript = `cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" {print "listen", $2}'
+var probeScript = `cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" {print "listen", $2}'
 for c in containerd runc; do p=$(command -v $c 2>/dev/null) && echo "have $c $p"; done
 for d in /opt/cni/bin /usr/lib/cni; do [ -d "$d" ] && echo "cni $d" $(ls "$d"); done
-for u in kforge-etcd kforge-apiserver kforge-lb kforge-controller-manager kforge-scheduler; do [ "$(systemctl is-active $u 2>/dev/null)" = active ] && echo "active $u"; done
+for u in ` + roleUnits(false) + `; do [ "$(systemctl is-active $u 2>/dev/null)" = active ] && echo "active $u"; done
 true
 `
+
+// roleUnits lists every role's unit, in start order or reversed.
+func roleUnits(reverse bool) string {
+	var units []string
+	for _, r := range Roles {
+		units = append(units, r.Unit())
+	}
+	if reverse {
+		slices.Reverse(units)
+	}
+	return strings.Join(units, " ")
+}
 
 // Probe is what probeScript found.
 type Probe struct {
 	Listening map[int]bool
 	Have      map[string]string // command -> path
 	CNI       map[string][]string
-	// Active are kforge's own units that are running (kforge-etcd, ...).
+	// Active are kforge's own units that are running (kforge-etcd.service, ...).
 	Active map[string]bool
 }
 
@@ -136,9 +139,9 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 	}
 	need := uint64(MinStateFreeOther)
 	switch role {
-	case cluster.RoleMaster:
+	case v1alpha1.RoleMaster:
 		need = MinStateFreeMaster
-	case cluster.RoleWorker:
+	case v1alpha1.RoleWorker:
 		need = MinStateFreeWorker
 	}
 	if free, ok := f.DiskFree[StateDir]; ok && free < need {
@@ -149,7 +152,7 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 		if !p.Listening[port] {
 			continue
 		}
-		if u := ownerUnit(role, port); u != "" && p.Active[u] {
+		if u := portOwner(role, port); u != "" && p.Active[u] {
 			ours = append(ours, strconv.Itoa(port))
 			continue
 		}
@@ -159,7 +162,7 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 		bad("TCP port(s) %s already in use (a %s needs %s free)", strings.Join(busy, ", "), role, joinInts(PortsFor(role)))
 	}
 	if f.CgroupFS != "cgroup2fs" {
-		if role == cluster.RoleWorker {
+		if role == v1alpha1.RoleWorker {
 			bad("cgroup v2 is required on workers (/sys/fs/cgroup is %q)", f.CgroupFS)
 		} else {
 			r.Warnings = append(r.Warnings, "no cgroup v2")
@@ -171,11 +174,11 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 				missing = append(missing, c)
 			}
 		}
-		if len(missing) > 0 && role == cluster.RoleWorker {
+		if len(missing) > 0 && role == v1alpha1.RoleWorker {
 			r.Warnings = append(r.Warnings, "cgroup controller(s) "+strings.Join(missing, ", ")+" missing: those limits will not be enforced")
 		}
 	}
-	if role == cluster.RoleWorker {
+	if role == v1alpha1.RoleWorker {
 		for _, c := range []string{"containerd", "runc"} {
 			if p.Have[c] == "" {
 				bad("%s is not installed (Debian: apt-get install containerd runc)", c)
@@ -207,30 +210,12 @@ func Check(role string, f *Facts, p *Probe, bin BinaryInfo) CheckResult {
 		}
 		info = append(info, "cgroup v2 ("+ctl+")")
 	}
-	if role == cluster.RoleWorker {
+	if role == v1alpha1.RoleWorker {
 		info = append(info, "containerd, runc, CNI")
 	}
 	info = append(info, fmt.Sprintf("clock %+dms", f.ClockSkew.Milliseconds()))
 	r.Info = strings.Join(info, ", ")
 	return r
-}
-
-// ownerUnit is the kforge unit that listens on a role's port, so a re-run
-// accepts the port it holds.
-func ownerUnit(role string, port int) string {
-	switch {
-	case role == cluster.RoleMaster && (port == 2379 || port == 2380):
-		return "kforge-etcd"
-	case role == cluster.RoleMaster && port == 6443:
-		return "kforge-apiserver"
-	case role == cluster.RoleMaster && port == 10257:
-		return "kforge-controller-manager"
-	case role == cluster.RoleMaster && port == 10259:
-		return "kforge-scheduler"
-	case role == cluster.RoleLoadBalancer && port == 6443:
-		return "kforge-lb"
-	}
-	return ""
 }
 
 func joinInts(ns []int) string {

@@ -18,8 +18,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/util/wait"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/pki"
 )
 
@@ -64,7 +65,7 @@ type NetProber struct {
 
 // NewNetProber builds a prober from the local PKI; a nil dial dials
 // directly.
-func NewNetProber(c *cluster.Cluster, inv *pki.Inventory, dial DialFunc) (*NetProber, error) {
+func NewNetProber(c *v1alpha1.Cluster, inv *pki.Inventory, dial DialFunc) (*NetProber, error) {
 	masters := c.Masters()
 	if len(masters) == 0 {
 		return nil, errors.New("no masters")
@@ -121,7 +122,7 @@ func certPool(path string) (*x509.CertPool, error) {
 }
 
 // EtcdEndpoint is a member's client URL.
-func EtcdEndpoint(address string) string { return "https://" + cluster.HostPort(address, 2379) }
+func EtcdEndpoint(address string) string { return "https://" + v1alpha1.HostPort(address, 2379) }
 
 // etcdEndpoints is the client URLs of the members at addresses.
 func etcdEndpoints(addresses []string) []string {
@@ -237,20 +238,16 @@ func (p *NetProber) APIServer(ctx context.Context, base string) error {
 // waitFor polls check every interval until it succeeds or timeout passes;
 // the error is check's last one.
 func waitFor(ctx context.Context, timeout, interval time.Duration, check func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	var last error
-	for {
-		if last = check(ctx); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			if last == nil {
-				last = ctx.Err()
-			}
-			return fmt.Errorf("not healthy after %s: %w", timeout, last)
-		case <-time.After(interval):
-		}
+	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
+		last = check(ctx)
+		return last == nil, nil
+	})
+	if err == nil {
+		return nil
 	}
+	if last == nil {
+		last = err
+	}
+	return fmt.Errorf("not healthy after %s: %w", timeout, last)
 }

@@ -9,13 +9,13 @@ import (
 	"strings"
 	"sync"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/templates"
 )
 
 // ResetOptions configure `kforge reset`.
 type ResetOptions struct {
-	Cluster        *cluster.Cluster
+	Cluster        *v1alpha1.Cluster
 	Out, ErrOut    io.Writer
 	TTY            bool
 	PromptPassword func(string) (string, error)
@@ -31,10 +31,11 @@ type ResetResult struct {
 }
 
 // resetScript stops, disables and removes every kforge unit, then every
-// file and folder kforge put on the host. The API's clients stop first and
-// etcd last: a scheduler or controller manager stopping after the
-// apiservers would wait for them to release its lease.
-var resetScript = `for u in kforge-scheduler kforge-controller-manager kforge-lb kforge-apiserver kforge-etcd; do [ -e ` + templates.UnitDir + `/$u.service ] && { systemctl disable --now --quiet $u.service || true; }; done
+// file and folder kforge put on the host. Roles stop in reverse start
+// order, so the API's clients stop first and etcd last: a scheduler or
+// controller manager stopping after the apiservers would wait for them to
+// release its lease. Units of roles this version no longer knows go next.
+var resetScript = `for u in ` + roleUnits(true) + `; do [ -e ` + templates.UnitDir + `/$u ] && { systemctl disable --now --quiet $u || true; }; done
 for f in ` + templates.UnitDir + `/kforge-*.service; do [ -e "$f" ] || continue; systemctl disable --now --quiet "$(basename "$f")" || true; done
 rm -f ` + templates.UnitDir + `/kforge-*.service
 systemctl daemon-reload

@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,7 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,13 +19,17 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"kforge.dev/kforge/installer/cluster"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"kforge.dev/kforge/api/v1alpha1"
+	"kforge.dev/kforge/installer/ssh"
 	"kforge.dev/kforge/pki"
 )
 
 // StatusOptions configure `kforge status`.
 type StatusOptions struct {
-	Cluster *cluster.Cluster
+	Cluster *v1alpha1.Cluster
 	Out     io.Writer
 	// Warn flags certificates that expire within it (30 days when 0).
 	Warn           time.Duration
@@ -54,7 +59,7 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 		o.Warn = 30 * 24 * time.Hour
 	}
 	c := o.Cluster
-	inv, err := pki.NewInventory(c, "")
+	inv, err := pki.NewInventory(PKISpec(c), "")
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +126,7 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 	type target struct{ name, url string }
 	targets := []target{}
 	for _, m := range masters {
-		targets = append(targets, target{m.Name, "https://" + cluster.HostPort(m.Address, 6443)})
+		targets = append(targets, target{m.Name, "https://" + v1alpha1.HostPort(m.Address, 6443)})
 	}
 	targets = append(targets, target{"(load balancer)", c.APIServerURL()})
 	ready := map[string]bool{} // master name → its apiserver is ready
@@ -186,7 +191,7 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 			fmt.Fprintf(w, "(%s)\t✗ %s\n", lbName, oneLine(lerr.Error()))
 		}
 		for _, m := range masters {
-			b := cluster.HostPort(m.Address, 6443)
+			b := v1alpha1.HostPort(m.Address, 6443)
 			switch {
 			case lerr != nil:
 			case up[b]:
@@ -202,14 +207,17 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 
 	// Leaders of the leader-elected roles.
 	section("ROLE\tLEADER\tRENEWED")
-	for _, role := range []string{"kforge-scheduler", "kforge-controller-manager"} {
-		holder, age, err := leader(ctx, pr, inv, c.APIServerURL(), role)
-		if err != nil {
-			problem("%s: %v", role, err)
-			fmt.Fprintf(w, "%s\t✗ %s\t\n", strings.TrimPrefix(role, "kforge-"), oneLine(err.Error()))
+	for _, r := range slices.Backward(Roles) {
+		if r.LeaderLease == "" {
 			continue
 		}
-		fmt.Fprintf(w, "%s\t✓ %s\t%s ago\n", strings.TrimPrefix(role, "kforge-"), holder, age.Round(time.Second))
+		holder, age, err := leader(ctx, pr, inv, c.APIServerURL(), r.LeaderLease)
+		if err != nil {
+			problem("%s: %v", r.LeaderLease, err)
+			fmt.Fprintf(w, "%s\t✗ %s\t\n", r.Name, oneLine(err.Error()))
+			continue
+		}
+		fmt.Fprintf(w, "%s\t✓ %s\t%s ago\n", r.Name, holder, age.Round(time.Second))
 	}
 
 	// Nodes.
@@ -222,6 +230,30 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 	} else {
 		for _, name := range n {
 			fmt.Fprintf(w, "%s\n", name)
+		}
+	}
+
+	// The last `kforge up`, from the run journal beside cluster.yaml.
+	if c.Path != "" {
+		section("LAST UP\tSTARTED\tRESULT")
+		recs, err := ReadJournal(JournalPath(c.Path))
+		switch last := LastRun(recs); {
+		case err != nil:
+			fmt.Fprintf(w, "✗ %s\t\t\n", oneLine(err.Error()))
+		case last == nil:
+			fmt.Fprintf(w, "none recorded\t\t\n")
+		default:
+			result := fmt.Sprintf("✓ done in %s", formatDuration(time.Duration(last.DurationMS)*time.Millisecond))
+			switch {
+			case !last.Ended:
+				result = "✗ did not finish (interrupted); run kforge up again"
+			case !last.OK:
+				result = "✗ failed: " + oneLine(last.Error)
+			}
+			if len(last.Failed) > 0 {
+				result += " (failed: " + strings.Join(last.Failed, ", ") + ")"
+			}
+			fmt.Fprintf(w, "%s (%s)\t%s\t%s\n", last.Run, last.Version, last.Start.Local().Format(time.DateTime), result)
 		}
 	}
 
@@ -286,20 +318,28 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 	return res, nil
 }
 
-// lbMetricsScript fetches the lb's metrics from its loopback listener
-// with bash's /dev/tcp (no curl on the host needed).
-var lbMetricsScript = `bash -c 'exec 3<>/dev/tcp/` + strings.Replace(LBMetricsAddress, ":", "/", 1) + ` && printf "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 && cat <&3'`
-
-var backendUp = regexp.MustCompile(`(?m)^kforge_lb_backend_up\{backend="([^"]+)"\} ([0-9.e+-]+)`)
-
+// lbBackends reads which apiservers the lb counts as up from its metrics
+// (kforge_lb_backend_up, one series per backend) on the lb host's loopback.
 func lbBackends(ctx context.Context, h Host) (map[string]bool, error) {
-	out, err := h.Run(ctx, lbMetricsScript)
+	body, err := loopbackGet(ctx, h, LBMetricsAddress, "/metrics")
+	if err != nil {
+		return nil, fmt.Errorf("reading the lb metrics: %w", err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("reading the lb metrics: %w", err)
 	}
 	m := map[string]bool{}
-	for _, g := range backendUp.FindAllStringSubmatch(out, -1) {
-		m[g[1]] = g[2] == "1"
+	if f := fams["kforge_lb_backend_up"]; f != nil {
+		for _, metric := range f.GetMetric() {
+			for _, l := range metric.GetLabel() {
+				if l.GetName() == "backend" {
+					// A gauge, as the lb declares it; untyped without a TYPE line.
+					m[l.GetValue()] = metric.GetGauge().GetValue() == 1 || metric.GetUntyped().GetValue() == 1
+				}
+			}
+		}
 	}
 	if len(m) == 0 {
 		return nil, fmt.Errorf("the lb metrics list no backends")
@@ -311,7 +351,7 @@ func lbBackends(ctx context.Context, h Host) (map[string]bool, error) {
 func readRemoteCerts(ctx context.Context, h Host, paths []string) (map[string]*x509.Certificate, error) {
 	var b strings.Builder
 	for _, p := range paths {
-		fmt.Fprintf(&b, "[ -f %s ] && echo '==> %s' && cat %s; ", shellQuote(p), p, shellQuote(p))
+		fmt.Fprintf(&b, "[ -f %s ] && echo '==> %s' && cat %s; ", ssh.ShellQuote(p), p, ssh.ShellQuote(p))
 	}
 	b.WriteString("true")
 	out, err := h.Run(ctx, b.String())

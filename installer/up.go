@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/installer/ssh"
 	"kforge.dev/kforge/pki"
 )
@@ -22,7 +22,7 @@ const NotYet = "not there yet: the workers' daemons (agent, proxy, dns, ingress)
 
 // UpOptions configure `kforge up`.
 type UpOptions struct {
-	Cluster *cluster.Cluster
+	Cluster *v1alpha1.Cluster
 	DryRun  bool
 	// AcceptNewHostKeys pins unknown host keys into spec.ssh.knownHosts.
 	AcceptNewHostKeys bool
@@ -44,7 +44,7 @@ type UpOptions struct {
 	// Reporter replaces the text or JSON reporter (tests).
 	Reporter Reporter
 	// NewProber replaces the health prober that dials the hosts (tests).
-	NewProber func(c *cluster.Cluster, inv *pki.Inventory) (Prober, error)
+	NewProber func(c *v1alpha1.Cluster, inv *pki.Inventory) (Prober, error)
 }
 
 // UpResult is what a run did.
@@ -171,7 +171,7 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 		verb, formatDuration(res.Duration), hosts, len(res.Changes), NotYet)
 }
 
-func usageText(c *cluster.Cluster, kubeconfig string) string {
+func usageText(c *v1alpha1.Cluster, kubeconfig string) string {
 	return fmt.Sprintf(`The API is at %s. The admin kubeconfig (cluster-admin, keep it private) is
   %s
 Use it with kubectl:
@@ -182,7 +182,7 @@ or print it again with: kforge kubeconfig -f %s`, c.APIServerURL(), kubeconfig, 
 // SSHHosts builds a Host per cluster host with its effective SSH settings.
 // Hosts sharing a known_hosts file share one HostKeys, so pinning is
 // serialised.
-func SSHHosts(c *cluster.Cluster, acceptNew bool, prompt func(string) (string, error), log *slog.Logger) []Host {
+func SSHHosts(c *v1alpha1.Cluster, acceptNew bool, prompt func(string) (string, error), log *slog.Logger) []Host {
 	keys := map[string]*ssh.HostKeys{}
 	pw := &passwords{prompt: prompt, cache: map[string]string{}}
 	var out []Host

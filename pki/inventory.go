@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"kforge.dev/kforge/installer/cluster"
 )
 
 // Names of the two certificate authorities.
@@ -191,11 +189,11 @@ func (inv *Inventory) FilesFor(host string) []File { return inv.HostFiles[host] 
 // Path turns a slash-separated path relative to Dir into a local path.
 func (inv *Inventory) Path(rel string) string { return filepath.Join(inv.Dir, filepath.FromSlash(rel)) }
 
-// NewInventory computes the inventory for a loaded (defaulted and valid)
-// cluster spec. dir overrides spec.pki.dir when not empty.
-func NewInventory(c *cluster.Cluster, dir string) (*Inventory, error) {
+// NewInventory computes the inventory for a cluster. dir overrides
+// s.Dir when not empty.
+func NewInventory(s Spec, dir string) (*Inventory, error) {
 	if dir == "" {
-		dir = c.Spec.PKI.Dir
+		dir = s.Dir
 	}
 	if dir == "" {
 		return nil, fmt.Errorf("no PKI directory: spec.pki.dir is empty")
@@ -204,36 +202,26 @@ func NewInventory(c *cluster.Cluster, dir string) (*Inventory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolving PKI directory %s: %w", dir, err)
 	}
-	caValidity, certValidity := c.CAValidity(), c.CertValidity()
-	if caValidity <= 0 {
-		return nil, fmt.Errorf("spec.pki.caValidity %q is not a positive duration", c.Spec.PKI.CAValidity)
-	}
-	if certValidity <= 0 {
-		return nil, fmt.Errorf("spec.pki.certValidity %q is not a positive duration", c.Spec.PKI.CertValidity)
-	}
-	svcIP, err := c.KubernetesServiceIP()
-	if err != nil {
+	if err := s.validate(); err != nil {
 		return nil, err
 	}
-	server := c.APIServerURL()
-	if server == "" {
-		return nil, fmt.Errorf("the cluster has no master and no load balancer: no apiserver URL")
-	}
+	caValidity, certValidity := s.CAValidity, s.CertValidity
+	svcIP, server := s.KubernetesServiceIP, s.APIServerURL
 
-	masters, workers := c.Masters(), c.Workers()
+	masters, workers := s.withRole(RoleMaster), s.withRole(RoleWorker)
 	masterNames, workerNames := names(masters), names(workers)
-	lbs := c.HostsWithRole(cluster.RoleLoadBalancer)
+	lbs := s.withRole(RoleLoadBalancer)
 	var all []string
-	for _, h := range c.Spec.Hosts {
+	for _, h := range s.Hosts {
 		switch h.Role {
-		case cluster.RoleMaster, cluster.RoleWorker, cluster.RoleLoadBalancer:
+		case RoleMaster, RoleWorker, RoleLoadBalancer:
 			all = append(all, h.Name)
 		}
 	}
 
 	inv := &Inventory{
 		Dir:               abs,
-		ClusterName:       c.Metadata.Name,
+		ClusterName:       s.ClusterName,
 		ServiceAccountKey: caDir + "/sa.key",
 		ServiceAccountPub: caDir + "/sa.pub",
 		HostFiles:         map[string][]File{},
@@ -246,7 +234,7 @@ func NewInventory(c *cluster.Cluster, dir string) (*Inventory, error) {
 	ca := func(name, cn, purpose string, hosts []string) {
 		inv.Certs = append(inv.Certs, Cert{
 			Name: name, Hosts: hosts, Purpose: purpose, IsCA: true,
-			CommonName: cn, Organization: []string{"kforge:" + c.Metadata.Name},
+			CommonName: cn, Organization: []string{"kforge:" + s.ClusterName},
 			Validity: caValidity,
 			CertFile: caDir + "/" + name + ".crt", KeyFile: caDir + "/" + name + ".key",
 		})
@@ -276,9 +264,9 @@ func NewInventory(c *cluster.Cluster, dir string) (*Inventory, error) {
 	// The apiserver serves on its own address and behind the LB, and as
 	// the "kubernetes" Service from inside the cluster.
 	apiDNS := []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc",
-		"kubernetes.default.svc." + c.Spec.Network.ClusterDomain, "localhost"}
+		"kubernetes.default.svc." + s.ClusterDomain, "localhost"}
 	var apiHosts []string
-	if a := c.Spec.LoadBalancer.Address; a != "" {
+	if a := s.LoadBalancerAddress; a != "" {
 		apiHosts = append(apiHosts, a)
 	}
 	for _, m := range masters {
@@ -287,7 +275,7 @@ func NewInventory(c *cluster.Cluster, dir string) (*Inventory, error) {
 	apiHosts = append(apiHosts, svcIP.String(), "127.0.0.1")
 	apiHosts = append(apiHosts, apiDNS...)
 
-	own := func(h cluster.Host, name, ca, cn string, org []string, purpose string, eku []x509.ExtKeyUsage, sans []string) {
+	own := func(h Host, name, ca, cn string, org []string, purpose string, eku []x509.ExtKeyUsage, sans []string) {
 		dns, ips := splitSANs(sans)
 		base := hostsDir + "/" + h.Name + "/" + name
 		inv.Certs = append(inv.Certs, Cert{
@@ -378,7 +366,7 @@ func where(c *Cert, masters, workers, all []string) string {
 	return strings.Join(c.Hosts, ",")
 }
 
-func names(hs []cluster.Host) []string {
+func names(hs []Host) []string {
 	var out []string
 	for _, h := range hs {
 		out = append(out, h.Name)

@@ -7,14 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"kforge.dev/kforge/installer/cluster"
 )
 
 // host is one line of a test cluster's spec.hosts.
@@ -32,46 +31,28 @@ func labHosts() []host {
 	}
 }
 
-// loadCluster writes a cluster.yaml with these hosts into dir (with the
-// identity file validation wants) and loads it. The PKI lives in dir/pki.
-func loadCluster(t *testing.T, dir string, hosts []host) *cluster.Cluster {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Join(dir, "ssh"), 0o700); err != nil {
-		t.Fatal(err)
+// labSpec is the lab's cluster with these hosts; the PKI lives in dir/pki.
+func labSpec(dir string, hosts []host) Spec {
+	s := Spec{
+		ClusterName:         "lab",
+		APIServerURL:        "https://198.18.0.10:6443",
+		LoadBalancerAddress: "198.18.0.10",
+		KubernetesServiceIP: netip.MustParseAddr("198.18.16.1"),
+		ClusterDomain:       "cluster.local",
+		Dir:                 filepath.Join(dir, "pki"),
+		CAValidity:          87600 * time.Hour,
+		CertValidity:        8760 * time.Hour,
 	}
-	if err := os.WriteFile(filepath.Join(dir, "ssh", "id_ed25519"), []byte("not a key\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	b.WriteString(`apiVersion: kforge.dev/v1alpha1
-kind: Cluster
-metadata: {name: lab}
-spec:
-  ssh: {identityFile: ./ssh/id_ed25519}
-  loadBalancer: {address: 198.18.0.10, port: 6443, host: lb}
-  hosts:
-`)
 	for _, h := range hosts {
-		fmt.Fprintf(&b, "  - {name: %s, address: %s, role: %s}\n", h.name, h.addr, h.role)
+		s.Hosts = append(s.Hosts, Host{Name: h.name, Address: h.addr, Role: h.role})
 	}
-	b.WriteString(`  network: {podCIDR: 198.19.0.0/16, serviceCIDR: 198.18.16.0/20, clusterDomain: cluster.local}
-  pki: {dir: ./pki, caValidity: 87600h, certValidity: 8760h}
-`)
-	path := filepath.Join(dir, "cluster.yaml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, err := cluster.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return s
 }
 
 // initLab makes a lab PKI in a temp dir and returns its inventory.
 func initLab(t *testing.T) *Inventory {
 	t.Helper()
-	c := loadCluster(t, t.TempDir(), labHosts())
+	c := labSpec(t.TempDir(), labHosts())
 	inv, err := NewInventory(c, "")
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +63,7 @@ func initLab(t *testing.T) *Inventory {
 	return inv
 }
 
-func mustInit(t *testing.T, c *cluster.Cluster) (*Inventory, *Report) {
+func mustInit(t *testing.T, c Spec) (*Inventory, *Report) {
 	t.Helper()
 	inv, err := NewInventory(c, "")
 	if err != nil {
@@ -440,9 +421,9 @@ func TestInitReissuesOnlyWhatChanged(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			_, _ = mustInit(t, loadCluster(t, dir, labHosts()))
+			_, _ = mustInit(t, labSpec(dir, labHosts()))
 			before := snapshot(t, filepath.Join(dir, "pki"))
-			inv, rep := mustInit(t, loadCluster(t, dir, tt.change(labHosts())))
+			inv, rep := mustInit(t, labSpec(dir, tt.change(labHosts())))
 			acts := actions(rep)
 			for _, c := range inv.Certs {
 				want := Kept
@@ -476,7 +457,7 @@ func TestInitReissuesOnlyWhatChanged(t *testing.T) {
 				}
 			}
 			// And a third run is quiet again.
-			_, rep = mustInit(t, loadCluster(t, dir, tt.change(labHosts())))
+			_, rep = mustInit(t, labSpec(dir, tt.change(labHosts())))
 			if rep.Changed() {
 				t.Error("third Init changed something")
 			}
@@ -496,10 +477,10 @@ func mustRead(t *testing.T, p string) []byte {
 func TestReissueReasons(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	mustInit(t, loadCluster(t, dir, labHosts()))
+	mustInit(t, labSpec(dir, labHosts()))
 	hs := labHosts()
 	hs = append(hs, host{"m4", "198.18.0.14", "master"}, host{"m5", "198.18.0.15", "master"})
-	_, rep := mustInit(t, loadCluster(t, dir, hs))
+	_, rep := mustInit(t, labSpec(dir, hs))
 	got := actions(rep)["m1/apiserver"].Reason
 	if !strings.Contains(got, "adds 198.18.0.14, 198.18.0.15") {
 		t.Errorf("reason %q does not name the new addresses", got)
@@ -638,7 +619,7 @@ func TestInitReissuesExpiredLeafAndForeignLeaf(t *testing.T) {
 
 func TestInitDirOverrideAndCancel(t *testing.T) {
 	t.Parallel()
-	c := loadCluster(t, t.TempDir(), labHosts())
+	c := labSpec(t.TempDir(), labHosts())
 	other := filepath.Join(t.TempDir(), "elsewhere")
 	inv, err := NewInventory(c, other)
 	if err != nil {
@@ -655,7 +636,7 @@ func TestInitDirOverrideAndCancel(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(other, "ca", "cluster-ca.crt")); err != nil {
 		t.Errorf("--dir not honoured: %v", err)
 	}
-	if _, err := os.Stat(c.Spec.PKI.Dir); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(c.Dir); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("spec.pki.dir was written though overridden: %v", err)
 	}
 }
@@ -703,7 +684,7 @@ func TestStatus(t *testing.T) {
 		}
 	}
 
-	c := loadCluster(t, t.TempDir(), labHosts())
+	c := labSpec(t.TempDir(), labHosts())
 	empty, _ := NewInventory(c, "")
 	if _, err := Status(empty, now); !errors.Is(err, ErrNoPKI) {
 		t.Errorf("Status on no PKI: %v", err)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,7 +21,6 @@ import (
 
 	"kforge.dev/kforge/controlplane/apiserver"
 	"kforge.dev/kforge/controlplane/etcd"
-	"kforge.dev/kforge/installer/cluster"
 	"kforge.dev/kforge/pki"
 )
 
@@ -238,37 +238,28 @@ func Up(ctx context.Context, o Options) (err error) {
 	}
 }
 
-// Cluster is the cluster spec Up issues the PKI for: one master named
-// "local" at 127.0.0.1, behind a "load balancer" that is the apiserver
-// itself at 127.0.0.1:port.
-func Cluster(dir string, port int) (*cluster.Cluster, error) {
-	c := &cluster.Cluster{
-		APIVersion: cluster.APIVersion,
-		Kind:       cluster.Kind,
-		Metadata:   cluster.Metadata{Name: ClusterName},
-		Spec: cluster.Spec{
-			LoadBalancer: cluster.LoadBalancer{Address: Address, Port: port},
-			Hosts:        []cluster.Host{{Name: HostName, Address: Address, Role: cluster.RoleMaster}},
-			Network:      cluster.Network{PodCIDR: PodCIDR, ServiceCIDR: ServiceCIDR},
-			PKI:          cluster.PKI{Dir: PKIDir},
-		},
+// PKISpec is what Up issues the PKI for: one master named "local" at
+// 127.0.0.1, behind a "load balancer" that is the apiserver itself at
+// 127.0.0.1:port, with the cluster spec's default lifetimes.
+func PKISpec(dir string, port int) pki.Spec {
+	svc := netip.MustParsePrefix(ServiceCIDR)
+	return pki.Spec{
+		ClusterName:         ClusterName,
+		Hosts:               []pki.Host{{Name: HostName, Address: Address, Role: pki.RoleMaster}},
+		APIServerURL:        "https://" + net.JoinHostPort(Address, strconv.Itoa(port)),
+		LoadBalancerAddress: Address,
+		KubernetesServiceIP: svc.Masked().Addr().Next(),
+		ClusterDomain:       "cluster.local",
+		Dir:                 filepath.Join(dir, PKIDir),
+		CAValidity:          10 * 365 * 24 * time.Hour,
+		CertValidity:        365 * 24 * time.Hour,
 	}
-	c.SetDefaults()
-	c.ResolvePaths(dir)
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("local: the cluster spec: %w", err)
-	}
-	return c, nil
 }
 
 // issuePKI issues (or reuses) the PKI under dir/pki. A new port only
 // rewrites the kubeconfigs.
 func issuePKI(ctx context.Context, dir string, port int, progress io.Writer) (*pki.Inventory, error) {
-	c, err := Cluster(dir, port)
-	if err != nil {
-		return nil, err
-	}
-	inv, err := pki.NewInventory(c, "")
+	inv, err := pki.NewInventory(PKISpec(dir, port), "")
 	if err != nil {
 		return nil, fmt.Errorf("local: %w", err)
 	}

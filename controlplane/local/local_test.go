@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"kforge.dev/kforge/pki"
 )
 
 // syncBuffer is a bytes.Buffer safe to write from Up and read from the test.
@@ -182,12 +184,20 @@ func TestUpRejectsBadOptions(t *testing.T) {
 	}
 }
 
-func TestClusterSpecIsValid(t *testing.T) {
-	c, err := Cluster(t.TempDir(), 6443)
+func TestPKISpecMakesAnInventory(t *testing.T) {
+	dir := t.TempDir()
+	s := PKISpec(dir, 6443)
+	if s.APIServerURL != "https://127.0.0.1:6443" {
+		t.Errorf("APIServerURL %s", s.APIServerURL)
+	}
+	inv, err := pki.NewInventory(s, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.APIServerURL(); got != "https://127.0.0.1:6443" {
-		t.Errorf("APIServerURL %s", got)
+	if inv.Dir != filepath.Join(dir, PKIDir) {
+		t.Errorf("PKI dir %s", inv.Dir)
+	}
+	if len(inv.FilesFor(HostName)) == 0 {
+		t.Errorf("no files for host %s", HostName)
 	}
 }

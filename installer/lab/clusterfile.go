@@ -7,7 +7,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 )
 
 // ClusterName is metadata.name of the lab's cluster.yaml.
@@ -15,19 +15,19 @@ const ClusterName = "lab"
 
 // ClusterSpec is the cluster.yaml for a lab's hosts. SSH paths are
 // relative to DIR (where the file is written), so the folder can move.
-func ClusterSpec(hosts []HostSpec) *cluster.Cluster {
-	c := &cluster.Cluster{
-		APIVersion: cluster.APIVersion,
-		Kind:       cluster.Kind,
-		Metadata:   cluster.Metadata{Name: ClusterName},
-		Spec: cluster.Spec{
-			SSH: cluster.SSH{
+func ClusterSpec(hosts []HostSpec) *v1alpha1.Cluster {
+	c := &v1alpha1.Cluster{
+		APIVersion: v1alpha1.APIVersion,
+		Kind:       v1alpha1.Kind,
+		Metadata:   v1alpha1.Metadata{Name: ClusterName},
+		Spec: v1alpha1.Spec{
+			SSH: v1alpha1.SSH{
 				User:         "root",
 				Port:         22,
 				IdentityFile: "./" + filepath.Join(sshDirName, identityName),
 				KnownHosts:   "./" + filepath.Join(sshDirName, knownHostsName),
 			},
-			Network: cluster.Network{
+			Network: v1alpha1.Network{
 				PodCIDR:     PodCIDR.String(),
 				ServiceCIDR: ServiceCIDR.String(),
 			},
@@ -35,11 +35,11 @@ func ClusterSpec(hosts []HostSpec) *cluster.Cluster {
 	}
 	masters := 0
 	for _, h := range hosts {
-		c.Spec.Hosts = append(c.Spec.Hosts, cluster.Host{Name: h.Name, Address: h.Address.String(), Role: h.Role})
+		c.Spec.Hosts = append(c.Spec.Hosts, v1alpha1.Host{Name: h.Name, Address: h.Address.String(), Role: h.Role})
 		switch h.Role {
-		case cluster.RoleLoadBalancer:
-			c.Spec.LoadBalancer = cluster.LoadBalancer{Address: h.Address.String(), Port: cluster.DefaultLBPort, Host: h.Name}
-		case cluster.RoleMaster:
+		case v1alpha1.RoleLoadBalancer:
+			c.Spec.LoadBalancer = v1alpha1.LoadBalancer{Address: h.Address.String(), Port: v1alpha1.DefaultLBPort, Host: h.Name}
+		case v1alpha1.RoleMaster:
 			masters++
 		}
 	}
@@ -48,7 +48,7 @@ func ClusterSpec(hosts []HostSpec) *cluster.Cluster {
 }
 
 // clusterYAML renders the spec with a header comment.
-func clusterYAML(c *cluster.Cluster) ([]byte, error) {
+func clusterYAML(c *v1alpha1.Cluster) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.WriteString("# Written by `kforge lab up` for the lab in this folder; `kforge lab down` removes it.\n")
 	enc := yaml.NewEncoder(&buf)
@@ -62,7 +62,7 @@ func clusterYAML(c *cluster.Cluster) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// writeClusterFile writes DIR/cluster.yaml and checks it with cluster.Load,
+// writeClusterFile writes DIR/cluster.yaml and checks it with v1alpha1.Load,
 // the same validation every installer command applies.
 func writeClusterFile(dir string, hosts []HostSpec) (string, error) {
 	data, err := clusterYAML(ClusterSpec(hosts))
@@ -73,7 +73,7 @@ func writeClusterFile(dir string, hosts []HostSpec) (string, error) {
 	if err := writeFileAtomic(p, data, 0o644); err != nil {
 		return "", err
 	}
-	if _, err := cluster.Load(p); err != nil {
+	if _, err := v1alpha1.Load(p); err != nil {
 		return "", fmt.Errorf("the lab's cluster.yaml does not validate: %w", err)
 	}
 	return p, nil

@@ -6,13 +6,13 @@ import (
 	"strings"
 	"testing"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 )
 
 func TestWriteClusterFile(t *testing.T) {
 	for _, size := range []struct{ m, w int }{{3, 3}, {1, 0}, {2, 1}, {5, 7}} {
 		dir := t.TempDir()
-		// cluster.Load checks that the identity file exists.
+		// v1alpha1.Load checks that the identity file exists.
 		if err := os.MkdirAll(filepath.Join(dir, sshDirName), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -27,7 +27,7 @@ func TestWriteClusterFile(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%d masters, %d workers: %v", size.m, size.w, err)
 		}
-		c, err := cluster.Load(p)
+		c, err := v1alpha1.Load(p)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 )
 
 // Paths of a host's files under DIR/hosts/NAME.
@@ -133,7 +133,7 @@ func nspawnArgs(p hostPaths, h HostSpec, bridge, imagesDir string) []string {
 		"--resolv-conf=off", "--timezone=off", "--link-journal=no",
 		"--console=read-only",
 	}
-	if h.Role == cluster.RoleWorker {
+	if h.Role == v1alpha1.RoleWorker {
 		args = append(args, "--bind-ro="+imagesDir+":"+guestImagesDir)
 	}
 	return args

@@ -21,7 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 )
 
 // Options are shared by every lab command.
@@ -298,7 +298,7 @@ func Up(ctx context.Context, o UpOptions) (err error) {
 
 	var workers []HostSpec
 	for _, h := range hosts {
-		if h.Role == cluster.RoleWorker {
+		if h.Role == v1alpha1.RoleWorker {
 			workers = append(workers, h)
 		}
 	}

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 )
 
 // Address plan of the lab (DESIGN.md, "The lab"). Everything stays inside
@@ -39,7 +39,7 @@ const (
 // HostSpec is one planned lab host.
 type HostSpec struct {
 	Name    string     `json:"name"`
-	Role    string     `json:"role"` // a cluster.Role* value
+	Role    string     `json:"role"` // a v1alpha1.Role* value
 	Address netip.Addr `json:"address"`
 }
 
@@ -58,12 +58,12 @@ func Plan(masters, workers int) ([]HostSpec, error) {
 		a[3] = byte(last)
 		return netip.AddrFrom4(a)
 	}
-	hosts := []HostSpec{{Name: "lb", Role: cluster.RoleLoadBalancer, Address: addr(lbOctet)}}
+	hosts := []HostSpec{{Name: "lb", Role: v1alpha1.RoleLoadBalancer, Address: addr(lbOctet)}}
 	for i := 0; i < masters; i++ {
-		hosts = append(hosts, HostSpec{Name: fmt.Sprintf("m%d", i+1), Role: cluster.RoleMaster, Address: addr(firstMaster + i)})
+		hosts = append(hosts, HostSpec{Name: fmt.Sprintf("m%d", i+1), Role: v1alpha1.RoleMaster, Address: addr(firstMaster + i)})
 	}
 	for i := 0; i < workers; i++ {
-		hosts = append(hosts, HostSpec{Name: fmt.Sprintf("w%d", i+1), Role: cluster.RoleWorker, Address: addr(firstWorker + i)})
+		hosts = append(hosts, HostSpec{Name: fmt.Sprintf("w%d", i+1), Role: v1alpha1.RoleWorker, Address: addr(firstWorker + i)})
 	}
 	return hosts, nil
 }

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"kforge.dev/kforge/installer/cluster"
+	"kforge.dev/kforge/api/v1alpha1"
 )
 
 func TestPlan(t *testing.T) {
@@ -13,13 +13,13 @@ func TestPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []struct{ name, role, addr string }{
-		{"lb", cluster.RoleLoadBalancer, "198.18.0.10"},
-		{"m1", cluster.RoleMaster, "198.18.0.11"},
-		{"m2", cluster.RoleMaster, "198.18.0.12"},
-		{"m3", cluster.RoleMaster, "198.18.0.13"},
-		{"w1", cluster.RoleWorker, "198.18.0.21"},
-		{"w2", cluster.RoleWorker, "198.18.0.22"},
-		{"w3", cluster.RoleWorker, "198.18.0.23"},
+		{"lb", v1alpha1.RoleLoadBalancer, "198.18.0.10"},
+		{"m1", v1alpha1.RoleMaster, "198.18.0.11"},
+		{"m2", v1alpha1.RoleMaster, "198.18.0.12"},
+		{"m3", v1alpha1.RoleMaster, "198.18.0.13"},
+		{"w1", v1alpha1.RoleWorker, "198.18.0.21"},
+		{"w2", v1alpha1.RoleWorker, "198.18.0.22"},
+		{"w3", v1alpha1.RoleWorker, "198.18.0.23"},
 	}
 	if len(hosts) != len(want) {
 		t.Fatalf("got %d hosts, want %d", len(hosts), len(want))

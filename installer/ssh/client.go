@@ -389,13 +389,13 @@ func (c *Client) Run(ctx context.Context, cmd string, opts RunOptions) ([]byte, 
 // credentials so sudo always reads it and never passes it on to cmd.
 func sudoCommand(cmd, password string, stdin io.Reader) (string, io.Reader) {
 	if password == "" {
-		return "sudo -n -- sh -c " + shellQuote(cmd), stdin
+		return "sudo -n -- sh -c " + ShellQuote(cmd), stdin
 	}
 	in := io.Reader(strings.NewReader(password + "\n"))
 	if stdin != nil {
 		in = io.MultiReader(in, stdin)
 	}
-	return "sudo -k -S -p '' -- sh -c " + shellQuote(cmd), in
+	return "sudo -k -S -p '' -- sh -c " + ShellQuote(cmd), in
 }
 
 // sudo finds out once whether sudo needs a password for this user, gets it

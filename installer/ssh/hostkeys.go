@@ -51,7 +51,7 @@ type ChangedHostKeyError struct {
 func (e *ChangedHostKeyError) Error() string {
 	return fmt.Sprintf("HOST KEY CHANGED for %s, refusing to connect (someone may be intercepting the connection, or the host was reinstalled): "+
 		"the host presented %s but %s pins %s. If the change is expected, re-pin it: ssh-keygen -R %s -f %s and run again with --accept-new-host-keys",
-		e.Host, e.Presented, e.File, strings.Join(e.Known, ", "), shellQuote(knownhosts.Normalize(e.Host)), shellQuote(e.File))
+		e.Host, e.Presented, e.File, strings.Join(e.Known, ", "), ShellQuote(knownhosts.Normalize(e.Host)), ShellQuote(e.File))
 }
 
 // IsHostKeyError reports whether err is an unknown or changed host key.

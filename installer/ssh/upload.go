@@ -74,7 +74,7 @@ type RemoteFile struct {
 
 // Stat reads the sha256, mode and owner of a remote file as root.
 func (c *Client) Stat(ctx context.Context, p string) (RemoteFile, error) {
-	q := shellQuote(p)
+	q := ShellQuote(p)
 	out, err := c.Run(ctx, "if [ -f "+q+" ]; then stat -c '%a %U:%G' "+q+" && sha256sum "+q+"; else echo absent; fi", RunOptions{Sudo: true})
 	if err != nil {
 		return RemoteFile{}, err
@@ -189,7 +189,7 @@ func (c *Client) writeTemp(ctx context.Context, s *sftp.Client, tmp string, u Up
 		if err := f.Close(); err != nil {
 			return fmt.Errorf("sftp close %s: %w", tmp, err)
 		}
-		if _, err := c.Run(ctx, "sync -- "+shellQuote(tmp), RunOptions{}); err != nil {
+		if _, err := c.Run(ctx, "sync -- "+ShellQuote(tmp), RunOptions{}); err != nil {
 			_ = s.Remove(tmp)
 			return err
 		}
@@ -216,7 +216,7 @@ func (c *Client) uploadDirect(ctx context.Context, u Upload) error {
 		return fmt.Errorf("host %s: uploading %s: %w", c.cfg.Name, u.Remote, err)
 	}
 	if u.Owner != "root:root" {
-		if _, err := c.Run(ctx, "chown "+shellQuote(u.Owner)+" "+shellQuote(tmp), RunOptions{}); err != nil {
+		if _, err := c.Run(ctx, "chown "+ShellQuote(u.Owner)+" "+ShellQuote(tmp), RunOptions{}); err != nil {
 			return fail("chown", err)
 		}
 	} else if err := s.Chown(tmp, 0, 0); err != nil {
@@ -247,8 +247,8 @@ func (c *Client) uploadSudo(ctx context.Context, u Upload) error {
 		group = user
 	}
 	script := fmt.Sprintf("set -e; mkdir -p %s; trap 'rm -f %s' EXIT; install -m %04o -o %s -g %s %s %s; sync %s; mv -f %s %s; trap - EXIT",
-		shellQuote(dir), shellQuote(tmp), u.Mode.Perm(), shellQuote(user), shellQuote(group), shellQuote(staged), shellQuote(tmp),
-		shellQuote(tmp), shellQuote(tmp), shellQuote(u.Remote))
+		ShellQuote(dir), ShellQuote(tmp), u.Mode.Perm(), ShellQuote(user), ShellQuote(group), ShellQuote(staged), ShellQuote(tmp),
+		ShellQuote(tmp), ShellQuote(tmp), ShellQuote(u.Remote))
 	if _, err := c.Run(ctx, script, RunOptions{Sudo: true}); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"kforge.dev/kforge/installer"
 	"kforge.dev/kforge/pki"
 )
 
@@ -82,7 +83,7 @@ monitoring check. --output json prints the same rows as a JSON array.`,
 			if dir == localFromSpec {
 				dir = ""
 			}
-			inv, err := pki.NewInventory(c, dir)
+			inv, err := pki.NewInventory(installer.PKISpec(c), dir)
 			if err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package app
 import (
 	"github.com/spf13/cobra"
 
+	"kforge.dev/kforge/installer"
 	"kforge.dev/kforge/pki"
 )
 
@@ -37,7 +38,7 @@ yet or the certificate no longer matches the cluster file: run
 			if err != nil {
 				return err
 			}
-			inv, err := pki.NewInventory(c, f.dir)
+			inv, err := pki.NewInventory(installer.PKISpec(c), f.dir)
 			if err != nil {
 				return err
 			}

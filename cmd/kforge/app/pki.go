@@ -3,6 +3,7 @@ package app
 import (
 	"github.com/spf13/cobra"
 
+	"kforge.dev/kforge/installer"
 	"kforge.dev/kforge/pki"
 )
 
@@ -56,7 +57,7 @@ changed. Progress goes to stderr, the summary to stdout.`,
 			if err != nil {
 				return err
 			}
-			inv, err := pki.NewInventory(c, f.dir)
+			inv, err := pki.NewInventory(installer.PKISpec(c), f.dir)
 			if err != nil {
 				return err
 			}

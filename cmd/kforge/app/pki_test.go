@@ -213,3 +213,22 @@ func TestParseDays(t *testing.T) {
 		}
 	}
 }
+
+// Commands that never connect work before the SSH key exists; the ones
+// that connect, and validate without --offline, refuse before any effect.
+func TestSSHMaterialOnlyForConnectingCommands(t *testing.T) {
+	p := labFile(t)
+	if err := os.Remove(filepath.Join(filepath.Dir(p), "ssh", "id_ed25519")); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "pki", "init", "-f", p)
+	mustRun(t, "kubeconfig", "-f", p)
+	mustRun(t, "cert", "status", "-f", p, "--local")
+	mustRun(t, "validate", "--offline", "-f", p)
+	for _, args := range [][]string{{"validate"}, {"up", "--dry-run"}, {"status"}, {"reset", "--yes"}} {
+		_, _, err := run(t, append(args, "-f", p)...)
+		if err == nil || !strings.Contains(err.Error(), "spec.ssh.identityFile: identity file") {
+			t.Errorf("%s: want the missing identity file named, got %v", strings.Join(args, " "), err)
+		}
+	}
+}

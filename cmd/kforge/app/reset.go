@@ -30,7 +30,7 @@ It asks for confirmation on a terminal; without one it refuses unless --yes.`,
   kforge reset -f cluster.yaml --yes`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := file.load()
+			c, err := file.loadForSSH()
 			if err != nil {
 				return err
 			}

@@ -24,7 +24,7 @@ unhealthy or a certificate expires within --warn.`,
 		Example: `  kforge status -f cluster.yaml`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := file.load()
+			c, err := file.loadForSSH()
 			if err != nil {
 				return err
 			}

@@ -44,7 +44,7 @@ reads, changes nothing, and lists what it would change.`,
 			if output != "text" && output != "json" {
 				return fmt.Errorf("--output must be text or json, not %q", output)
 			}
-			c, err := file.load()
+			c, err := file.loadForSSH()
 			if err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package cluster
+package v1alpha1
 
 import (
 	"fmt"
@@ -7,26 +7,21 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
-// FieldError is one problem with one field of a cluster.yaml.
-type FieldError struct {
-	Field string // e.g. "spec.hosts[2].address"
-	Line  int    // 0 when unknown (a defaulted field, or a Cluster built in code)
-	Msg   string
-}
-
-func (e FieldError) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("line %d: %s: %s", e.Line, e.Field, e.Msg)
-	}
-	return fmt.Sprintf("%s: %s", e.Field, e.Msg)
-}
-
-// ValidationError lists every problem found in a cluster.yaml.
+// ValidationError lists every problem found in a cluster.yaml, each a
+// field.Error whose Detail says what is wrong, with the line it is on when
+// the spec came from a file.
 type ValidationError struct {
-	Errors []FieldError
+	Errors field.ErrorList
+	lines  map[string]int
 }
+
+// Line is the line of the file that holds fe's field (or its nearest
+// parent), 0 when unknown: a defaulted field, or a Cluster built in code.
+func (e *ValidationError) Line(fe *field.Error) int { return lineOf(e.lines, fe.Field) }
 
 func (e *ValidationError) Error() string {
 	var b strings.Builder
@@ -37,19 +32,73 @@ func (e *ValidationError) Error() string {
 	b.WriteString("):")
 	for _, fe := range e.Errors {
 		b.WriteString("\n  - ")
-		b.WriteString(fe.Error())
+		if l := e.Line(fe); l > 0 {
+			fmt.Fprintf(&b, "line %d: ", l)
+		}
+		fmt.Fprintf(&b, "%s: %s", fe.Field, fe.Detail)
 	}
 	return b.String()
 }
 
 // Validate checks a defaulted Cluster built in code (no line numbers).
+// It reads nothing from disk: CheckSSHFiles does, for commands that connect.
 func (c *Cluster) Validate() error { return c.validate(nil) }
 
-func (c *Cluster) validate(lines map[string]int) error {
-	var errs []FieldError
-	add := func(field, format string, args ...any) {
-		errs = append(errs, FieldError{Field: field, Line: lineOf(lines, field), Msg: fmt.Sprintf(format, args...)})
+// problems collects field errors; each is an Invalid (or Required) error
+// of its field with the message as its detail.
+type problems struct {
+	errs  field.ErrorList
+	lines map[string]int
+}
+
+func (p *problems) add(f, format string, args ...any) {
+	p.errs = append(p.errs, &field.Error{Type: field.ErrorTypeInvalid, Field: f, Detail: fmt.Sprintf(format, args...)})
+}
+
+// result sorts the problems by line (those with none last) into a
+// *ValidationError, or returns nil.
+func (p *problems) result() error {
+	if len(p.errs) == 0 {
+		return nil
 	}
+	errs := p.errs
+	sort.SliceStable(errs, func(i, j int) bool {
+		li, lj := lineOf(p.lines, errs[i].Field), lineOf(p.lines, errs[j].Field)
+		if li == 0 || lj == 0 {
+			return li != 0 && lj == 0
+		}
+		return li < lj
+	})
+	return &ValidationError{Errors: errs, lines: p.lines}
+}
+
+// CheckSSHFiles checks what connecting needs on this machine: every
+// identity file the hosts use exists. A missing one is reported once, at
+// the first field that names it. Commands that never connect (pki init,
+// kubeconfig, cert status --local, validate --offline) skip it.
+func (c *Cluster) CheckSSHFiles() error {
+	p := &problems{lines: c.lines}
+	seen := map[string]bool{}
+	for i, h := range c.Spec.Hosts {
+		eff := c.HostSSH(h)
+		if eff.IdentityFile == "" || seen[eff.IdentityFile] {
+			continue
+		}
+		seen[eff.IdentityFile] = true
+		if _, err := os.Stat(eff.IdentityFile); err != nil {
+			f := "spec.ssh.identityFile"
+			if h.SSH != nil && h.SSH.IdentityFile != "" {
+				f = fmt.Sprintf("spec.hosts[%d].ssh.identityFile", i)
+			}
+			p.add(f, "identity file %s: %v", eff.IdentityFile, errorsCause(err))
+		}
+	}
+	return p.result()
+}
+
+func (c *Cluster) validate(lines map[string]int) error {
+	p := &problems{lines: lines}
+	add := p.add
 
 	if c.APIVersion != APIVersion {
 		add("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
@@ -174,35 +223,7 @@ func (c *Cluster) validate(lines map[string]int) error {
 		add("spec.pki.certValidity", "%s is longer than spec.pki.caValidity %s", s.PKI.CertValidity, s.PKI.CAValidity)
 	}
 
-	// A missing identity file is reported once per file, at the first
-	// field that uses it.
-	seen := map[string]bool{}
-	for _, h := range s.Hosts {
-		eff := c.HostSSH(h)
-		if eff.IdentityFile == "" || seen[eff.IdentityFile] {
-			continue
-		}
-		seen[eff.IdentityFile] = true
-		if _, err := os.Stat(eff.IdentityFile); err != nil {
-			field := "spec.ssh.identityFile"
-			if h.SSH != nil && h.SSH.IdentityFile != "" {
-				field = fmt.Sprintf("spec.hosts[%d].ssh.identityFile", names[h.Name])
-			}
-			add(field, "identity file %s: %v", eff.IdentityFile, errorsCause(err))
-		}
-	}
-
-	if len(errs) == 0 {
-		return nil
-	}
-	sort.SliceStable(errs, func(i, j int) bool {
-		li, lj := errs[i].Line, errs[j].Line
-		if li == 0 || lj == 0 {
-			return li != 0 && lj == 0
-		}
-		return li < lj
-	})
-	return &ValidationError{Errors: errs}
+	return p.result()
 }
 
 type addFunc func(field, format string, args ...any)

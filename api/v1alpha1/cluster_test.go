@@ -1,4 +1,4 @@
-package cluster
+package v1alpha1
 
 import (
 	"errors"
@@ -75,7 +75,11 @@ func parseIn(t *testing.T, doc string) (*Cluster, error) {
 	if err := os.WriteFile(filepath.Join(dir, "id"), []byte("key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return Parse([]byte(doc), dir)
+	c, err := Parse([]byte(doc), dir)
+	if err != nil {
+		return nil, err
+	}
+	return c, c.CheckSSHFiles()
 }
 
 func TestBaseIsValid(t *testing.T) {
@@ -129,9 +133,9 @@ func TestValidationErrors(t *testing.T) {
 				t.Fatalf("want a ValidationError, got %v", err)
 			}
 			for _, fe := range ve.Errors {
-				if fe.Field == tc.field && strings.Contains(fe.Msg, tc.msgPart) {
-					if tc.line != 0 && fe.Line != tc.line {
-						t.Errorf("%s reported at line %d, want %d", fe.Field, fe.Line, tc.line)
+				if fe.Field == tc.field && strings.Contains(fe.Detail, tc.msgPart) {
+					if tc.line != 0 && ve.Line(fe) != tc.line {
+						t.Errorf("%s reported at line %d, want %d", fe.Field, ve.Line(fe), tc.line)
 					}
 					return
 				}
@@ -171,7 +175,7 @@ func TestAllProblemsReportedAtOnce(t *testing.T) {
 	}
 	// Sorted by line.
 	for i := 1; i < len(ve.Errors); i++ {
-		if a, b := ve.Errors[i-1].Line, ve.Errors[i].Line; b != 0 && a > b {
+		if a, b := ve.Line(ve.Errors[i-1]), ve.Line(ve.Errors[i]); b != 0 && a > b {
 			t.Errorf("errors out of line order: %v", err)
 		}
 	}
@@ -229,5 +233,23 @@ spec:
 	}
 	if got := c.APIServerURL(); got != "https://10.0.0.10:443" {
 		t.Errorf("APIServerURL = %s", got)
+	}
+}
+
+// Commands that never connect do not need SSH material: Parse accepts a
+// spec whose identity file does not exist yet, CheckSSHFiles refuses it.
+func TestIdentityFileCheckedOnlyForConnecting(t *testing.T) {
+	doc := strings.Replace(base, "identityFile: ./id}", "identityFile: ./not-yet}", 1)
+	c, err := Parse([]byte(doc), t.TempDir())
+	if err != nil {
+		t.Fatalf("Parse needs the identity file: %v", err)
+	}
+	err = c.CheckSSHFiles()
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Errors) != 1 || ve.Errors[0].Field != "spec.ssh.identityFile" || ve.Line(ve.Errors[0]) != 5 {
+		t.Fatalf("want one error on spec.ssh.identityFile at line 5, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "line 5: spec.ssh.identityFile: identity file") {
+		t.Errorf("message: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package cluster
+package v1alpha1
 
 // APIVersion and Kind identify a cluster.yaml document.
 const (
@@ -34,6 +34,9 @@ type Cluster struct {
 	// Path is the file the cluster was loaded from (empty when built in code).
 	// Relative paths in the spec have already been resolved against its folder.
 	Path string `yaml:"-" json:"-"`
+
+	// lines maps field paths to their line in the file, for errors.
+	lines map[string]int
 }
 
 // Metadata names the cluster.

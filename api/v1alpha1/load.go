@@ -1,4 +1,4 @@
-package cluster
+package v1alpha1
 
 import (
 	"bytes"
@@ -61,6 +61,7 @@ func Parse(data []byte, baseDir string) (*Cluster, error) {
 
 	c.SetDefaults()
 	c.ResolvePaths(baseDir)
+	c.lines = lines
 	if err := c.validate(lines); err != nil {
 		return nil, err
 	}

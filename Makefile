@@ -24,8 +24,6 @@ test: deps lint test-unit test-fuzz test-kubectl test-e2e
 test-unit:
 	$(GO) test -race -count=1 ./...
 
-# The real kubectl (test/kubectl, its own module) against `kforge local up`.
-# Building kubectl takes minutes the first time; the suite then ~1 minute.
 # Each apiserver fuzzer runs for FUZZTIME beyond its seeds (which every
 # go test replays); a 5xx or a panic fails it.
 FUZZTIME ?= 10s
@@ -33,6 +31,8 @@ APISERVER_FUZZERS := FuzzDecodeBody FuzzCreateHandler FuzzPatchHandler FuzzPutHa
 test-fuzz:
 	set -e; for f in $(APISERVER_FUZZERS); do $(GO) test -count=1 -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./controlplane/apiserver; done
 
+# The real kubectl (test/kubectl, its own module) against `kforge local up`.
+# Building kubectl takes minutes the first time; the suite then ~1 minute.
 test-kubectl: build
 	cd test/kubectl && KFORGE_KUBECTL=1 KFORGE_BINARY=$(CURDIR)/bin/kforge $(GO) test -count=1 -timeout 20m -v .
 

@@ -126,6 +126,11 @@ func fuzzServe(t *testing.T, srv *Server, method, path, rawQuery, contentType st
 	}
 	w := httptest.NewRecorder()
 	srv.ServeHTTP(w, r)
+	// A 504 is the right answer when the client set a ?timeout= the
+	// request could not meet; any other 5xx is the server's fault.
+	if q, err := url.ParseQuery(rawQuery); err == nil && q.Get("timeout") != "" && w.Code == http.StatusGatewayTimeout {
+		return
+	}
 	if w.Code >= 500 || w.Code < 200 {
 		t.Fatalf("%s %s?%s (%s) as %s: %d %s", method, path, rawQuery, contentType, fuzzUsers[int(user)%len(fuzzUsers)].CommonName, w.Code, w.Body.String())
 	}

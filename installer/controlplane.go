@@ -27,6 +27,8 @@ type ControlPlane struct {
 
 	inv    *pki.Inventory
 	prober Prober
+	// encryptionFile is the local copy of the Secrets encryption config.
+	encryptionFile string
 	// cleanup removes a dry run's temporary PKI copy.
 	cleanup func()
 }

@@ -45,6 +45,10 @@ func (p *PKIPhase) Run(ctx context.Context) error {
 	if _, err := pki.Init(ctx, inv, pki.InitOptions{}); err != nil {
 		return err
 	}
+	// The key that encrypts Secrets in etcd: made once, kept after.
+	if cp.encryptionFile, err = pki.EncryptionKey(inv.Dir); err != nil {
+		return err
+	}
 	cp.inv = inv
 	newProber := cp.NewProber
 	if newProber == nil {
@@ -116,6 +120,13 @@ func (p *DistributePKIPhase) Run(ctx context.Context) error {
 				mode = 0o600
 			}
 			files = append(files, remoteFile{Remote: pkiRemote(f), Mode: mode, File: lf})
+		}
+		if apiserverRole.runsOn(cp.Cluster, h) {
+			lf, err := ssh.LocalFile(cp.encryptionFile)
+			if err != nil {
+				return "", err
+			}
+			files = append(files, remoteFile{Remote: pkiPath(encryptionFileName), Mode: 0o600, File: lf})
 		}
 		changed, err := syncFiles(ctx, cp.Env, h, files)
 		if err != nil {

@@ -7,6 +7,10 @@ import (
 	"kforge.dev/kforge/controlplane/apiserver"
 )
 
+// encryptionFileName is the Secrets encryption config in a master's PKI
+// folder (pki.EncryptionKey makes it; each master gets the same).
+const encryptionFileName = "encryption.yaml"
+
 // apiserverRole is the Kubernetes API on every master's :6443, a client of
 // the etcd members (its own first). Restarts go one master at a time, each
 // ready before the next, so the load balancer always has one.
@@ -32,11 +36,12 @@ var apiserverRole = &Role{
 		c.Etcd.KeyFile = pkiPath("apiserver-etcd-client.key")
 		c.ServiceCIDR = cp.Cluster.Spec.Network.ServiceCIDR
 		c.ServiceAccount = apiserver.ServiceAccount{KeyFile: pkiPath("sa.key"), PublicKeyFile: pkiPath("sa.pub")}
+		c.Encryption.ProviderConfigFile = pkiPath(encryptionFileName)
 		return c, nil
 	},
 	Parse: func(data []byte) error { _, err := apiserver.ParseConfig(data, "/"); return err },
 	PKIFiles: []string{"cluster-ca.crt", "etcd-ca.crt", "apiserver.crt", "apiserver.key",
-		"apiserver-etcd-client.crt", "apiserver-etcd-client.key", "sa.key", "sa.pub"},
+		"apiserver-etcd-client.crt", "apiserver-etcd-client.key", "sa.key", "sa.pub", encryptionFileName},
 	Ports: []int{6443},
 	After: []string{"etcd"},
 	Health: func(ctx context.Context, cp *ControlPlane, h Host) error {

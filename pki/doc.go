@@ -9,7 +9,8 @@
 // copies to that host. Init makes the PKI directory match the inventory,
 // idempotently, and refuses a broken directory without changing it.
 // KubeconfigFor builds one kubeconfig from the directory; Status reads every
-// certificate's expiry.
+// certificate's expiry. EncryptionKey writes, once, the key that encrypts
+// Secrets at rest (an EncryptionConfiguration for the apiservers).
 //
 // Layout under the PKI directory: ca/ (the CAs and the service-account key
 // pair; CA keys never leave it), clients/ (client certificates a role shares

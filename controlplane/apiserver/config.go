@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"kforge.dev/kforge/controlplane/apiserver/encryption"
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
@@ -28,6 +29,9 @@ const (
 	DefaultEtcdEndpoint    = "https://127.0.0.1:2379"
 	DefaultEtcdDialTimeout = 5 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultEventTTL is how long an Event is kept after its last write,
+	// as kube-apiserver's --event-ttl.
+	DefaultEventTTL = time.Hour
 )
 
 // Config is the apiserver role's configuration, read from
@@ -58,6 +62,12 @@ type Config struct {
 	// Limits bound what one client can make the server do: requests in
 	// flight, their duration, JSON patch size, HTTP/2 streams, watches.
 	Limits Limits `yaml:"limits" json:"limits"`
+	// EventTTL is how long an Event lives after its last write (etcd
+	// deletes it then), as kube-apiserver's --event-ttl.
+	EventTTL time.Duration `yaml:"eventTTL" json:"eventTTL"`
+	// Encryption encrypts resources (Secrets) at rest in etcd; none when
+	// empty.
+	Encryption Encryption `yaml:"encryption,omitempty" json:"encryption,omitempty"`
 
 	// Listener, when set, is used instead of binding BindAddress: tests
 	// and `kforge local up` bind first to learn the port.
@@ -93,6 +103,30 @@ type ServiceAccount struct {
 	PublicKeyFile string `yaml:"publicKeyFile,omitempty" json:"publicKeyFile,omitempty"`
 }
 
+// Encryption is encryption at rest, in the model of kube-apiserver's
+// EncryptionConfiguration: either a file holding such a document (as
+// --encryption-provider-config; what `kforge up` generates) or its
+// resource entries inline. Not both.
+type Encryption struct {
+	// ProviderConfigFile is an EncryptionConfiguration document.
+	ProviderConfigFile string `yaml:"providerConfigFile,omitempty" json:"providerConfigFile,omitempty"`
+	// Resources are the document's entries, inline.
+	Resources []encryption.ResourceConfig `yaml:"resources,omitempty" json:"resources,omitempty"`
+}
+
+// Load returns the resource entries in effect: the file's, or the inline
+// ones; none when encryption is off.
+func (e Encryption) Load() ([]encryption.ResourceConfig, error) {
+	if e.ProviderConfigFile == "" {
+		return e.Resources, nil
+	}
+	c, err := encryption.Load(e.ProviderConfigFile)
+	if err != nil {
+		return nil, err
+	}
+	return c.Resources, nil
+}
+
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
 	// Enabled serves /metrics on the API port to system:masters; true by default.
@@ -113,6 +147,7 @@ func NewConfig() *Config {
 		ServiceCIDR: DefaultServiceCIDR,
 		Metrics:     Metrics{Enabled: true},
 		Limits:      NewLimits(),
+		EventTTL:    DefaultEventTTL,
 	}
 }
 
@@ -148,6 +183,7 @@ func (c *Config) ResolvePaths(baseDir string) {
 		&c.TLS.CertFile, &c.TLS.KeyFile, &c.TLS.ClientCAFile,
 		&c.Etcd.CAFile, &c.Etcd.CertFile, &c.Etcd.KeyFile,
 		&c.ServiceAccount.KeyFile, &c.ServiceAccount.PublicKeyFile,
+		&c.Encryption.ProviderConfigFile,
 	)
 }
 
@@ -224,6 +260,21 @@ func (c *Config) Validate() error {
 		add("serviceAccount", "keyFile and publicKeyFile go together: set both or neither")
 	}
 
+	if c.EventTTL < time.Second {
+		add("eventTTL", "must be at least 1s, not %s", c.EventTTL)
+	}
+	if c.Encryption.ProviderConfigFile != "" && len(c.Encryption.Resources) > 0 {
+		add("encryption", "providerConfigFile and resources exclude each other: the file holds the resources")
+	}
+	encryption.ValidateResources("encryption.", c.Encryption.Resources, probs)
+	for i, e := range c.Encryption.Resources {
+		for j, r := range e.Resources {
+			if !servedResourceName(r) {
+				add(fmt.Sprintf("encryption.resources[%d].resources[%d]", i, j), "%q is not a resource this apiserver serves", r)
+			}
+		}
+	}
+
 	return probs.Err()
 }
 
@@ -275,4 +326,15 @@ func (c *Config) Advertise() string {
 		return ap.String()
 	}
 	return ""
+}
+
+// servedResourceName reports whether an encryption entry's resource name
+// covers at least one stored resource.
+func servedResourceName(name string) bool {
+	for _, r := range DefaultResources() {
+		if r.Review == nil && encryption.Covers(name, r.Group, r.Plural) {
+			return true
+		}
+	}
+	return false
 }

@@ -18,16 +18,17 @@ func TestLoadConfigExample(t *testing.T) {
 	}
 	dir, _ := filepath.Abs("testdata")
 	for got, want := range map[string]string{
-		c.TLS.CertFile:                 "pki/apiserver.crt",
-		c.TLS.ClientCAFile:             "pki/cluster-ca.crt",
-		c.Etcd.KeyFile:                 "pki/apiserver-etcd-client.key",
-		c.ServiceAccount.PublicKeyFile: "pki/sa.pub",
+		c.TLS.CertFile:                  "pki/apiserver.crt",
+		c.TLS.ClientCAFile:              "pki/cluster-ca.crt",
+		c.Etcd.KeyFile:                  "pki/apiserver-etcd-client.key",
+		c.ServiceAccount.PublicKeyFile:  "pki/sa.pub",
+		c.Encryption.ProviderConfigFile: "pki/encryption.yaml",
 	} {
 		if got != filepath.Join(dir, want) {
 			t.Errorf("%s not resolved against the file's folder: %s", want, got)
 		}
 	}
-	if len(c.Etcd.Endpoints) != 3 || c.Etcd.DialTimeout != 5*time.Second || c.ServiceCIDR != "198.18.16.0/20" || !c.Metrics.Enabled {
+	if len(c.Etcd.Endpoints) != 3 || c.Etcd.DialTimeout != 5*time.Second || c.ServiceCIDR != "198.18.16.0/20" || !c.Metrics.Enabled || c.EventTTL != time.Hour {
 		t.Errorf("decoded %+v", c)
 	}
 }
@@ -140,6 +141,14 @@ func TestParseConfigErrors(t *testing.T) {
 		{"http2 streams", edit("  http2MaxStreamsPerConnection:", "  http2MaxStreamsPerConnection: -3"), []string{"limits.http2MaxStreamsPerConnection"}},
 		{"per-user watches above the total", edit("  maxWatchesPerUser:", "  maxWatchesPerUser: 30000"), []string{"limits.maxWatchesPerUser", "more than maxWatches"}},
 		{"unknown limit", edit("  idleTimeout:", "  idleTimeout: 90s\n  maxBananas: 3"), []string{"field maxBananas not found"}},
+		{"event TTL", edit("eventTTL:", "eventTTL: 0s"), []string{"eventTTL: must be at least 1s"}},
+		{"file and inline", edit("  providerConfigFile:", "  providerConfigFile: e.yaml\n  resources: [{resources: [secrets], providers: [{identity: {}}]}]"),
+			[]string{"encryption: providerConfigFile and resources exclude each other"}},
+		{"unserved resource", edit("  providerConfigFile:", "  resources: [{resources: [widgets], providers: [{identity: {}}]}]"),
+			[]string{`encryption.resources[0].resources[0]: "widgets" is not a resource this apiserver serves`}},
+		{"short key", edit("  providerConfigFile:", "  resources: [{resources: [secrets], providers: [{aesgcm: {keys: [{name: k, secret: c2hvcnQ=}]}}]}]"),
+			[]string{"encryption.resources[0].providers[0].aesgcm.keys[0].secret: is 5 bytes; want 16, 24, 32 bytes"}},
+		{"unknown provider", edit("  providerConfigFile:", "  resources: [{resources: [secrets], providers: [{rot13: {}}]}]"), []string{"field rot13 not found"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -163,7 +172,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 		t.Fatalf("Validate = %v", err)
 	}
 	for _, field := range []string{"apiVersion", "kind", "bindAddress", "tls.certFile", "tls.keyFile", "tls.clientCAFile",
-		"etcd.endpoints[0]", "etcd.caFile", "etcd.certFile", "etcd.keyFile", "etcd.dialTimeout", "serviceCIDR", "serviceAccount"} {
+		"etcd.endpoints[0]", "etcd.caFile", "etcd.certFile", "etcd.keyFile", "etcd.dialTimeout", "serviceCIDR", "serviceAccount", "eventTTL"} {
 		found := false
 		for _, p := range ce.Problems {
 			if strings.HasPrefix(p, field+":") {
@@ -174,7 +183,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 			t.Errorf("no problem reported for %s in:\n%v", field, ce)
 		}
 	}
-	if !strings.HasPrefix(ce.Error(), "invalid apiserver config (13 problems):") {
+	if !strings.HasPrefix(ce.Error(), "invalid apiserver config (14 problems):") {
 		t.Errorf("summary: %s", strings.SplitN(ce.Error(), "\n", 2)[0])
 	}
 }

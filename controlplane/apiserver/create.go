@@ -21,8 +21,9 @@ import (
 // namespace. It returns the namespace's key and mod revision, which a
 // create guards on. With stale, the object cache may answer: an answer
 // that allows the write is proved current by that guard; a refusal is
-// always decided from a linearizable read.
-func (s *Server) checkNamespace(ctx context.Context, ns string, stale bool) (string, int64, error) {
+// always decided from a linearizable read. res and name are the object
+// being created, which a refusal names.
+func (s *Server) checkNamespace(ctx context.Context, res *Resource, name, ns string, stale bool) (string, int64, error) {
 	nsRes := s.reg.Lookup("", "v1", "namespaces")
 	key := nsRes.Key("", ns)
 	kv, cached := storage.KV{}, false
@@ -42,10 +43,9 @@ func (s *Server) checkNamespace(ctx context.Context, ns string, stale bool) (str
 	n := o.(*corev1.Namespace)
 	if n.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating {
 		if stale {
-			return s.checkNamespace(ctx, ns, false)
+			return s.checkNamespace(ctx, res, name, ns, false)
 		}
-		return "", 0, apierrors.NewForbidden(groupResource(nsRes), ns,
-			fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
+		return "", 0, namespaceTerminating(res, name, ns)
 	}
 	return key, kv.ModRevision, nil
 }
@@ -64,7 +64,7 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 		case m.GetNamespace() != ns:
 			return nil, apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
 		}
-		if nsKey, nsRev, err = s.checkNamespace(ctx, ns, !dryRunFrom(ctx)); err != nil {
+		if nsKey, nsRev, err = s.checkNamespace(ctx, res, m.GetName(), ns, !dryRunFrom(ctx)); err != nil {
 			return nil, err
 		}
 	} else {
@@ -111,13 +111,13 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 		}
 		var rev int64
 		if nsKey != "" {
-			rev, err = s.store.CreateIf(ctx, res.Key(m.GetNamespace(), m.GetName()), data, nsKey, nsRev)
+			rev, err = s.store.CreateIf(ctx, res.Key(m.GetNamespace(), m.GetName()), data, nsKey, nsRev, s.writeOptions(res)...)
 		} else {
-			rev, err = s.store.Create(ctx, res.Key(m.GetNamespace(), m.GetName()), data)
+			rev, err = s.store.Create(ctx, res.Key(m.GetNamespace(), m.GetName()), data, s.writeOptions(res)...)
 		}
 		if errors.Is(err, storage.ErrConflict) && attempt < 5 {
 			// The namespace changed since it was read: check it again.
-			if nsKey, nsRev, err = s.checkNamespace(ctx, ns, false); err != nil {
+			if nsKey, nsRev, err = s.checkNamespace(ctx, res, m.GetName(), ns, false); err != nil {
 				s.releaseClusterIP(ctx, obj)
 				return nil, err
 			}

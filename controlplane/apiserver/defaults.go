@@ -20,6 +20,7 @@ func (s *Server) prepareForCreate(ctx context.Context, res *Resource, obj runtim
 	case *corev1.Namespace:
 		o.Status = corev1.NamespaceStatus{Phase: corev1.NamespaceActive}
 		setNamespaceNameLabel(o)
+		ensureNamespaceFinalizer(o)
 	case *corev1.Pod:
 		o.Status = corev1.PodStatus{Phase: corev1.PodPending}
 		defaultPodSpec(&o.Spec)
@@ -95,6 +96,11 @@ func (s *Server) prepareForUpdate(ctx context.Context, res *Resource, obj, old r
 	switch o := obj.(type) {
 	case *corev1.Namespace:
 		setNamespaceNameLabel(o)
+		// Spec finalizers change only through namespaces/finalize, as
+		// upstream; a plain update keeps the stored ones.
+		if writeInfoFrom(ctx).sub != "finalize" {
+			o.Spec.Finalizers = old.(*corev1.Namespace).Spec.Finalizers
+		}
 	case *corev1.Pod:
 		defaultPodSpec(&o.Spec)
 	case *appsv1.Deployment:

@@ -66,7 +66,7 @@ func (s *Server) delete(ctx context.Context, res *Resource, ns, name string, opt
 			if err != nil {
 				return nil, apierrors.NewInternalError(err)
 			}
-			rev, _, err := s.store.Update(ctx, key, data, kv.ModRevision)
+			rev, _, err := s.store.Update(ctx, key, data, kv.ModRevision, s.writeOptions(res)...)
 			if errors.Is(err, storage.ErrConflict) {
 				continue
 			}

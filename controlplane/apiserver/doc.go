@@ -39,6 +39,12 @@
 //     anonymous access), impersonation, RBAC from an index of the stored
 //     roles and bindings (rbac), escalation checks, the bootstrap policy,
 //     and the access reviews kubectl auth uses.
+//   - Namespace lifecycle (namespace.go): the "kubernetes" finalizer,
+//     Terminating on delete, no creates in a terminating namespace, the
+//     system namespaces kept; the controller manager empties and
+//     finalizes. Events as one resource in two versions, expiring after
+//     the event TTL (events.go). Encryption at rest of the resources the
+//     encryption config names (atrest.go over the encryption package).
 //   - The "kubernetes" Service and its Endpoints, kept to the apiservers
 //     holding a live master lease (endpoints.go), and ClusterIPs
 //     allocated from the service CIDR (clusterip.go).

@@ -28,6 +28,8 @@ type Instance struct {
 
 	serving *tls.Config
 	etcdTLS *tls.Config
+	// storeOpts transform values at rest (encryption).
+	storeOpts []storage.Option
 
 	etcd *clientv3.Client
 	srv  *Server
@@ -67,9 +69,18 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: etcd client TLS: %w", err)
 	}
+	entries, err := cfg.Encryption.Load()
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: encryption: %w", err)
+	}
+	storeOpts, err := encryptionOptions(entries, DefaultResources())
+	if err != nil {
+		return nil, err
+	}
 	return &Instance{
-		cfg: cfg,
-		log: log,
+		storeOpts: storeOpts,
+		cfg:       cfg,
+		log:       log,
 		serving: &tls.Config{
 			Certificates: []tls.Certificate{pair},
 			ClientCAs:    pool,
@@ -125,7 +136,8 @@ func (in *Instance) Start(ctx context.Context) error {
 		return fmt.Errorf("apiserver: etcd client: %w", err)
 	}
 	srv, err := New(Options{
-		Store:          storage.New(cli),
+		Store:          storage.New(cli, in.storeOpts...),
+		EventTTL:       in.cfg.EventTTL,
 		ServiceCIDR:    in.cfg.ServiceCIDR,
 		Advertise:      in.cfg.Advertise(),
 		Logger:         in.log,

@@ -36,6 +36,15 @@ type Resource struct {
 	// Review, when set, makes this a create-only kind that is answered,
 	// never stored (SelfSubjectAccessReview and friends).
 	Review func(s *Server, ctx context.Context, u user, obj runtime.Object) (runtime.Object, error)
+	// StoredAs, when set, is the resource whose stored objects this one
+	// serves in another version (events.k8s.io Events are core Events):
+	// its keys are StoredAs's, and objects pass through ToStored and
+	// FromStored on the way in and out.
+	StoredAs             *Resource
+	ToStored, FromStored func(runtime.Object) (runtime.Object, error)
+	// TTL, when set, is how long an object lives after its last write
+	// (Events: Options.EventTTL).
+	TTL bool
 }
 
 // GroupVersion of the resource.
@@ -58,6 +67,9 @@ func (r *Resource) HasSubresource(sub string) bool {
 
 // keyGroup is the group's segment in etcd keys ("core" for the legacy group).
 func (r *Resource) keyGroup() string {
+	if r.StoredAs != nil {
+		return r.StoredAs.keyGroup()
+	}
 	if r.Group == "" {
 		return "core"
 	}
@@ -67,7 +79,11 @@ func (r *Resource) keyGroup() string {
 // KeyPrefix is the etcd prefix of every object of this resource, or of one
 // namespace's objects when ns is set. It ends in "/".
 func (r *Resource) KeyPrefix(ns string) string {
-	p := "/registry/" + r.keyGroup() + "/" + r.Plural + "/"
+	plural := r.Plural
+	if r.StoredAs != nil {
+		plural = r.StoredAs.Plural
+	}
+	p := "/registry/" + r.keyGroup() + "/" + plural + "/"
 	if r.Namespaced && ns != "" {
 		p += ns + "/"
 	}
@@ -93,6 +109,17 @@ var all = []string{"all"}
 
 // DefaultResources is the table of kinds kforge serves.
 func DefaultResources() []*Resource {
+	coreEvents := &Resource{Group: "", Version: "v1", Kind: "Event", Plural: "events", ShortNames: []string{"ev"}, Namespaced: true, TTL: true,
+		New: newOf[corev1.Event](), NewList: newOf[corev1.EventList](),
+		Fields: func(o runtime.Object) fields.Set {
+			e := o.(*corev1.Event)
+			r := e.InvolvedObject
+			return fields.Set{"involvedObject.kind": r.Kind, "involvedObject.namespace": r.Namespace,
+				"involvedObject.name": r.Name, "involvedObject.uid": string(r.UID),
+				"involvedObject.apiVersion": r.APIVersion, "involvedObject.resourceVersion": r.ResourceVersion,
+				"involvedObject.fieldPath": r.FieldPath, "reason": e.Reason, "reportingComponent": e.ReportingController,
+				"source": e.Source.Component, "type": e.Type}
+		}}
 	return append([]*Resource{
 		{Group: "", Version: "v1", Kind: "Namespace", Plural: "namespaces", ShortNames: []string{"ns"}, Subresources: []string{"status", "finalize"},
 			New: newOf[corev1.Namespace](), NewList: newOf[corev1.NamespaceList](),
@@ -129,19 +156,10 @@ func DefaultResources() []*Resource {
 			}},
 		{Group: "", Version: "v1", Kind: "ServiceAccount", Plural: "serviceaccounts", ShortNames: []string{"sa"}, Namespaced: true,
 			New: newOf[corev1.ServiceAccount](), NewList: newOf[corev1.ServiceAccountList]()},
-		{Group: "", Version: "v1", Kind: "Event", Plural: "events", ShortNames: []string{"ev"}, Namespaced: true,
-			New: newOf[corev1.Event](), NewList: newOf[corev1.EventList](),
-			Fields: func(o runtime.Object) fields.Set {
-				e := o.(*corev1.Event)
-				r := e.InvolvedObject
-				return fields.Set{"involvedObject.kind": r.Kind, "involvedObject.namespace": r.Namespace,
-					"involvedObject.name": r.Name, "involvedObject.uid": string(r.UID),
-					"involvedObject.apiVersion": r.APIVersion, "involvedObject.resourceVersion": r.ResourceVersion,
-					"involvedObject.fieldPath": r.FieldPath, "reason": e.Reason, "reportingComponent": e.ReportingController,
-					"source": e.Source.Component, "type": e.Type}
-			}},
-		{Group: "events.k8s.io", Version: "v1", Kind: "Event", Plural: "events", ShortNames: []string{"ev"}, Namespaced: true,
-			New: newOf[eventsv1.Event](), NewList: newOf[eventsv1.EventList]()},
+		coreEvents,
+		{Group: "events.k8s.io", Version: "v1", Kind: "Event", Plural: "events", ShortNames: []string{"ev"}, Namespaced: true, TTL: true,
+			New: newOf[eventsv1.Event](), NewList: newOf[eventsv1.EventList](),
+			StoredAs: coreEvents, ToStored: eventToCore, FromStored: eventFromCore},
 		{Group: "discovery.k8s.io", Version: "v1", Kind: "EndpointSlice", Plural: "endpointslices", Namespaced: true,
 			New: newOf[discoveryv1.EndpointSlice](), NewList: newOf[discoveryv1.EndpointSliceList]()},
 		{Group: "apps", Version: "v1", Kind: "Deployment", Plural: "deployments", ShortNames: []string{"deploy"}, Categories: all, Namespaced: true,

@@ -141,6 +141,18 @@ func readBody(r *http.Request) ([]byte, error) {
 // decodeStored turns a stored value into an object with its resource
 // version set.
 func decodeStored(res *Resource, kv storage.KV) (runtime.Object, error) {
+	if res.StoredAs != nil {
+		stored, err := decodeStored(res.StoredAs, kv)
+		if err != nil {
+			return nil, err
+		}
+		obj, err := res.FromStored(stored)
+		if err != nil {
+			return nil, fmt.Errorf("decoding %s: %w", kv.Key, err)
+		}
+		obj.GetObjectKind().SetGroupVersionKind(res.GroupVersion().WithKind(res.Kind))
+		return obj, nil
+	}
 	obj := res.New()
 	if err := json.Unmarshal(kv.Value, obj); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", kv.Key, err)
@@ -154,6 +166,14 @@ func decodeStored(res *Resource, kv storage.KV) (runtime.Object, error) {
 // encodeStored is what goes into etcd: the object without its resource
 // version (the revision is the version).
 func encodeStored(res *Resource, obj runtime.Object) ([]byte, error) {
+	if res.StoredAs != nil {
+		obj.GetObjectKind().SetGroupVersionKind(res.GroupVersion().WithKind(res.Kind))
+		stored, err := res.ToStored(obj)
+		if err != nil {
+			return nil, err
+		}
+		return encodeStored(res.StoredAs, stored)
+	}
 	m, _ := meta.Accessor(obj)
 	rv := m.GetResourceVersion()
 	m.SetResourceVersion("")

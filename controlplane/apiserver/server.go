@@ -49,6 +49,9 @@ type Options struct {
 	// BookmarkInterval is how often an idle watch that asked for bookmarks
 	// gets one; one minute when zero.
 	BookmarkInterval time.Duration
+	// EventTTL is how long an Event lives after its last write;
+	// DefaultEventTTL when zero.
+	EventTTL time.Duration
 	// DisableMetrics turns off request metrics and /metrics (metrics.go).
 	DisableMetrics bool
 	// AuthzSyncTimeout is how long a request that needs RBAC waits for the
@@ -110,6 +113,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.BookmarkInterval == 0 {
 		o.BookmarkInterval = time.Minute
+	}
+	if o.EventTTL == 0 {
+		o.EventTTL = DefaultEventTTL
 	}
 	if o.AuthzSyncTimeout == 0 {
 		o.AuthzSyncTimeout = 5 * time.Second
@@ -179,6 +185,9 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 		}
 	}
 	if err := s.publishEndpoint(ctx, true); err != nil {
+		return err
+	}
+	if err := s.dropUnservedEvents(ctx); err != nil {
 		return err
 	}
 	return s.bootstrapRBAC(ctx)
@@ -312,6 +321,10 @@ func (s *Server) serveAuthenticated(w http.ResponseWriter, r *http.Request, path
 	}
 	req.user = u
 	if err := s.authorize(r, req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.admit(req); err != nil {
 		writeError(w, err)
 		return
 	}

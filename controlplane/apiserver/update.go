@@ -196,7 +196,10 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			return obj, nil
 		}
 		m.SetResourceVersion("")
-		if sameIgnoringManagedFields(res, obj, old) {
+		// A value stored in an older form (another encryption key, or
+		// plaintext) is written even unchanged: that is how Secrets are
+		// re-encrypted (read every one, replace it as it is).
+		if !kv.Stale && sameIgnoringManagedFields(res, obj, old) {
 			if readStale {
 				attempt--
 				continue
@@ -215,7 +218,7 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			m.SetResourceVersion(fmt.Sprint(kv.ModRevision))
 			return obj, nil
 		}
-		newRev, _, err := s.store.Update(ctx, key, data, kv.ModRevision)
+		newRev, _, err := s.store.Update(ctx, key, data, kv.ModRevision, s.writeOptions(res)...)
 		if errors.Is(err, storage.ErrConflict) && rv == "" {
 			continue
 		}

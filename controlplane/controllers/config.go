@@ -26,12 +26,13 @@ const (
 	NameEndpoints        = "endpoints"
 	NameServiceAccount   = "serviceaccount"
 	NameGarbageCollector = "garbagecollector"
+	NameNamespace        = "namespace"
 )
 
 // AllControllers lists every controller this package has.
 var AllControllers = []string{
 	NameReplicaSet, NameDeployment, NameEndpoints,
-	NameServiceAccount, NameGarbageCollector,
+	NameServiceAccount, NameGarbageCollector, NameNamespace,
 }
 
 // Defaults applied by NewConfig.

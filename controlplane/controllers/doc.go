@@ -7,10 +7,12 @@
 // Deployment controller (replica sets per pod template, rolling and
 // recreate rollouts, revision history), the Endpoints and EndpointSlice
 // controller (addresses of the pods a Service selects), the
-// ServiceAccount controller (a "default" account in every namespace) and
-// a simple garbage collector (dependents of deleted owners, background
+// ServiceAccount controller (a "default" account in every namespace), a
+// simple garbage collector (dependents of deleted owners, background
 // propagation, and orphaning when the owner carries the "orphan"
-// finalizer).
+// finalizer) and the namespace controller (empties a namespace being
+// deleted through discovery and the metadata client, then removes its
+// "kubernetes" finalizer).
 //
 // Every controller follows kubernetes/sample-controller: event handlers
 // only enqueue keys, workers drain a rate-limited workqueue, and each
@@ -18,7 +20,6 @@
 // deep-copies before changing anything and writes status through the
 // status subresource. All controllers share one informer factory.
 //
-// Not here yet: node lifecycle, node IPAM, the namespace controller (the
-// apiserver removes a deleted namespace's content itself), DaemonSets,
-// HPA, and foreground deletion in the garbage collector.
+// Not here yet: node lifecycle, node IPAM, DaemonSets, HPA, and
+// foreground deletion in the garbage collector.
 package controllers

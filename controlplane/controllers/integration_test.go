@@ -30,6 +30,14 @@ import (
 // controller manager) and returns an admin client.
 func startLocal(t *testing.T) kubernetes.Interface {
 	t.Helper()
+	cs, _ := startLocalIn(t)
+	return cs
+}
+
+// startLocalIn is startLocal that also returns the local control plane's
+// folder (its configs and PKI).
+func startLocalIn(t *testing.T) (kubernetes.Interface, string) {
+	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -71,7 +79,7 @@ func startLocal(t *testing.T) kubernetes.Interface {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cs
+	return cs, dir
 }
 
 // eventually polls cond every 100ms until it returns nil or the deadline.

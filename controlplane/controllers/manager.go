@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
@@ -36,6 +37,7 @@ type Manager struct {
 	cfg      *Config
 	log      *slog.Logger
 	client   kubernetes.Interface
+	meta     metadata.Interface
 	registry *prometheus.Registry
 	metrics  *metrics
 	leading  atomic.Bool
@@ -69,8 +71,12 @@ func NewManagerForConfig(cfg *Config, rc *rest.Config, log *slog.Logger) (*Manag
 	if err != nil {
 		return nil, fmt.Errorf("controller-manager: %w", err)
 	}
+	meta, err := metadata.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("controller-manager: %w", err)
+	}
 	reg := prometheus.NewRegistry()
-	return &Manager{cfg: cfg, log: log, client: client, registry: reg, metrics: newMetrics(reg)}, nil
+	return &Manager{cfg: cfg, log: log, client: client, meta: meta, registry: reg, metrics: newMetrics(reg)}, nil
 }
 
 // Registry is the manager's own Prometheus registry.
@@ -200,6 +206,9 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		}),
 		add(NameGarbageCollector, func() (runner, error) {
 			return NewGarbageCollector(m.client, f, log, m.metrics)
+		}),
+		add(NameNamespace, func() (runner, error) {
+			return NewNamespaceController(m.client, m.meta, f.Core().V1().Namespaces(), log, m.metrics)
 		}),
 	); err != nil {
 		return err

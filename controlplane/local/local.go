@@ -400,6 +400,8 @@ serviceAccount:
   publicKeyFile: {{.F.SAPub}}
 metrics:
   enabled: true
+encryption:
+  providerConfigFile: {{.Encryption}}
 `))
 
 // apiserverConfig writes DIR/apiserver.yaml for this run and loads it.
@@ -408,10 +410,16 @@ func apiserverConfig(dir string, inv *pki.Inventory, port int, etcdURL string) (
 	if err != nil {
 		return nil, err
 	}
+	// Secrets are encrypted at rest here as on a real cluster, with a
+	// key made on the first run and kept.
+	enc, err := pki.EncryptionKey(inv.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
 	var b strings.Builder
 	if err := apiserverTemplate.Execute(&b, map[string]any{
 		"Bind": net.JoinHostPort(Address, strconv.Itoa(port)), "Etcd": etcdURL,
-		"ServiceCIDR": ServiceCIDR, "F": f,
+		"ServiceCIDR": ServiceCIDR, "F": f, "Encryption": enc,
 	}); err != nil {
 		return nil, fmt.Errorf("local: %w", err)
 	}

@@ -201,7 +201,10 @@ func Bootstrap() *Policy {
 
 	// The controller manager runs every controller under one identity:
 	// broad over the kinds it manages, and read/delete over everything for
-	// the garbage collector and the namespace controller.
+	// the garbage collector and the namespace controller (which, as
+	// upstream's role for it, needs get/list/delete/deletecollection on
+	// every resource and update on namespaces/status and
+	// namespaces/finalize; the rules below cover exactly that).
 	add(clusterRole("system:kube-controller-manager",
 		allow("*", apps, "*"),
 		allow("*", core, "pods", "pods/status", "pods/eviction", "pods/binding", "services", "services/status",

@@ -75,6 +75,14 @@ func TestBootstrapPolicyGrants(t *testing.T) {
 		{cm, res("update", "discovery.k8s.io", "endpointslices", "", "default", "e"), true},
 		{cm, res("update", "", "namespaces", "finalize", "x", "x"), true},
 		{cm, res("delete", "networking.k8s.io", "ingresses", "", "x", "i"), true},
+		// The namespace controller: every namespaced resource listed and
+		// deleted (one by one or as a collection), the namespace's status
+		// and finalize written.
+		{cm, res("deletecollection", "networking.k8s.io", "ingresses", "", "x", ""), true},
+		{cm, res("deletecollection", "rbac.authorization.k8s.io", "rolebindings", "", "x", ""), true},
+		{cm, res("list", "rbac.authorization.k8s.io", "roles", "", "x", ""), true},
+		{cm, res("update", "", "namespaces", "status", "", "x"), true},
+		{cm, res("create", "rbac.authorization.k8s.io", "rolebindings", "", "x", ""), false},
 		{cm, res("update", "coordination.k8s.io", "leases", "", "kube-system", "kube-controller-manager"), true},
 		{cm, res("create", "rbac.authorization.k8s.io", "clusterrolebindings", "", "", ""), false},
 

@@ -33,28 +33,53 @@ type KV struct {
 	Value          []byte
 	ModRevision    int64
 	CreateRevision int64
+	// Stale reports a value read through a Transformer that would write
+	// it differently now (encrypted with an older key, or plaintext):
+	// an update should write it even when nothing else changed.
+	Stale bool
 }
 
-// Store reads and writes objects in etcd.
+// Store reads and writes objects in etcd. Values under a prefix with a
+// Transformer (WithTransformer) are transformed on the way in and out, so
+// callers and the Cache only ever see the stored form.
 type Store struct {
-	client *clientv3.Client
+	client     *clientv3.Client
+	transforms []prefixTransformer
+	leases     leaseManager
 }
 
 // New returns a Store over an etcd client. The Store does not own the
 // client; the caller closes it.
-func New(c *clientv3.Client) *Store { return &Store{client: c} }
+func New(c *clientv3.Client, opts ...Option) *Store {
+	s := &Store{client: c}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
 
-func kvOf(k *mvccpb.KeyValue) KV {
+func rawKV(k *mvccpb.KeyValue) KV {
 	return KV{Key: string(k.Key), Value: k.Value, ModRevision: k.ModRevision, CreateRevision: k.CreateRevision}
+}
+
+// kvOf is a KV read from etcd, through its Transformer.
+func (s *Store) kvOf(k *mvccpb.KeyValue) (KV, error) {
+	kv := rawKV(k)
+	return kv, s.fromStorage(&kv)
 }
 
 // Create stores value under key if nothing is there. It returns the new
 // object's revision; ErrAlreadyExists when the key exists.
-func (s *Store) Create(ctx context.Context, key string, value []byte) (int64, error) {
-	resp, err := s.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(value))).
-		Commit()
+func (s *Store) Create(ctx context.Context, key string, value []byte, opts ...WriteOption) (int64, error) {
+	put, err := s.opPut(ctx, key, value, opts)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := s.commit(ctx, key, opts, func(put clientv3.Op) clientv3.Txn {
+		return s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(put)
+	}, put)
 	if err != nil {
 		return 0, fmt.Errorf("etcd create %s: %w", key, err)
 	}
@@ -68,12 +93,17 @@ func (s *Store) Create(ctx context.Context, key string, value []byte) (int64, er
 // revision is still guardRev (the caller read guard, possibly stale, and
 // decided from it). It returns ErrAlreadyExists when key exists, else
 // ErrConflict when guard changed.
-func (s *Store) CreateIf(ctx context.Context, key string, value []byte, guard string, guardRev int64) (int64, error) {
-	resp, err := s.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), clientv3.Compare(clientv3.ModRevision(guard), "=", guardRev)).
-		Then(clientv3.OpPut(key, string(value))).
-		Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
-		Commit()
+func (s *Store) CreateIf(ctx context.Context, key string, value []byte, guard string, guardRev int64, opts ...WriteOption) (int64, error) {
+	put, err := s.opPut(ctx, key, value, opts)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := s.commit(ctx, key, opts, func(put clientv3.Op) clientv3.Txn {
+		return s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), clientv3.Compare(clientv3.ModRevision(guard), "=", guardRev)).
+			Then(put).
+			Else(clientv3.OpGet(key, clientv3.WithCountOnly()))
+	}, put)
 	if err != nil {
 		return 0, fmt.Errorf("etcd create %s: %w", key, err)
 	}
@@ -95,33 +125,44 @@ func (s *Store) Get(ctx context.Context, key string) (KV, error) {
 	if len(resp.Kvs) == 0 {
 		return KV{}, ErrNotFound
 	}
-	return kvOf(resp.Kvs[0]), nil
+	return s.kvOf(resp.Kvs[0])
 }
 
 // Update replaces the value under key if its mod revision is still
 // expected. It returns the new revision; ErrNotFound when the key is gone,
 // ErrConflict (with the current KV) when it changed.
-func (s *Store) Update(ctx context.Context, key string, value []byte, expected int64) (int64, KV, error) {
-	resp, err := s.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", expected)).
-		Then(clientv3.OpPut(key, string(value))).
-		Else(clientv3.OpGet(key)).
-		Commit()
+func (s *Store) Update(ctx context.Context, key string, value []byte, expected int64, opts ...WriteOption) (int64, KV, error) {
+	put, err := s.opPut(ctx, key, value, opts)
+	if err != nil {
+		return 0, KV{}, err
+	}
+	resp, err := s.commit(ctx, key, opts, func(put clientv3.Op) clientv3.Txn {
+		return s.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", expected)).
+			Then(put).
+			Else(clientv3.OpGet(key))
+	}, put)
 	if err != nil {
 		return 0, KV{}, fmt.Errorf("etcd update %s: %w", key, err)
 	}
 	if resp.Succeeded {
 		return resp.Header.Revision, KV{}, nil
 	}
-	cur, err := currentOf(resp)
+	cur, err := s.currentOf(resp)
 	return 0, cur, err
 }
 
-func currentOf(resp *clientv3.TxnResponse) (KV, error) {
+// currentOf is the value an Else branch read: ErrConflict with it, or
+// ErrNotFound.
+func (s *Store) currentOf(resp *clientv3.TxnResponse) (KV, error) {
 	if len(resp.Responses) == 0 || len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
 		return KV{}, ErrNotFound
 	}
-	return kvOf(resp.Responses[0].GetResponseRange().Kvs[0]), ErrConflict
+	kv, err := s.kvOf(resp.Responses[0].GetResponseRange().Kvs[0])
+	if err != nil {
+		return KV{}, err
+	}
+	return kv, ErrConflict
 }
 
 // Delete removes key if its mod revision is still expected (0 means any).
@@ -143,7 +184,10 @@ func (s *Store) Delete(ctx context.Context, key string, expected int64) (int64, 
 	if resp.Succeeded {
 		return resp.Header.Revision, nil
 	}
-	_, err = currentOf(resp)
+	_, err = s.currentOf(resp)
+	if errors.Is(err, ErrTransform) {
+		err = ErrConflict // the key is there, changed: its value is not needed
+	}
 	return 0, err
 }
 
@@ -220,7 +264,9 @@ func (s *Store) List(ctx context.Context, prefix string, o ListOptions) (ListRes
 	}
 	res.Items = make([]KV, len(kvs))
 	for i, k := range kvs {
-		res.Items[i] = kvOf(k)
+		if res.Items[i], err = s.kvOf(k); err != nil {
+			return ListResult{}, err
+		}
 	}
 	return res, nil
 }
@@ -310,9 +356,15 @@ func (s *Store) Watch(ctx context.Context, prefix string, rev int64) (<-chan Eve
 				return
 			}
 			for _, e := range resp.Events {
-				ev := Event{KV: kvOf(e.Kv)}
+				// A value its Transformer cannot read is passed on as
+				// etcd holds it: decoding it fails for the watchers of
+				// that key alone, where ending the watch would stop
+				// every watcher and the Cache on one bad key.
+				ev := Event{KV: rawKV(e.Kv)}
+				_ = s.fromStorage(&ev.KV)
 				if e.PrevKv != nil {
-					ev.Prev = kvOf(e.PrevKv)
+					ev.Prev = rawKV(e.PrevKv)
+					_ = s.fromStorage(&ev.Prev)
 				}
 				if e.Type == clientv3.EventTypeDelete {
 					ev.Type = Deleted

@@ -303,16 +303,17 @@ func TestInFlightWatchAndTimeoutLimits(t *testing.T) {
 	// before reading the body (HTTP/1.1's server drains a body first).
 	admin2 := e.httpClient(t, "kubernetes-admin", "system:masters")
 	admin2.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+	admin2.Timeout = time.Minute
 	url := e.host + "/api/v1/namespaces/default/configmaps"
 
 	stalled := newSlowBody()
 	stalledAnswer := make(chan answer, 1)
 	start := time.Now()
-	go func() { stalledAnswer <- send(t, admin2, "POST", url+"?timeout=2s", "application/json", stalled) }()
+	go func() { stalledAnswer <- send(t, admin2, "POST", url+"?timeout=8s", "application/json", stalled) }()
 	defer stalled.Close()
 
 	var a answer
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		a = send(t, bob, "POST", url, "application/json", strings.NewReader(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}`))
 		if a.code == 429 || time.Now().After(deadline) {

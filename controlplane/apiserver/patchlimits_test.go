@@ -81,8 +81,14 @@ func TestCopyDoublingPatchIsRefused(t *testing.T) {
 	if took > time.Second && !raceDetector {
 		t.Errorf("answered in %s, want within 1s", took)
 	}
-	if growthMiB >= 100 {
-		t.Errorf("RSS grew by %.1f MiB, want < 100", growthMiB)
+	// The race detector's shadow memory multiplies what every allocation
+	// costs (5-10x, by its documentation); +100 MiB is for a normal build.
+	limit := 100.0
+	if raceDetector {
+		limit = 500
+	}
+	if growthMiB >= limit {
+		t.Errorf("RSS grew by %.1f MiB, want < %.0f", growthMiB, limit)
 	}
 	got, err := cms.Get(ctx, "big", metav1.GetOptions{})
 	if err != nil || len(got.Data) != 1 {

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"kforge.dev/kforge/api/v1alpha1"
+	"kforge.dev/kforge/internal/atomicfile"
 	"kforge.dev/kforge/pki"
 )
 
@@ -86,21 +86,5 @@ func (p *KubeconfigPhase) Run(context.Context) error {
 			return nil
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".admin.kubeconfig-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, bytes.NewReader(data)); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
+	return atomicfile.Write(dst, data, 0o600)
 }

@@ -3,13 +3,11 @@ package installer
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/cert"
 
 	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/pki"
@@ -70,7 +69,7 @@ func NewNetProber(c *v1alpha1.Cluster, inv *pki.Inventory, dial DialFunc) (*NetP
 	if len(masters) == 0 {
 		return nil, errors.New("no masters")
 	}
-	clusterCA, err := certPool(inv.Path(inv.Cert(pki.ClusterCA).CertFile))
+	clusterCA, err := cert.NewPool(inv.Path(inv.Cert(pki.ClusterCA).CertFile))
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +78,7 @@ func NewNetProber(c *v1alpha1.Cluster, inv *pki.Inventory, dial DialFunc) (*NetP
 		dial = d.DialContext
 	}
 	p := &NetProber{apiTLS: &tls.Config{RootCAs: clusterCA, MinVersion: tls.VersionTLS12}, dial: dial}
-	etcdCA, err := certPool(inv.Path(inv.Cert(pki.EtcdCA).CertFile))
+	etcdCA, err := cert.NewPool(inv.Path(inv.Cert(pki.EtcdCA).CertFile))
 	if err != nil {
 		return nil, err
 	}
@@ -107,18 +106,6 @@ func (p *NetProber) etcdClient(ctx context.Context, eps []string) (*clientv3.Cli
 			return p.dial(ctx, "tcp", addr)
 		})},
 	})
-}
-
-func certPool(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
 }
 
 // EtcdEndpoint is a member's client URL.

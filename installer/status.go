@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"k8s.io/client-go/util/cert"
 
 	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/installer/ssh"
@@ -377,7 +378,7 @@ func readRemoteCerts(ctx context.Context, h Host, paths []string) (map[string]*x
 // apiGet GETs path through the API with the admin certificate and decodes
 // the JSON answer into into.
 func apiGet(ctx context.Context, pr *NetProber, inv *pki.Inventory, base, path string, into any) error {
-	ca, err := certPool(inv.Path(inv.Cert(pki.ClusterCA).CertFile))
+	ca, err := cert.NewPool(inv.Path(inv.Cert(pki.ClusterCA).CertFile))
 	if err != nil {
 		return err
 	}

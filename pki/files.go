@@ -11,6 +11,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"kforge.dev/kforge/internal/atomicfile"
 )
 
 // File modes kforge writes.
@@ -193,38 +195,13 @@ func checkSecretMode(path string) error {
 	return nil
 }
 
-// writeFileAtomic writes data to path with mode through a temporary file
-// in the same folder and a rename, so a reader never sees half a key.
-func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := ensureDir(dir); err != nil {
+// writeFile makes path's folder (mode 0700) and replaces the file
+// atomically, so a reader never sees half a key.
+func writeFile(path string, data []byte, mode fs.FileMode) error {
+	if err := ensureDir(filepath.Dir(path)); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return &FileError{Path: path, Err: err}
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op after the rename
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return &FileError{Path: path, Err: err}
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return &FileError{Path: path, Err: err}
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return &FileError{Path: path, Err: err}
-	}
-	if err := f.Close(); err != nil {
-		return &FileError{Path: path, Err: err}
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return &FileError{Path: path, Err: err}
-	}
-	return nil
+	return atomicfile.Write(path, data, mode)
 }
 
 // ensureDir makes a folder (and its parents) mode 0700.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Action is what Init did with one certificate or file.
@@ -168,10 +171,10 @@ func Init(ctx context.Context, inv *Inventory, opts InitOptions) (*Report, error
 		if err != nil {
 			return rep, err
 		}
-		if err := writeFileAtomic(inv.Path(inv.ServiceAccountKey), key, secretMode); err != nil {
+		if err := writeFile(inv.Path(inv.ServiceAccountKey), key, secretMode); err != nil {
 			return rep, err
 		}
-		if err := writeFileAtomic(inv.Path(inv.ServiceAccountPub), pub, publicMode); err != nil {
+		if err := writeFile(inv.Path(inv.ServiceAccountPub), pub, publicMode); err != nil {
 			return rep, err
 		}
 		cur.saKey, cur.saPub = key, pub
@@ -234,7 +237,7 @@ func Init(ctx context.Context, inv *Inventory, opts InitOptions) (*Report, error
 				return nil
 			}
 		}
-		if err := writeFileAtomic(path, want, mode); err != nil {
+		if err := writeFile(path, want, mode); err != nil {
 			return err
 		}
 		a := Updated
@@ -277,10 +280,10 @@ func Init(ctx context.Context, inv *Inventory, opts InitOptions) (*Report, error
 func writePair(inv *Inventory, spec *Cert, p *pair) error {
 	// Key first: a crash in between leaves a mismatched pair, which the
 	// next run reports instead of trusting.
-	if err := writeFileAtomic(inv.Path(spec.KeyFile), p.keyPEM, secretMode); err != nil {
+	if err := writeFile(inv.Path(spec.KeyFile), p.keyPEM, secretMode); err != nil {
 		return err
 	}
-	return writeFileAtomic(inv.Path(spec.CertFile), p.certPEM, publicMode)
+	return writeFile(inv.Path(spec.CertFile), p.certPEM, publicMode)
 }
 
 // current is what the PKI directory holds now, already checked.
@@ -389,16 +392,30 @@ func readAll(inv *Inventory, now time.Time) (*current, error) {
 	}
 
 	if len(errs) > 0 {
-		return nil, &BrokenError{Dir: inv.Dir, Errs: errs}
+		return nil, &BrokenError{Dir: inv.Dir, Errs: fileProblems(inv.Dir, errs)}
 	}
 	return cur, nil
 }
 
-// BrokenError lists every problem found in a PKI directory. Init changes
-// nothing when it returns one.
+// fileProblems turns readAll's errors into a field.ErrorList whose
+// fields are the files' paths.
+func fileProblems(dir string, errs []error) field.ErrorList {
+	out := make(field.ErrorList, 0, len(errs))
+	for _, err := range errs {
+		if fe := (*FileError)(nil); errors.As(err, &fe) {
+			out = append(out, field.Invalid(field.NewPath(fe.Path), field.OmitValueType{}, fe.Err.Error()))
+		} else {
+			out = append(out, field.Invalid(field.NewPath(dir), field.OmitValueType{}, err.Error()))
+		}
+	}
+	return out
+}
+
+// BrokenError lists every problem found in a PKI directory, each under
+// the path of its file. Init changes nothing when it returns one.
 type BrokenError struct {
 	Dir  string
-	Errs []error
+	Errs field.ErrorList
 }
 
 func (e *BrokenError) Error() string {
@@ -408,14 +425,21 @@ func (e *BrokenError) Error() string {
 		b.WriteString("s")
 	}
 	b.WriteString(" (nothing was changed):")
-	for _, err := range e.Errs {
+	for _, fe := range e.Errs {
 		b.WriteString("\n  - ")
-		b.WriteString(err.Error())
+		b.WriteString(fe.Error())
 	}
 	return b.String()
 }
 
-func (e *BrokenError) Unwrap() []error { return e.Errs }
+// Unwrap returns the problems, so errors.As finds a *field.Error.
+func (e *BrokenError) Unwrap() []error {
+	out := make([]error, len(e.Errs))
+	for i, fe := range e.Errs {
+		out[i] = fe
+	}
+	return out
+}
 
 func firstN(s []string, n int) []string {
 	if len(s) > n {

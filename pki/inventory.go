@@ -17,7 +17,7 @@ const (
 )
 
 // AgentLocalAPIServer is the node-local apiserver load balancer that every
-// agent runs and that the agent's kubeconfig points at (DESIGN.md, "On a host").
+// agent runs and that the agent's kubeconfig points at.
 const AgentLocalAPIServer = "https://127.0.0.1:6444"
 
 // Folders under the PKI directory. Everything under hosts/NAME/ is what

@@ -149,7 +149,7 @@ var (
 )
 
 // want is what one issued certificate must be, written out by hand from
-// DESIGN.md and the issue rather than derived from the inventory code.
+// the documented inventory rather than derived from the inventory code.
 type want struct {
 	file string
 	ca   string
@@ -549,8 +549,8 @@ func TestInitRefusesBrokenDir(t *testing.T) {
 			if err == nil {
 				t.Fatal("Init accepted a broken PKI directory")
 			}
-			var fe *FileError
-			if !errors.As(err, &fe) || fe.Path != inv.Path(tt.file) {
+			var be *BrokenError
+			if !errors.As(err, &be) || len(be.Errs) == 0 || be.Errs[0].Field != inv.Path(tt.file) {
 				t.Errorf("error does not name %s as the file: %v", tt.file, err)
 			}
 			if !strings.Contains(err.Error(), inv.Path(tt.file)) || !strings.Contains(err.Error(), tt.msg) {
@@ -699,4 +699,28 @@ func hostOfPath(rel string) string {
 		}
 	}
 	return ""
+}
+
+func TestInitListsEveryProblem(t *testing.T) {
+	inv := initLab(t)
+	write(t, inv, "ca/cluster-ca.crt", "hello\n", 0o644)
+	if err := os.Chmod(inv.Path("hosts/w3/agent-client.key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Init(context.Background(), inv, InitOptions{})
+	var be *BrokenError
+	if !errors.As(err, &be) {
+		t.Fatalf("not a *BrokenError: %v", err)
+	}
+	var fields []string
+	for _, fe := range be.Errs {
+		fields = append(fields, fe.Field)
+	}
+	want := []string{inv.Path("ca/cluster-ca.crt"), inv.Path("hosts/w3/agent-client.key")}
+	if !slices.Equal(fields, want) {
+		t.Errorf("fields %q, want %q", fields, want)
+	}
+	if !strings.HasPrefix(err.Error(), "the PKI directory "+inv.Dir+" has 2 problems (nothing was changed):\n  - "+want[0]+": Invalid value: ") {
+		t.Errorf("message:\n%s", err)
+	}
 }

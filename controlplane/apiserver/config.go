@@ -9,13 +9,15 @@ import (
 	"strconv"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
 	"kforge.dev/kforge/controlplane/apiserver/encryption"
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // APIVersion and Kind identify an apiserver role config document.
 const (
-	APIVersion = "kforge.dev/v1alpha1"
+	APIVersion = roleconfig.APIVersion
 	Kind       = "APIServerConfig"
 )
 
@@ -155,144 +157,135 @@ func NewConfig() *Config {
 // (an unknown field is an error), resolves relative file paths against
 // the file's folder and validates the result.
 func LoadConfig(path string) (*Config, error) {
-	return roleconfig.Load("apiserver", path, ParseConfig)
+	return roleconfig.Load("apiserver", path, NewConfig)
 }
 
 // ParseConfig is LoadConfig for a document held in memory; baseDir
-// resolves relative paths.
+// resolves relative paths. yaml.Marshal of a valid Config is a document
+// it reads back unchanged.
 func ParseConfig(data []byte, baseDir string) (*Config, error) {
-	c := NewConfig()
-	// A list in the file replaces the default rather than merging into it.
-	c.Etcd.Endpoints = nil
-	if err := roleconfig.Decode(data, c); err != nil {
-		return nil, err
-	}
-	if c.Etcd.Endpoints == nil {
-		c.Etcd.Endpoints = []string{DefaultEtcdEndpoint}
-	}
-	c.ResolvePaths(baseDir)
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return roleconfig.Parse("apiserver", data, baseDir, NewConfig)
 }
 
-// ResolvePaths makes every file path absolute, relative to baseDir.
-func (c *Config) ResolvePaths(baseDir string) {
-	roleconfig.ResolvePaths(baseDir,
+// FilePaths points at every file path: the paths ParseConfig resolves
+// against the config file's folder.
+func (c *Config) FilePaths() []*string {
+	return []*string{
 		&c.TLS.CertFile, &c.TLS.KeyFile, &c.TLS.ClientCAFile,
 		&c.Etcd.CAFile, &c.Etcd.CertFile, &c.Etcd.KeyFile,
 		&c.ServiceAccount.KeyFile, &c.ServiceAccount.PublicKeyFile,
 		&c.Encryption.ProviderConfigFile,
-	)
+	}
 }
 
-// ConfigError lists every problem found in a Config.
+// ConfigError lists every problem found in a Config (ParseConfig's and
+// NewInstance's validation error).
 type ConfigError = roleconfig.Error
 
-// Validate checks the whole config and returns a *ConfigError listing
-// every problem, or nil. It has no side effects (it does not open files).
-func (c *Config) Validate() error {
-	probs := roleconfig.NewProblems("apiserver")
-	add := probs.Add
+// Validate checks the whole config and returns every problem, each with
+// its field. It has no side effects (it does not open files).
+func (c *Config) Validate() field.ErrorList {
+	errs := roleconfig.ValidateTypeMeta(c.APIVersion, c.Kind, Kind)
+	add := func(err *field.Error) { errs = append(errs, err) }
 
-	if c.APIVersion != APIVersion {
-		add("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
-	}
-	if c.Kind != Kind {
-		add("kind", "must be %q, not %q", Kind, c.Kind)
-	}
 	if c.Listener == nil {
-		if err := checkBindAddress(c.BindAddress); err != nil {
-			add("bindAddress", "%v", err)
+		bind := field.NewPath("bindAddress")
+		if c.BindAddress == "" {
+			add(field.Required(bind, "host:port"))
+		} else if err := checkBindAddress(c.BindAddress); err != nil {
+			add(field.Invalid(bind, c.BindAddress, err.Error()))
 		}
 		if c.AdvertiseAddress != "" {
 			if ap, err := netip.ParseAddrPort(c.AdvertiseAddress); err != nil || ap.Addr().IsUnspecified() {
-				add("advertiseAddress", "%q is not an IP:port other hosts can reach", c.AdvertiseAddress)
+				add(field.Invalid(field.NewPath("advertiseAddress"), c.AdvertiseAddress, "not an IP:port other hosts can reach"))
 			}
 		}
 	}
 
-	required := func(field, v, why string) {
+	required := func(p *field.Path, v, why string) {
 		if v == "" {
-			add(field, "is required (%s)", why)
+			add(field.Required(p, why))
 		}
 	}
-	required("tls.certFile", c.TLS.CertFile, "the API is HTTPS only")
-	required("tls.keyFile", c.TLS.KeyFile, "the API is HTTPS only")
-	required("tls.clientCAFile", c.TLS.ClientCAFile, "users are client certificates signed by the cluster CA")
+	tlsPath := field.NewPath("tls")
+	required(tlsPath.Child("certFile"), c.TLS.CertFile, "the API is HTTPS only")
+	required(tlsPath.Child("keyFile"), c.TLS.KeyFile, "the API is HTTPS only")
+	required(tlsPath.Child("clientCAFile"), c.TLS.ClientCAFile, "users are client certificates signed by the cluster CA")
 
+	etcdPath := field.NewPath("etcd")
+	endpoints := etcdPath.Child("endpoints")
 	if len(c.Etcd.Endpoints) == 0 {
-		add("etcd.endpoints", "needs at least one https:// URL")
+		add(field.Required(endpoints, "needs at least one https:// URL"))
 	}
 	seen := map[string]bool{}
 	for i, e := range c.Etcd.Endpoints {
 		if err := checkEndpoint(e); err != nil {
-			add(fmt.Sprintf("etcd.endpoints[%d]", i), "%v", err)
+			add(field.Invalid(endpoints.Index(i), e, err.Error()))
 		} else if seen[e] {
-			add(fmt.Sprintf("etcd.endpoints[%d]", i), "%s is listed twice", e)
+			add(field.Duplicate(endpoints.Index(i), e))
 		}
 		seen[e] = true
 	}
-	required("etcd.caFile", c.Etcd.CAFile, "etcd uses mutual TLS")
-	required("etcd.certFile", c.Etcd.CertFile, "etcd uses mutual TLS")
-	required("etcd.keyFile", c.Etcd.KeyFile, "etcd uses mutual TLS")
+	required(etcdPath.Child("caFile"), c.Etcd.CAFile, "etcd uses mutual TLS")
+	required(etcdPath.Child("certFile"), c.Etcd.CertFile, "etcd uses mutual TLS")
+	required(etcdPath.Child("keyFile"), c.Etcd.KeyFile, "etcd uses mutual TLS")
 	if c.Etcd.DialTimeout <= 0 {
-		add("etcd.dialTimeout", "must be positive, not %s", c.Etcd.DialTimeout)
+		add(field.Invalid(etcdPath.Child("dialTimeout"), c.Etcd.DialTimeout.String(), "must be positive"))
 	}
 
+	cidr := field.NewPath("serviceCIDR")
 	if c.ServiceCIDR == "" {
-		add("serviceCIDR", "is required")
+		add(field.Required(cidr, ""))
 	} else if p, err := netip.ParsePrefix(c.ServiceCIDR); err != nil {
-		add("serviceCIDR", "%q is not a CIDR: %v", c.ServiceCIDR, err)
+		add(field.Invalid(cidr, c.ServiceCIDR, fmt.Sprintf("not a CIDR: %v", err)))
 	} else if p != p.Masked() {
-		add("serviceCIDR", "%s has host bits set (did you mean %s?)", c.ServiceCIDR, p.Masked())
+		add(field.Invalid(cidr, c.ServiceCIDR, fmt.Sprintf("has host bits set (did you mean %s?)", p.Masked())))
 	} else if hostBits := p.Addr().BitLen() - p.Bits(); hostBits < 2 || hostBits > 20 {
-		add("serviceCIDR", "%s must hold between 4 and 2^20 addresses (a prefix of /%d to /%d)", c.ServiceCIDR, p.Addr().BitLen()-20, p.Addr().BitLen()-2)
+		add(field.Invalid(cidr, c.ServiceCIDR, fmt.Sprintf("must hold between 4 and 2^20 addresses (a prefix of /%d to /%d)", p.Addr().BitLen()-20, p.Addr().BitLen()-2)))
 	}
 
-	for _, p := range c.Limits.problems() {
-		add("limits."+p.field, "%s", p.msg)
+	for _, err := range c.Limits.validate(field.NewPath("limits")) {
+		add(err)
 	}
 
-	sa := c.ServiceAccount
-	if (sa.KeyFile == "") != (sa.PublicKeyFile == "") {
-		add("serviceAccount", "keyFile and publicKeyFile go together: set both or neither")
+	sa, saPath := c.ServiceAccount, field.NewPath("serviceAccount")
+	if sa.KeyFile != "" && sa.PublicKeyFile == "" {
+		add(field.Required(saPath.Child("publicKeyFile"), "keyFile and publicKeyFile go together: set both or neither"))
+	}
+	if sa.KeyFile == "" && sa.PublicKeyFile != "" {
+		add(field.Required(saPath.Child("keyFile"), "keyFile and publicKeyFile go together: set both or neither"))
 	}
 
 	if c.EventTTL < time.Second {
-		add("eventTTL", "must be at least 1s, not %s", c.EventTTL)
+		add(field.Invalid(field.NewPath("eventTTL"), c.EventTTL.String(), "must be at least 1s"))
 	}
+	encPath := field.NewPath("encryption")
 	if c.Encryption.ProviderConfigFile != "" && len(c.Encryption.Resources) > 0 {
-		add("encryption", "providerConfigFile and resources exclude each other: the file holds the resources")
+		add(field.Forbidden(encPath.Child("resources"), "providerConfigFile and resources exclude each other: the file holds the resources"))
 	}
-	encryption.ValidateResources("encryption.", c.Encryption.Resources, probs)
+	errs = append(errs, encryption.ValidateResources(encPath, c.Encryption.Resources)...)
 	for i, e := range c.Encryption.Resources {
 		for j, r := range e.Resources {
 			if !servedResourceName(r) {
-				add(fmt.Sprintf("encryption.resources[%d].resources[%d]", i, j), "%q is not a resource this apiserver serves", r)
+				add(field.Invalid(encPath.Child("resources").Index(i).Child("resources").Index(j), r, "not a resource this apiserver serves"))
 			}
 		}
 	}
-
-	return probs.Err()
+	return errs
 }
 
 // checkBindAddress accepts host:port where host is an IP address or
 // empty (every address) and port is 0-65535.
 func checkBindAddress(s string) error {
-	if s == "" {
-		return errors.New("is required (host:port)")
-	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port: %v", s, err)
+		return fmt.Errorf("not host:port: %v", err)
 	}
 	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
-		return fmt.Errorf("%q: the host must be an IP address (or empty for every address)", s)
+		return errors.New("the host must be an IP address (or empty for every address)")
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("%q: %q is not a TCP port", s, port)
+		return fmt.Errorf("%q is not a TCP port", port)
 	}
 	return nil
 }
@@ -302,16 +295,16 @@ func checkBindAddress(s string) error {
 func checkEndpoint(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("%q is not a URL: %v", s, err)
+		return fmt.Errorf("not a URL: %v", err)
 	}
 	if u.Scheme != "https" {
-		return fmt.Errorf("%q must use https (etcd uses mutual TLS)", s)
+		return errors.New("must use https (etcd uses mutual TLS)")
 	}
 	if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || port == "0" {
-		return fmt.Errorf("%q needs host:port", s)
+		return errors.New("needs host:port")
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("%q must be https://host:port only", s)
+		return errors.New("must be https://host:port only")
 	}
 	return nil
 }

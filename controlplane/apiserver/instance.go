@@ -3,20 +3,20 @@ package apiserver
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"k8s.io/client-go/util/cert"
 
 	"kforge.dev/kforge/controlplane/apiserver/storage"
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // Instance is the running apiserver role: an etcd client over mutual TLS,
@@ -45,7 +45,7 @@ type Instance struct {
 // NewInstance validates cfg and reads its certificate files; nothing is
 // started or bound. log nil discards logs.
 func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := roleconfig.Validate("apiserver", cfg); err != nil {
 		return nil, err
 	}
 	if log == nil {
@@ -57,7 +57,7 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: serving certificate: %w", err)
 	}
-	pool, err := loadCAs(cfg.TLS.ClientCAFile)
+	pool, err := cert.NewPool(cfg.TLS.ClientCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: tls.clientCAFile: %w", err)
 	}
@@ -94,18 +94,6 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 		readyc:  make(chan struct{}),
 		errc:    make(chan error, 1),
 	}, nil
-}
-
-func loadCAs(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
 }
 
 // Start binds the listener (unless the config carries one), creates the

@@ -12,6 +12,7 @@ import (
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Limits bound the work one client can make the server do. Zero fields
@@ -111,34 +112,33 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-type limitProblem struct{ field, msg string }
-
-// problems lists every invalid field (zero means the default and is valid).
-func (l Limits) problems() []limitProblem {
-	var out []limitProblem
-	nonNeg := func(field string, v int64) {
+// validate lists every invalid field under path (zero means the default
+// and is valid).
+func (l Limits) validate(path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	nonNeg := func(name string, v int64, shown any) {
 		if v < 0 {
-			out = append(out, limitProblem{field, fmt.Sprintf("must not be negative, not %d", v)})
+			errs = append(errs, field.Invalid(path.Child(name), shown, "must not be negative"))
 		}
 	}
-	nonNeg("maxRequestsInFlight", int64(l.MaxRequestsInFlight))
-	nonNeg("maxMutatingRequestsInFlight", int64(l.MaxMutatingRequestsInFlight))
-	nonNeg("requestTimeout", int64(l.RequestTimeout))
-	nonNeg("readHeaderTimeout", int64(l.ReadHeaderTimeout))
-	nonNeg("idleTimeout", int64(l.IdleTimeout))
-	nonNeg("jsonPatchMaxCopyBytes", l.JSONPatchMaxCopyBytes)
-	nonNeg("maxWatches", int64(l.MaxWatches))
-	nonNeg("maxWatchesPerUser", int64(l.MaxWatchesPerUser))
+	nonNeg("maxRequestsInFlight", int64(l.MaxRequestsInFlight), l.MaxRequestsInFlight)
+	nonNeg("maxMutatingRequestsInFlight", int64(l.MaxMutatingRequestsInFlight), l.MaxMutatingRequestsInFlight)
+	nonNeg("requestTimeout", int64(l.RequestTimeout), l.RequestTimeout.String())
+	nonNeg("readHeaderTimeout", int64(l.ReadHeaderTimeout), l.ReadHeaderTimeout.String())
+	nonNeg("idleTimeout", int64(l.IdleTimeout), l.IdleTimeout.String())
+	nonNeg("jsonPatchMaxCopyBytes", l.JSONPatchMaxCopyBytes, l.JSONPatchMaxCopyBytes)
+	nonNeg("maxWatches", int64(l.MaxWatches), l.MaxWatches)
+	nonNeg("maxWatchesPerUser", int64(l.MaxWatchesPerUser), l.MaxWatchesPerUser)
 	if v := l.HTTP2MaxStreamsPerConnection; v < 0 || v > 1<<20 {
-		out = append(out, limitProblem{"http2MaxStreamsPerConnection", fmt.Sprintf("must be between 0 (the default, 100) and %d, not %d", 1<<20, v)})
+		errs = append(errs, field.Invalid(path.Child("http2MaxStreamsPerConnection"), v, fmt.Sprintf("must be between 0 (the default, 100) and %d", 1<<20)))
 	}
 	if l.RequestTimeout > 0 && l.RequestTimeout < time.Second {
-		out = append(out, limitProblem{"requestTimeout", fmt.Sprintf("must be at least 1s, not %s", l.RequestTimeout)})
+		errs = append(errs, field.Invalid(path.Child("requestTimeout"), l.RequestTimeout.String(), "must be at least 1s"))
 	}
 	if l.MaxWatches > 0 && l.MaxWatchesPerUser > l.MaxWatches {
-		out = append(out, limitProblem{"maxWatchesPerUser", fmt.Sprintf("%d is more than maxWatches (%d)", l.MaxWatchesPerUser, l.MaxWatches)})
+		errs = append(errs, field.Invalid(path.Child("maxWatchesPerUser"), l.MaxWatchesPerUser, fmt.Sprintf("must not be more than maxWatches (%d)", l.MaxWatches)))
 	}
-	return out
+	return errs
 }
 
 // setJSONPatchCopyLimit arms the json-patch library's copy bound, a package

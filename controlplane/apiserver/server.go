@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"kforge.dev/kforge/controlplane/apiserver/rbac"
 	"kforge.dev/kforge/controlplane/apiserver/storage"
@@ -127,8 +128,8 @@ func New(o Options) (*Server, error) {
 		o.MasterLeaseInterval = DefaultMasterLeaseInterval
 	}
 	o.Limits = o.Limits.withDefaults()
-	if probs := o.Limits.problems(); len(probs) > 0 {
-		return nil, fmt.Errorf("apiserver: limits.%s %s", probs[0].field, probs[0].msg)
+	if errs := o.Limits.validate(field.NewPath("limits")); len(errs) > 0 {
+		return nil, fmt.Errorf("apiserver: %w", errs.ToAggregate())
 	}
 	if o.MasterLeaseInterval <= 0 || o.MasterLeaseInterval >= o.MasterLeaseTTL {
 		return nil, fmt.Errorf("apiserver: the master lease interval %s must be positive and shorter than its TTL %s",

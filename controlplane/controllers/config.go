@@ -1,18 +1,17 @@
 package controllers
 
 import (
-	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // APIVersion and Kind identify a controller-manager role config document.
 const (
-	APIVersion = "kforge.dev/v1alpha1"
+	APIVersion = roleconfig.APIVersion
 	Kind       = "ControllerManagerConfig"
 )
 
@@ -60,7 +59,7 @@ type Config struct {
 	LeaderElection LeaderElection `yaml:"leaderElection" json:"leaderElection"`
 
 	// Controllers names the controllers to run; empty runs them all.
-	Controllers []string `yaml:"controllers" json:"controllers"`
+	Controllers []string `yaml:"controllers,omitempty" json:"controllers,omitempty"`
 	// Workers is the number of workers per controller.
 	Workers int `yaml:"workers" json:"workers"`
 	// Resync is the shared informers' resync period.
@@ -91,62 +90,52 @@ func NewConfig() *Config {
 // LoadConfig reads path, decodes it strictly over NewConfig's defaults,
 // resolves the kubeconfig path against the file's folder and validates.
 func LoadConfig(path string) (*Config, error) {
-	return roleconfig.Load("controller-manager", path, ParseConfig)
+	return roleconfig.Load("controller-manager", path, NewConfig)
 }
 
-// ParseConfig is LoadConfig for a document held in memory.
+// ParseConfig is LoadConfig for a document held in memory; baseDir
+// resolves relative paths. yaml.Marshal of a valid Config is a document
+// it reads back unchanged.
 func ParseConfig(data []byte, baseDir string) (*Config, error) {
-	c := NewConfig()
-	if err := roleconfig.Decode(data, c); err != nil {
-		return nil, err
-	}
-	roleconfig.ResolvePaths(baseDir, &c.Kubeconfig)
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return roleconfig.Parse("controller-manager", data, baseDir, NewConfig)
 }
+
+// FilePaths points at the kubeconfig path, which ParseConfig resolves
+// against the config file's folder.
+func (c *Config) FilePaths() []*string { return []*string{&c.Kubeconfig} }
+
+// ConfigError lists every problem found in a Config (ParseConfig's and
+// NewManager's validation error).
+type ConfigError = roleconfig.Error
 
 // Enabled reports whether the named controller runs.
 func (c *Config) Enabled(name string) bool {
 	return len(c.Controllers) == 0 || slices.Contains(c.Controllers, name)
 }
 
-// Validate checks the whole config and returns a *roleconfig.Error
-// listing every problem, or nil. It has no side effects.
-func (c *Config) Validate() error {
-	probs := roleconfig.NewProblems("controller-manager")
-	add := probs.Add
-	if c.APIVersion != APIVersion {
-		add("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
-	}
-	if c.Kind != Kind {
-		add("kind", "must be %q, not %q", Kind, c.Kind)
-	}
+// Validate checks the whole config and returns every problem, each with
+// its field. It has no side effects.
+func (c *Config) Validate() field.ErrorList {
+	errs := roleconfig.ValidateTypeMeta(c.APIVersion, c.Kind, Kind)
 	if c.Kubeconfig == "" {
-		add("kubeconfig", "is required")
+		errs = append(errs, field.Required(field.NewPath("kubeconfig"), ""))
 	}
-	c.LeaderElection.Validate(probs)
+	errs = append(errs, c.LeaderElection.Validate(field.NewPath("leaderElection"))...)
 	for i, name := range c.Controllers {
 		if !slices.Contains(AllControllers, name) {
-			add(fmt.Sprintf("controllers[%d]", i), "unknown controller %q (known: %v)", name, AllControllers)
+			errs = append(errs, field.NotSupported(field.NewPath("controllers").Index(i), name, AllControllers))
 		}
 	}
 	if c.Workers < 1 {
-		add("workers", "must be at least 1, not %d", c.Workers)
+		errs = append(errs, field.Invalid(field.NewPath("workers"), c.Workers, "must be at least 1"))
 	}
 	if c.Resync < 0 {
-		add("resync", "must not be negative")
+		errs = append(errs, field.Invalid(field.NewPath("resync"), c.Resync.String(), "must not be negative"))
 	}
 	if c.MetricsAddress != "" {
-		host, port, err := net.SplitHostPort(c.MetricsAddress)
-		if err != nil {
-			add("metricsAddress", "%q is not host:port: %v", c.MetricsAddress, err)
-		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-			add("metricsAddress", "port %q is not a number from 0 to 65535", port)
-		} else if host != "" && host != "localhost" && net.ParseIP(host) == nil {
-			add("metricsAddress", "%q needs an IP address (or localhost)", c.MetricsAddress)
+		if err := roleconfig.CheckListenAddress(c.MetricsAddress); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("metricsAddress"), c.MetricsAddress, err.Error()))
 		}
 	}
-	return probs.Err()
+	return errs
 }

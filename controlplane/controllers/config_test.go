@@ -3,9 +3,12 @@ package controllers
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 func TestConfigExampleLoadsWithDefaults(t *testing.T) {
@@ -47,5 +50,40 @@ metricsAddress: nowhere
 	}
 	if _, err := ParseConfig([]byte("kind: ControllerManagerConfig\nworkerz: 1\n"), "/x"); err == nil {
 		t.Error("an unknown field was accepted")
+	}
+}
+
+// The installer builds a Config as a struct, marshals it and validates
+// the document with ParseConfig: that must give the same Config back.
+func TestConfigRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(c *Config)
+	}{
+		{"defaults and kubeconfig", func(c *Config) {}},
+		{"every field", func(c *Config) {
+			c.LeaderElection = LeaderElection{Enabled: true, LeaseName: "l", Namespace: "ns", LeaseDuration: 30 * time.Second,
+				RenewDeadline: 20 * time.Second, RetryPeriod: 4 * time.Second, Identity: "m1"}
+			c.Controllers = []string{NameEndpoints, NameGarbageCollector}
+			c.Workers, c.Resync, c.MetricsAddress = 5, 0, ""
+		}},
+		{"leader election off", func(c *Config) { c.LeaderElection = LeaderElection{} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := NewConfig()
+			want.Kubeconfig = "/etc/kforge/controller-manager.kubeconfig"
+			tc.edit(want)
+			data, err := roleconfig.Marshal(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ParseConfig(data, "/elsewhere")
+			if err != nil {
+				t.Fatalf("%v in:\n%s", err, data)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("round trip changed\n%+v\ninto\n%+v\nthrough:\n%s", want, got, data)
+			}
+		})
 	}
 }

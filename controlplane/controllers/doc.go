@@ -1,7 +1,10 @@
 // Package controllers is the controller-manager role: one process that,
 // while it holds the "kforge-controller-manager" Lease in kube-system,
 // runs the control loops that turn what users ask for into what the
-// cluster holds.
+// cluster holds. On shutdown the controllers stop before the Lease is
+// released; a lost Lease stops them and Run returns
+// roleconfig.ErrLeaseLost, so the process exits non-zero and systemd
+// restarts it with empty caches, as upstream does.
 //
 // It owns the ReplicaSet controller (pods per replica set), the
 // Deployment controller (replica sets per pod template, rolling and

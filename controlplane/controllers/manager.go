@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,14 +14,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // runner is what every controller is to the manager.
@@ -47,12 +44,12 @@ type Manager struct {
 // NewManager builds a Manager from a validated config: it reads the
 // kubeconfig but contacts nothing.
 func NewManager(cfg *Config, log *slog.Logger) (*Manager, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := roleconfig.Validate("controller-manager", cfg); err != nil {
 		return nil, err
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	rc, err := roleconfig.LoadKubeconfig(cfg.Kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("controller-manager: kubeconfig: %w", err)
+		return nil, fmt.Errorf("controller-manager: %w", err)
 	}
 	return NewManagerForConfig(cfg, rc, log)
 }
@@ -62,12 +59,7 @@ func NewManagerForConfig(cfg *Config, rc *rest.Config, log *slog.Logger) (*Manag
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	rc = rest.CopyConfig(rc)
-	rc.UserAgent = "kforge-controller-manager"
-	if rc.QPS == 0 {
-		rc.QPS, rc.Burst = 50, 100
-	}
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := roleconfig.NewClient(rc, "kforge-controller-manager")
 	if err != nil {
 		return nil, fmt.Errorf("controller-manager: %w", err)
 	}
@@ -84,9 +76,10 @@ func (m *Manager) Registry() *prometheus.Registry { return m.registry }
 
 // Run serves health and metrics, campaigns for the Lease (when leader
 // election is on) and runs the controllers while leading. It returns nil
-// when ctx ends, or an error when it cannot start or loses the Lease
-// (the caller should exit, as upstream does, so a fresh process
-// campaigns again with empty caches).
+// when ctx ends (the controllers stop before the Lease is released), or
+// an error when it cannot start, a controller fails, or the Lease is lost
+// (roleconfig.ErrLeaseLost, wrapped): the caller should exit, as upstream
+// does, so a fresh process campaigns again with empty caches.
 func (m *Manager) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -104,71 +97,26 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.log.Info("serving health and metrics", "address", ln.Addr().String())
 	}
 
-	if !m.cfg.LeaderElection.Enabled {
-		m.leading.Store(true)
-		m.metrics.leader.Set(1)
-		return m.runControllers(ctx)
-	}
-	le := m.cfg.LeaderElection
-	id := le.Identity
-	if id == "" {
-		host, _ := os.Hostname()
-		id = host + "_" + rand.String(8)
-	}
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1ObjectMeta(le.Namespace, le.LeaseName),
-		Client:     m.client.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
-	}
-	var (
-		runErr  error
-		lost    atomic.Bool
-		running sync.WaitGroup // the controllers, which elector.Run does not wait for
-	)
-	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		LeaseDuration:   le.LeaseDuration,
-		RenewDeadline:   le.RenewDeadline,
-		RetryPeriod:     le.RetryPeriod,
-		ReleaseOnCancel: true,
-		Name:            le.LeaseName,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(lctx context.Context) {
-				m.log.Info("leading: starting controllers", "identity", id)
-				m.leading.Store(true)
-				m.metrics.leader.Set(1)
-				running.Add(1)
-				defer running.Done()
-				if err := m.runControllers(lctx); err != nil {
-					runErr = err
-					cancel() // give up the Lease: a controller could not start
-				}
-			},
-			OnStoppedLeading: func() {
+	c := roleconfig.Campaign{
+		Config: m.cfg.LeaderElection,
+		Client: m.client,
+		Log:    m.log,
+		Lead: func(ctx context.Context) error {
+			m.leading.Store(true)
+			m.metrics.leader.Set(1)
+			defer func() {
 				m.leading.Store(false)
 				m.metrics.leader.Set(0)
-				if ctx.Err() == nil {
-					lost.Store(true)
-				}
-			},
-			OnNewLeader: func(who string) {
-				if who != id {
-					m.log.Info("another controller manager leads", "leader", who)
-				}
-			},
+			}()
+			return m.runControllers(ctx)
 		},
-	})
-	if err != nil {
-		return fmt.Errorf("controller-manager: leader election: %w", err)
 	}
 	m.ready.Store(true) // campaigning is ready: a standby is healthy
-	elector.Run(ctx)    // returns when ctx ends or leadership is lost
-	running.Wait()
-	if runErr != nil {
-		return runErr
-	}
-	if lost.Load() {
-		return errors.New("controller-manager: lost the leader Lease")
+	if err := c.Run(ctx); err != nil {
+		if errors.Is(err, roleconfig.ErrLeaseLost) {
+			return fmt.Errorf("controller-manager: %w", err)
+		}
+		return err
 	}
 	return nil
 }

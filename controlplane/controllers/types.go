@@ -4,7 +4,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Short names for the typed objects the garbage collector updates.
@@ -15,7 +14,3 @@ type (
 	deployT = appsv1.Deployment
 	svcT    = corev1.Service
 )
-
-func metav1ObjectMeta(ns, name string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Namespace: ns, Name: name}
-}

@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -10,12 +11,14 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // APIVersion and Kind identify an etcd role config document.
 const (
-	APIVersion = "kforge.dev/v1alpha1"
+	APIVersion = roleconfig.APIVersion
 	Kind       = "EtcdConfig"
 )
 
@@ -166,36 +169,20 @@ func NewConfig() *Config {
 // (an unknown field is an error), resolves relative file paths against
 // the file's folder and validates the result.
 func LoadConfig(path string) (*Config, error) {
-	return roleconfig.Load("etcd", path, ParseConfig)
+	return roleconfig.Load("etcd", path, NewConfig)
 }
 
 // ParseConfig is LoadConfig for a document held in memory; baseDir
-// resolves relative paths.
+// resolves relative paths. yaml.Marshal of a valid Config is a document
+// it reads back unchanged.
 func ParseConfig(data []byte, baseDir string) (*Config, error) {
-	c := NewConfig()
-	// Lists replace defaults rather than merge into them.
-	c.ListenPeerURLs, c.ListenClientURLs = nil, nil
-	if err := roleconfig.Decode(data, c); err != nil {
-		return nil, err
-	}
-	if len(c.ListenPeerURLs) == 0 {
-		c.ListenPeerURLs = []string{DefaultListenPeerURL}
-	}
-	if len(c.ListenClientURLs) == 0 {
-		c.ListenClientURLs = []string{DefaultListenClientURL}
-	}
-	c.ResolvePaths(baseDir)
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return roleconfig.Parse("etcd", data, baseDir, NewConfig)
 }
 
-// ResolvePaths makes the data dir and TLS file paths absolute, relative to baseDir.
-func (c *Config) ResolvePaths(baseDir string) {
-	roleconfig.ResolvePaths(baseDir,
-		&c.DataDir, &c.TLS.CertFile, &c.TLS.KeyFile, &c.TLS.PeerCertFile, &c.TLS.PeerKeyFile, &c.TLS.TrustedCAFile,
-	)
+// FilePaths points at the data dir and the TLS files: the paths
+// ParseConfig resolves against the config file's folder.
+func (c *Config) FilePaths() []*string {
+	return []*string{&c.DataDir, &c.TLS.CertFile, &c.TLS.KeyFile, &c.TLS.PeerCertFile, &c.TLS.PeerKeyFile, &c.TLS.TrustedCAFile}
 }
 
 // advertisePeerURLs returns the advertised peer URLs, defaulting to the listen ones.
@@ -213,39 +200,35 @@ func (c *Config) advertiseClientURLs() []string {
 	return c.ListenClientURLs
 }
 
-// ConfigError lists every problem found in a Config.
+// ConfigError lists every problem found in a Config (ParseConfig's and
+// NewMember's validation error).
 type ConfigError = roleconfig.Error
 
 var memberName = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
 
-// Validate checks the whole config and returns a *ConfigError listing
-// every problem, or nil. It has no side effects (it does not open files).
-func (c *Config) Validate() error {
-	probs := roleconfig.NewProblems("etcd")
-	add := probs.Add
+// Validate checks the whole config and returns every problem, each with
+// its field. It has no side effects (it does not open files).
+func (c *Config) Validate() field.ErrorList {
+	errs := roleconfig.ValidateTypeMeta(c.APIVersion, c.Kind, Kind)
+	add := func(err *field.Error) { errs = append(errs, err) }
 
-	if c.APIVersion != APIVersion {
-		add("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
-	}
-	if c.Kind != Kind {
-		add("kind", "must be %q, not %q", Kind, c.Kind)
-	}
 	if c.Name == "" {
-		add("name", "is required")
+		add(field.Required(field.NewPath("name"), ""))
 	} else if !memberName.MatchString(c.Name) || len(c.Name) > 63 {
-		add("name", "%q is not a valid member name (letters, digits, '-', '_', '.'; at most 63)", c.Name)
+		add(field.Invalid(field.NewPath("name"), c.Name, "not a valid member name (letters, digits, '-', '_', '.'; at most 63)"))
 	}
 	if c.DataDir == "" {
-		add("dataDir", "is required")
+		add(field.Required(field.NewPath("dataDir"), ""))
 	}
 
-	urlList := func(field string, list []string, listen bool) {
+	urlList := func(name string, list []string, listen bool) {
+		p := field.NewPath(name)
 		if len(list) == 0 {
-			add(field, "needs at least one URL")
+			add(field.Required(p, "needs at least one URL"))
 		}
 		for i, s := range list {
 			if err := checkURL(s, listen); err != nil {
-				add(fmt.Sprintf("%s[%d]", field, i), "%v", err)
+				add(field.Invalid(p.Index(i), s, err.Error()))
 			}
 		}
 	}
@@ -261,63 +244,57 @@ func (c *Config) Validate() error {
 	switch c.InitialClusterState {
 	case ClusterStateNew, ClusterStateExisting:
 	default:
-		add("initialClusterState", "must be %q or %q, not %q", ClusterStateNew, ClusterStateExisting, c.InitialClusterState)
+		add(field.NotSupported(field.NewPath("initialClusterState"), c.InitialClusterState, []string{ClusterStateNew, ClusterStateExisting}))
 	}
 	if c.InitialClusterToken == "" {
-		add("initialClusterToken", "is required")
+		add(field.Required(field.NewPath("initialClusterToken"), ""))
 	}
-	c.validateInitialCluster(add)
+	errs = append(errs, c.validateInitialCluster(field.NewPath("initialCluster"))...)
 
-	tlsFile := func(field, v string) {
-		if v == "" {
-			add("tls."+field, "is required (peers and clients use mutual TLS)")
+	tlsPath := field.NewPath("tls")
+	for _, f := range []struct{ name, value string }{
+		{"certFile", c.TLS.CertFile}, {"keyFile", c.TLS.KeyFile},
+		{"peerCertFile", c.TLS.PeerCertFile}, {"peerKeyFile", c.TLS.PeerKeyFile},
+		{"trustedCAFile", c.TLS.TrustedCAFile},
+	} {
+		if f.value == "" {
+			add(field.Required(tlsPath.Child(f.name), "peers and clients use mutual TLS"))
 		}
 	}
-	tlsFile("certFile", c.TLS.CertFile)
-	tlsFile("keyFile", c.TLS.KeyFile)
-	tlsFile("peerCertFile", c.TLS.PeerCertFile)
-	tlsFile("peerKeyFile", c.TLS.PeerKeyFile)
-	tlsFile("trustedCAFile", c.TLS.TrustedCAFile)
 
+	metrics := field.NewPath("metricsAddress")
 	if c.MetricsAddress == "" {
-		add("metricsAddress", "is required (it serves /healthz, /readyz and /metrics)")
+		add(field.Required(metrics, "it serves /healthz, /readyz and /metrics"))
 	} else if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
-		add("metricsAddress", "%q is not host:port: %v", c.MetricsAddress, err)
+		add(field.Invalid(metrics, c.MetricsAddress, fmt.Sprintf("not host:port: %v", err)))
 	}
 
 	if c.HeartbeatInterval <= 0 || c.HeartbeatInterval%time.Millisecond != 0 {
-		add("heartbeatInterval", "must be a positive whole number of milliseconds, not %s", c.HeartbeatInterval)
+		add(field.Invalid(field.NewPath("heartbeatInterval"), c.HeartbeatInterval.String(), "must be a positive whole number of milliseconds"))
 	}
+	election := field.NewPath("electionTimeout")
 	if c.ElectionTimeout < 5*c.HeartbeatInterval {
-		add("electionTimeout", "%s must be at least 5 × heartbeatInterval (%s)", c.ElectionTimeout, c.HeartbeatInterval)
+		add(field.Invalid(election, c.ElectionTimeout.String(), fmt.Sprintf("must be at least 5 × heartbeatInterval (%s)", c.HeartbeatInterval)))
 	}
 	if c.ElectionTimeout > 50*time.Second {
-		add("electionTimeout", "%s is more than etcd's 50s maximum", c.ElectionTimeout)
+		add(field.Invalid(election, c.ElectionTimeout.String(), "more than etcd's 50s maximum"))
 	}
-	if c.QuotaBackendBytes < 0 {
-		add("quotaBackendBytes", "must not be negative")
+	notNegative := func(p *field.Path, v int64, value any, why string) {
+		if v < 0 {
+			add(field.Invalid(p, value, "must not be negative"+why))
+		}
 	}
-
-	if c.Compaction.Interval < 0 {
-		add("compaction.interval", "must not be negative (0 disables compaction)")
-	}
-	if c.Compaction.MinRetention < 0 {
-		add("compaction.minRetention", "must not be negative")
-	}
-	if c.Compaction.MinRevisions < 0 {
-		add("compaction.minRevisions", "must not be negative")
-	}
-	if c.Defrag.Interval < 0 {
-		add("defrag.interval", "must not be negative (0 disables defragmentation)")
-	}
-	if c.Defrag.MinDBSize < 0 {
-		add("defrag.minDBSize", "must not be negative")
-	}
+	notNegative(field.NewPath("quotaBackendBytes"), c.QuotaBackendBytes, c.QuotaBackendBytes, "")
+	cp, dp := field.NewPath("compaction"), field.NewPath("defrag")
+	notNegative(cp.Child("interval"), int64(c.Compaction.Interval), c.Compaction.Interval.String(), " (0 disables compaction)")
+	notNegative(cp.Child("minRetention"), int64(c.Compaction.MinRetention), c.Compaction.MinRetention.String(), "")
+	notNegative(cp.Child("minRevisions"), c.Compaction.MinRevisions, c.Compaction.MinRevisions, "")
+	notNegative(dp.Child("interval"), int64(c.Defrag.Interval), c.Defrag.Interval.String(), " (0 disables defragmentation)")
+	notNegative(dp.Child("minDBSize"), c.Defrag.MinDBSize, c.Defrag.MinDBSize, "")
 	if r := c.Defrag.MaxInUseRatio; !(r > 0 && r < 1) {
-		add("defrag.maxInUseRatio", "must be between 0 and 1 (exclusive), not %v", r)
+		add(field.Invalid(dp.Child("maxInUseRatio"), r, "must be between 0 and 1 (exclusive)"))
 	}
-
-	return probs.Err()
+	return errs
 }
 
 // checkURL accepts only https URLs with an explicit host and port and
@@ -325,23 +302,23 @@ func (c *Config) Validate() error {
 func checkURL(s string, listen bool) error {
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("%q is not a URL: %v", s, err)
+		return fmt.Errorf("not a URL: %v", err)
 	}
 	if u.Scheme != "https" {
-		return fmt.Errorf("%q must use https (mutual TLS is required)", s)
+		return errors.New("must use https (mutual TLS is required)")
 	}
 	host, port, err := net.SplitHostPort(u.Host)
 	if err != nil || port == "" {
-		return fmt.Errorf("%q needs host:port", s)
+		return errors.New("needs host:port")
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("%q must be scheme://host:port only", s)
+		return errors.New("must be scheme://host:port only")
 	}
 	if listen && net.ParseIP(host) == nil && host != "localhost" {
-		return fmt.Errorf("%q: a listen URL needs an IP address (or localhost)", s)
+		return errors.New("a listen URL needs an IP address (or localhost)")
 	}
 	if !listen && port == "0" {
-		return fmt.Errorf("%q: an advertised URL needs a real port", s)
+		return errors.New("an advertised URL needs a real port")
 	}
 	return nil
 }
@@ -360,16 +337,16 @@ func parseInitialCluster(s string) (map[string][]string, error) {
 	return out, nil
 }
 
-func (c *Config) validateInitialCluster(add func(field, format string, args ...any)) {
+func (c *Config) validateInitialCluster(p *field.Path) field.ErrorList {
 	if c.InitialCluster == "" {
-		add("initialCluster", "is required (name=peerURL,...)")
-		return
+		return field.ErrorList{field.Required(p, "name=peerURL,...")}
 	}
 	members, err := parseInitialCluster(c.InitialCluster)
 	if err != nil {
-		add("initialCluster", "%v", err)
-		return
+		return field.ErrorList{field.Invalid(p, c.InitialCluster, err.Error())}
 	}
+	var errs field.ErrorList
+	bad := func(detail string) { errs = append(errs, field.Invalid(p, c.InitialCluster, detail)) }
 	names := make([]string, 0, len(members))
 	seen := map[string]string{}
 	for name := range members {
@@ -379,18 +356,18 @@ func (c *Config) validateInitialCluster(add func(field, format string, args ...a
 	for _, name := range names {
 		for _, u := range members[name] {
 			if err := checkURL(u, false); err != nil {
-				add("initialCluster", "member %s: %v", name, err)
+				bad(fmt.Sprintf("member %s: %s: %v", name, u, err))
 			}
 			if other, dup := seen[u]; dup && other != name {
-				add("initialCluster", "%s is used by both %s and %s", u, other, name)
+				bad(fmt.Sprintf("%s is used by both %s and %s", u, other, name))
 			}
 			seen[u] = name
 		}
 	}
 	own, ok := members[c.Name]
 	if !ok {
-		add("initialCluster", "does not name this member %q", c.Name)
-		return
+		bad(fmt.Sprintf("does not name this member %q", c.Name))
+		return errs
 	}
 	adv := map[string]bool{}
 	for _, u := range c.advertisePeerURLs() {
@@ -398,7 +375,8 @@ func (c *Config) validateInitialCluster(add func(field, format string, args ...a
 	}
 	for _, u := range own {
 		if !adv[u] {
-			add("initialCluster", "member %s's URL %s is not one of its advertised peer URLs %v", c.Name, u, c.advertisePeerURLs())
+			bad(fmt.Sprintf("member %s's URL %s is not one of its advertised peer URLs %v", c.Name, u, c.advertisePeerURLs()))
 		}
 	}
+	return errs
 }

@@ -20,6 +20,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/etcdhttp"
 	"go.uber.org/zap"
+
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // Member is one running etcd member with its health and metrics server
@@ -50,7 +52,7 @@ type Member struct {
 // NewMember validates cfg and returns a Member that has not started.
 // log receives etcd's own logs too (bridged from zap); nil discards them.
 func NewMember(cfg *Config, log *slog.Logger) (*Member, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := roleconfig.Validate("etcd", cfg); err != nil {
 		return nil, err
 	}
 	if log == nil {

@@ -3,19 +3,20 @@ package lb
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/util/cert"
+
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // Balancer is a TCP load balancer over a fixed set of backends with
@@ -90,7 +91,7 @@ type BackendStatus struct {
 // New validates cfg, reads the health-check TLS files and returns a
 // Balancer that has not bound anything yet. log may be nil.
 func New(cfg *Config, log *slog.Logger) (*Balancer, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := roleconfig.Validate("lb", cfg); err != nil {
 		return nil, err
 	}
 	if log == nil {
@@ -128,13 +129,9 @@ func New(cfg *Config, log *slog.Logger) (*Balancer, error) {
 }
 
 func checkTLS(h *HealthCheck) (*tls.Config, error) {
-	pem, err := os.ReadFile(h.CAFile)
+	pool, err := cert.NewPool(h.CAFile)
 	if err != nil {
 		return nil, fmt.Errorf("health check CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("health check CA %s: no PEM certificate in it", h.CAFile)
 	}
 	c := &tls.Config{RootCAs: pool, ServerName: h.ServerName, MinVersion: tls.VersionTLS12}
 	if h.CertFile != "" {

@@ -1,18 +1,21 @@
 package lb
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // APIVersion and Kind identify a load balancer role config document.
 const (
-	APIVersion = "kforge.dev/v1alpha1"
+	APIVersion = roleconfig.APIVersion
 	Kind       = "LoadBalancerConfig"
 )
 
@@ -124,144 +127,119 @@ func NewConfig() *Config {
 // (an unknown field is an error), resolves relative file paths against
 // the file's folder and validates the result.
 func LoadConfig(path string) (*Config, error) {
-	return roleconfig.Load("lb", path, ParseConfig)
+	return roleconfig.Load("lb", path, NewConfig)
 }
 
 // ParseConfig is LoadConfig for a document held in memory; baseDir
-// resolves relative paths.
+// resolves relative paths. yaml.Marshal of a valid Config is a document
+// it reads back unchanged.
 func ParseConfig(data []byte, baseDir string) (*Config, error) {
-	c := NewConfig()
-	if err := roleconfig.Decode(data, c); err != nil {
-		return nil, err
-	}
-	c.ResolvePaths(baseDir)
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return roleconfig.Parse("lb", data, baseDir, NewConfig)
 }
 
-// ResolvePaths makes the TLS file paths absolute, relative to baseDir.
-func (c *Config) ResolvePaths(baseDir string) {
-	roleconfig.ResolvePaths(baseDir,
-		&c.HealthCheck.CAFile, &c.HealthCheck.CertFile, &c.HealthCheck.KeyFile,
-	)
+// FilePaths points at the health check's TLS files: the paths
+// ParseConfig resolves against the config file's folder.
+func (c *Config) FilePaths() []*string {
+	return []*string{&c.HealthCheck.CAFile, &c.HealthCheck.CertFile, &c.HealthCheck.KeyFile}
 }
 
-// ConfigError lists every problem found in a Config.
+// ConfigError lists every problem found in a Config (ParseConfig's and
+// New's validation error).
 type ConfigError = roleconfig.Error
 
-// Validate checks the whole config and returns a *ConfigError listing
-// every problem, or nil. It has no side effects (it does not open files).
-func (c *Config) Validate() error {
-	probs := roleconfig.NewProblems("lb")
-	add := probs.Add
+// Validate checks the whole config and returns every problem, each with
+// its field. It has no side effects (it does not open files).
+func (c *Config) Validate() field.ErrorList {
+	errs := roleconfig.ValidateTypeMeta(c.APIVersion, c.Kind, Kind)
+	add := func(err *field.Error) { errs = append(errs, err) }
 
-	if c.APIVersion != APIVersion {
-		add("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
-	}
-	if c.Kind != Kind {
-		add("kind", "must be %q, not %q", Kind, c.Kind)
-	}
+	listen := field.NewPath("listenAddress")
 	if c.ListenAddress == "" {
-		add("listenAddress", "is required")
-	} else if err := checkListen(c.ListenAddress); err != nil {
-		add("listenAddress", "%v", err)
+		add(field.Required(listen, ""))
+	} else if err := roleconfig.CheckListenAddress(c.ListenAddress); err != nil {
+		add(field.Invalid(listen, c.ListenAddress, err.Error()))
 	}
+	backends := field.NewPath("backends")
 	if len(c.Backends) == 0 {
-		add("backends", "needs at least one host:port")
+		add(field.Required(backends, "needs at least one host:port"))
 	}
-	seen := map[string]int{}
+	seen := map[string]bool{}
 	for i, b := range c.Backends {
-		field := fmt.Sprintf("backends[%d]", i)
 		if err := checkBackend(b); err != nil {
-			add(field, "%v", err)
+			add(field.Invalid(backends.Index(i), b, err.Error()))
 			continue
 		}
-		if j, dup := seen[b]; dup {
-			add(field, "%s is also backends[%d]", b, j)
+		if seen[b] {
+			add(field.Duplicate(backends.Index(i), b))
 		}
-		seen[b] = i
+		seen[b] = true
 	}
 	switch c.Balance {
 	case BalanceLeastConnections, BalanceRoundRobin:
 	default:
-		add("balance", "must be %q or %q, not %q", BalanceLeastConnections, BalanceRoundRobin, c.Balance)
+		add(field.NotSupported(field.NewPath("balance"), c.Balance, []string{BalanceLeastConnections, BalanceRoundRobin}))
 	}
 	if c.DialTimeout <= 0 {
-		add("dialTimeout", "must be positive, not %s", c.DialTimeout)
+		add(field.Invalid(field.NewPath("dialTimeout"), c.DialTimeout.String(), "must be positive"))
 	}
 	if c.ShutdownGracePeriod < 0 {
-		add("shutdownGracePeriod", "must not be negative (0 closes open connections at once)")
+		add(field.Invalid(field.NewPath("shutdownGracePeriod"), c.ShutdownGracePeriod.String(), "must not be negative (0 closes open connections at once)"))
 	}
 
-	h := c.HealthCheck
+	h, hp := c.HealthCheck, field.NewPath("healthCheck")
 	if !strings.HasPrefix(h.Path, "/") {
-		add("healthCheck.path", "must start with /, not %q", h.Path)
+		add(field.Invalid(hp.Child("path"), h.Path, "must start with /"))
 	}
 	if h.Period <= 0 {
-		add("healthCheck.period", "must be positive, not %s", h.Period)
+		add(field.Invalid(hp.Child("period"), h.Period.String(), "must be positive"))
 	}
 	if h.Timeout <= 0 {
-		add("healthCheck.timeout", "must be positive, not %s", h.Timeout)
+		add(field.Invalid(hp.Child("timeout"), h.Timeout.String(), "must be positive"))
 	} else if h.Period > 0 && h.Timeout >= h.Period {
-		add("healthCheck.timeout", "%s must be shorter than the period %s", h.Timeout, h.Period)
+		add(field.Invalid(hp.Child("timeout"), h.Timeout.String(), fmt.Sprintf("must be shorter than the period (%s)", h.Period)))
 	}
 	if h.UnhealthyThreshold < 1 {
-		add("healthCheck.unhealthyThreshold", "must be at least 1, not %d", h.UnhealthyThreshold)
+		add(field.Invalid(hp.Child("unhealthyThreshold"), h.UnhealthyThreshold, "must be at least 1"))
 	}
 	if h.HealthyThreshold < 1 {
-		add("healthCheck.healthyThreshold", "must be at least 1, not %d", h.HealthyThreshold)
+		add(field.Invalid(hp.Child("healthyThreshold"), h.HealthyThreshold, "must be at least 1"))
 	}
 	if h.CAFile == "" {
-		add("healthCheck.caFile", "is required (it verifies the backends' serving certificates)")
+		add(field.Required(hp.Child("caFile"), "it verifies the backends' serving certificates"))
 	}
-	if (h.CertFile == "") != (h.KeyFile == "") {
-		add("healthCheck.certFile", "certFile and keyFile go together")
+	if h.CertFile != "" && h.KeyFile == "" {
+		add(field.Required(hp.Child("keyFile"), "certFile and keyFile go together"))
+	}
+	if h.CertFile == "" && h.KeyFile != "" {
+		add(field.Required(hp.Child("certFile"), "certFile and keyFile go together"))
 	}
 
 	if c.MetricsAddress != "" {
-		if err := checkListen(c.MetricsAddress); err != nil {
-			add("metricsAddress", "%v", err)
+		metrics := field.NewPath("metricsAddress")
+		if err := roleconfig.CheckListenAddress(c.MetricsAddress); err != nil {
+			add(field.Invalid(metrics, c.MetricsAddress, err.Error()))
 		} else if c.MetricsAddress == c.ListenAddress && !strings.HasSuffix(c.MetricsAddress, ":0") {
-			add("metricsAddress", "%s is also the listenAddress", c.MetricsAddress)
+			add(field.Invalid(metrics, c.MetricsAddress, "is also the listenAddress"))
 		}
 	}
-
-	return probs.Err()
-}
-
-// checkListen accepts IP:port, localhost:port or :port (every address);
-// port 0 picks a free port.
-func checkListen(s string) error {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port: %v", s, err)
-	}
-	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
-		return fmt.Errorf("%q: a listen address needs an IP address (or localhost)", s)
-	}
-	if _, err := parsePort(port); err != nil {
-		return fmt.Errorf("%q: %v", s, err)
-	}
-	return nil
+	return errs
 }
 
 // checkBackend accepts host:port with a host and a non-zero port.
 func checkBackend(s string) error {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port: %v", s, err)
+		return fmt.Errorf("not host:port: %v", err)
 	}
 	if host == "" {
-		return fmt.Errorf("%q has no host", s)
+		return errors.New("has no host")
 	}
 	p, err := parsePort(port)
 	if err != nil {
-		return fmt.Errorf("%q: %v", s, err)
+		return err
 	}
 	if p == 0 {
-		return fmt.Errorf("%q needs a real port", s)
+		return errors.New("needs a real port")
 	}
 	return nil
 }

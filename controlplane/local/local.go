@@ -3,7 +3,6 @@ package local
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -16,11 +15,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"text/template"
 	"time"
+
+	"k8s.io/client-go/util/cert"
 
 	"kforge.dev/kforge/controlplane/apiserver"
 	"kforge.dev/kforge/controlplane/etcd"
+	"kforge.dev/kforge/controlplane/roleconfig"
+	"kforge.dev/kforge/internal/atomicfile"
 	"kforge.dev/kforge/pki"
 )
 
@@ -198,11 +200,11 @@ func Up(ctx context.Context, o Options) (err error) {
 	}
 	step("apiserver ready at %s", server)
 
-	stopCM, err := startControllerManager(ctx, dir, inv, o.Logger)
+	cm, err := startControllerManager(ctx, dir, inv, o.Logger)
 	if err != nil {
 		return fmt.Errorf("local: controller manager: %w", err)
 	}
-	defer stopCM() // before the apiserver stops
+	defer cm.stop() // before the apiserver stops
 	step("controller manager running")
 	sched, err := startScheduler(ctx, dir, inv, o.Logger)
 	if err != nil {
@@ -215,7 +217,7 @@ func Up(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
-	if err := writeFileAtomic(kubeconfig, data, 0o600); err != nil {
+	if err := atomicfile.Write(kubeconfig, data, 0o600); err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
 	// Removed first on the way out, so the file exists only while this
@@ -234,6 +236,8 @@ func Up(ctx context.Context, o Options) (err error) {
 	case err := <-member.Err():
 		return fmt.Errorf("local: %w", err)
 	case err := <-sched.err:
+		return fmt.Errorf("local: %w", err)
+	case err := <-cm.err:
 		return fmt.Errorf("local: %w", err)
 	}
 }
@@ -282,7 +286,7 @@ func hostFile(inv *pki.Inventory, source string) (string, error) {
 	return "", fmt.Errorf("local: the PKI inventory has no %s for host %s", source, HostName)
 }
 
-// files resolves a list of names for the templates.
+// files resolves the PKI files the role configs name, relative to dir.
 func files(inv *pki.Inventory) (map[string]string, error) {
 	out := map[string]string{}
 	own := func(key, id string, key2 bool) error {
@@ -326,25 +330,24 @@ func files(inv *pki.Inventory) (map[string]string, error) {
 	return out, nil
 }
 
-var etcdTemplate = template.Must(template.New("etcd").Parse(`# Written by "kforge local up" on its first run and reused after: it fixes
+// etcdHeader and apiserverHeader open the config files Up writes.
+const (
+	etcdHeader = `# Written by "kforge local up" on its first run and reused after: it fixes
 # etcd's ports and data dir. Relative paths are against this file's folder.
-apiVersion: kforge.dev/v1alpha1
-kind: EtcdConfig
-name: {{.Name}}
-dataDir: {{.DataDir}}
-listenPeerURLs: [{{.PeerURL}}]
-listenClientURLs: [{{.ClientURL}}]
-initialCluster: {{.Name}}={{.PeerURL}}
-initialClusterState: new
-initialClusterToken: kforge-local
-tls:
-  certFile: {{.F.EtcdServerCert}}
-  keyFile: {{.F.EtcdServerKey}}
-  peerCertFile: {{.F.EtcdPeerCert}}
-  peerKeyFile: {{.F.EtcdPeerKey}}
-  trustedCAFile: {{.F.EtcdCA}}
-metricsAddress: 127.0.0.1:0       # a free port on each start
-`))
+`
+	apiserverHeader = `# Written by "kforge local up" on every start. Relative paths are against
+# this file's folder.
+`
+)
+
+// writeConfig writes a role config document after a comment header.
+func writeConfig(path, header string, c roleconfig.Config) error {
+	data, err := roleconfig.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, append([]byte(header), data...), 0o600)
+}
 
 // etcdConfig loads DIR/etcd.yaml, writing it first on the first run with
 // client and peer ports the OS picks.
@@ -359,15 +362,20 @@ func etcdConfig(dir string, inv *pki.Inventory) (*etcd.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("local: picking etcd ports: %w", err)
 		}
-		var b strings.Builder
-		if err := etcdTemplate.Execute(&b, map[string]any{
-			"Name": HostName, "DataDir": EtcdDataDir, "F": f,
-			"ClientURL": "https://" + net.JoinHostPort(Address, strconv.Itoa(client)),
-			"PeerURL":   "https://" + net.JoinHostPort(Address, strconv.Itoa(peer)),
-		}); err != nil {
-			return nil, fmt.Errorf("local: %w", err)
+		peerURL := "https://" + net.JoinHostPort(Address, strconv.Itoa(peer))
+		c := etcd.NewConfig()
+		c.Name, c.DataDir = HostName, EtcdDataDir
+		c.ListenPeerURLs = []string{peerURL}
+		c.ListenClientURLs = []string{"https://" + net.JoinHostPort(Address, strconv.Itoa(client))}
+		c.InitialCluster = HostName + "=" + peerURL
+		c.InitialClusterState, c.InitialClusterToken = etcd.ClusterStateNew, "kforge-local"
+		c.TLS = etcd.TLS{
+			CertFile: f["EtcdServerCert"], KeyFile: f["EtcdServerKey"],
+			PeerCertFile: f["EtcdPeerCert"], PeerKeyFile: f["EtcdPeerKey"],
+			TrustedCAFile: f["EtcdCA"],
 		}
-		if err := writeFileAtomic(path, []byte(b.String()), 0o600); err != nil {
+		c.MetricsAddress = "127.0.0.1:0" // a free port on each start
+		if err := writeConfig(path, etcdHeader, c); err != nil {
 			return nil, fmt.Errorf("local: %w", err)
 		}
 	} else if err != nil {
@@ -379,30 +387,6 @@ func etcdConfig(dir string, inv *pki.Inventory) (*etcd.Config, error) {
 	}
 	return c, nil
 }
-
-var apiserverTemplate = template.Must(template.New("apiserver").Parse(`# Written by "kforge local up" on every start. Relative paths are against
-# this file's folder.
-apiVersion: kforge.dev/v1alpha1
-kind: APIServerConfig
-bindAddress: {{.Bind}}
-tls:
-  certFile: {{.F.APIServerCert}}
-  keyFile: {{.F.APIServerKey}}
-  clientCAFile: {{.F.ClusterCA}}
-etcd:
-  endpoints: [{{.Etcd}}]
-  caFile: {{.F.EtcdCA}}
-  certFile: {{.F.EtcdClientCert}}
-  keyFile: {{.F.EtcdClientKey}}
-serviceCIDR: {{.ServiceCIDR}}
-serviceAccount:
-  keyFile: {{.F.SAKey}}
-  publicKeyFile: {{.F.SAPub}}
-metrics:
-  enabled: true
-encryption:
-  providerConfigFile: {{.Encryption}}
-`))
 
 // apiserverConfig writes DIR/apiserver.yaml for this run and loads it.
 func apiserverConfig(dir string, inv *pki.Inventory, port int, etcdURL string) (*apiserver.Config, error) {
@@ -416,22 +400,24 @@ func apiserverConfig(dir string, inv *pki.Inventory, port int, etcdURL string) (
 	if err != nil {
 		return nil, fmt.Errorf("local: %w", err)
 	}
-	var b strings.Builder
-	if err := apiserverTemplate.Execute(&b, map[string]any{
-		"Bind": net.JoinHostPort(Address, strconv.Itoa(port)), "Etcd": etcdURL,
-		"ServiceCIDR": ServiceCIDR, "F": f, "Encryption": enc,
-	}); err != nil {
-		return nil, fmt.Errorf("local: %w", err)
-	}
+	c := apiserver.NewConfig()
+	c.BindAddress = net.JoinHostPort(Address, strconv.Itoa(port))
+	c.TLS = apiserver.ServingTLS{CertFile: f["APIServerCert"], KeyFile: f["APIServerKey"], ClientCAFile: f["ClusterCA"]}
+	c.Etcd.Endpoints = []string{etcdURL}
+	c.Etcd.CAFile, c.Etcd.CertFile, c.Etcd.KeyFile = f["EtcdCA"], f["EtcdClientCert"], f["EtcdClientKey"]
+	c.ServiceCIDR = ServiceCIDR
+	c.ServiceAccount = apiserver.ServiceAccount{KeyFile: f["SAKey"], PublicKeyFile: f["SAPub"]}
+	c.Metrics.Enabled = true
+	c.Encryption.ProviderConfigFile = enc
 	path := filepath.Join(dir, APIServerConf)
-	if err := writeFileAtomic(path, []byte(b.String()), 0o600); err != nil {
+	if err := writeConfig(path, apiserverHeader, c); err != nil {
 		return nil, fmt.Errorf("local: %w", err)
 	}
-	c, err := apiserver.LoadConfig(path)
+	loaded, err := apiserver.LoadConfig(path)
 	if err != nil {
 		return nil, fmt.Errorf("local: %w", err)
 	}
-	return c, nil
+	return loaded, nil
 }
 
 // freePorts asks the OS for two free loopback ports. Both listeners are
@@ -453,13 +439,9 @@ func freePorts() (a, b int, err error) {
 // waitReadyz polls server/readyz, trusting the cluster CA, until it
 // answers 200 or ctx ends.
 func waitReadyz(ctx context.Context, server, caFile string) error {
-	ca, err := os.ReadFile(caFile)
+	pool, err := cert.NewPool(caFile)
 	if err != nil {
 		return err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca) {
-		return fmt.Errorf("%s holds no certificate", caFile)
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	defer tr.CloseIdleConnections()
@@ -487,26 +469,4 @@ func waitReadyz(ctx context.Context, server, caFile string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// writeFileAtomic writes through a temporary file in the same folder and
-// renames it, so a reader never sees half a file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

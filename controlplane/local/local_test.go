@@ -83,8 +83,14 @@ func up(t *testing.T, dir string) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(r.out.String(), "kubectl --kubeconfig "+path+" get ns") {
-		t.Errorf("Up did not print how to use it:\n%s", r.out.String())
+	// Up prints how to use the cluster right after the kubeconfig is in
+	// place, not before: give it a moment.
+	for i := 0; !strings.Contains(r.out.String(), "kubectl --kubeconfig "+path+" get ns"); i++ {
+		if i == 100 {
+			t.Errorf("Up did not print how to use it:\n%s", r.out.String())
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	return r
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"kforge.dev/kforge/controlplane/scheduler"
+	"kforge.dev/kforge/internal/atomicfile"
 	"kforge.dev/kforge/pki"
 )
 
@@ -14,45 +15,31 @@ import (
 // (user system:kube-scheduler, so local up exercises its RBAC).
 const SchedulerKubeconfigFile = "scheduler.kubeconfig"
 
-// runningRole is a role Up runs in-process beside the apiserver.
-type runningRole struct {
-	err    chan error // gets the role's result once
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-// stop cancels the role and waits for it to return.
-func (r *runningRole) stop() {
-	r.cancel()
-	<-r.done
-}
-
 // startScheduler runs the scheduler in-process with leader election on
 // (so a second `kforge scheduler` pointed at this control plane stands
-// by) and no health listener.
+// by) and no health listener; a lost lease restarts it (superviseRole).
 func startScheduler(ctx context.Context, dir string, inv *pki.Inventory, log *slog.Logger) (*runningRole, error) {
 	data, err := pki.KubeconfigFor(inv, "scheduler")
 	if err != nil {
 		return nil, fmt.Errorf("local: scheduler kubeconfig: %w", err)
 	}
 	path := filepath.Join(dir, SchedulerKubeconfigFile)
-	if err := writeFileAtomic(path, data, 0o600); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return nil, fmt.Errorf("local: %w", err)
 	}
 	cfg := scheduler.NewConfig()
 	cfg.Kubeconfig = path
 	cfg.HealthAddress = ""
-	s, err := scheduler.New(cfg, log)
-	if err != nil {
-		return nil, fmt.Errorf("local: %w", err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	r := &runningRole{err: make(chan error, 1), cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		if err := s.Run(ctx); err != nil {
-			r.err <- err
+	newRun := func() (func(context.Context) error, error) {
+		s, err := scheduler.New(cfg, log)
+		if err != nil {
+			return nil, fmt.Errorf("local: %w", err)
 		}
-	}()
-	return r, nil
+		return s.Run, nil
+	}
+	run, err := newRun()
+	if err != nil {
+		return nil, err
+	}
+	return superviseRole(ctx, "scheduler", log, restartDelay, run, newRun), nil
 }

@@ -1,16 +1,14 @@
 package scheduler
 
 import (
-	"fmt"
-	"net"
-	"strconv"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // APIVersion and Kind identify a scheduler role config document.
 const (
-	APIVersion = "kforge.dev/v1alpha1"
+	APIVersion = roleconfig.APIVersion
 	Kind       = "SchedulerConfig"
 )
 
@@ -68,69 +66,38 @@ func NewConfig() *Config {
 // (an unknown field is an error), resolves the kubeconfig path against
 // the file's folder and validates the result.
 func LoadConfig(path string) (*Config, error) {
-	return roleconfig.Load("scheduler", path, ParseConfig)
+	return roleconfig.Load("scheduler", path, NewConfig)
 }
 
 // ParseConfig is LoadConfig for a document held in memory; baseDir
-// resolves relative paths.
+// resolves relative paths. yaml.Marshal of a valid Config is a document
+// it reads back unchanged.
 func ParseConfig(data []byte, baseDir string) (*Config, error) {
-	c := NewConfig()
-	if err := roleconfig.Decode(data, c); err != nil {
-		return nil, err
-	}
-	c.ResolvePaths(baseDir)
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return roleconfig.Parse("scheduler", data, baseDir, NewConfig)
 }
 
-// ResolvePaths makes the kubeconfig path absolute, relative to baseDir.
-func (c *Config) ResolvePaths(baseDir string) {
-	roleconfig.ResolvePaths(baseDir, &c.Kubeconfig)
-}
+// FilePaths points at the kubeconfig path, which ParseConfig resolves
+// against the config file's folder.
+func (c *Config) FilePaths() []*string { return []*string{&c.Kubeconfig} }
 
-// ConfigError lists every problem found in a Config.
+// ConfigError lists every problem found in a Config (ParseConfig's and
+// New's validation error).
 type ConfigError = roleconfig.Error
 
-// Validate checks the whole config and returns a *ConfigError listing
-// every problem, or nil. It has no side effects.
-func (c *Config) Validate() error {
-	probs := roleconfig.NewProblems("scheduler")
-	add := probs.Add
-	if c.APIVersion != APIVersion {
-		add("apiVersion", "must be %q, not %q", APIVersion, c.APIVersion)
-	}
-	if c.Kind != Kind {
-		add("kind", "must be %q, not %q", Kind, c.Kind)
-	}
+// Validate checks the whole config and returns every problem, each with
+// its field. It has no side effects.
+func (c *Config) Validate() field.ErrorList {
+	errs := roleconfig.ValidateTypeMeta(c.APIVersion, c.Kind, Kind)
 	if c.Kubeconfig == "" {
-		add("kubeconfig", "is required")
+		errs = append(errs, field.Required(field.NewPath("kubeconfig"), ""))
 	}
 	if c.SchedulerName == "" {
-		add("schedulerName", "is required")
+		errs = append(errs, field.Required(field.NewPath("schedulerName"), ""))
 	}
 	if c.HealthAddress != "" {
-		if err := checkListen(c.HealthAddress); err != nil {
-			add("healthAddress", "%v", err)
+		if err := roleconfig.CheckListenAddress(c.HealthAddress); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("healthAddress"), c.HealthAddress, err.Error()))
 		}
 	}
-	c.LeaderElection.Validate(probs)
-	return probs.Err()
-}
-
-// checkListen accepts IP:port, localhost:port or :port; port 0 picks a
-// free port.
-func checkListen(s string) error {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port: %v", s, err)
-	}
-	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
-		return fmt.Errorf("%q: a listen address needs an IP address (or localhost)", s)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", s, port)
-	}
-	return nil
+	return append(errs, c.LeaderElection.Validate(field.NewPath("leaderElection"))...)
 }

@@ -1,11 +1,13 @@
 package scheduler
 
 import (
-	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 func TestParseConfigDefaultsAndPaths(t *testing.T) {
@@ -44,12 +46,45 @@ func TestParseConfigRejects(t *testing.T) {
 	c := NewConfig()
 	c.Kubeconfig = "k"
 	c.LeaderElection = LeaderElection{}
-	if err := c.Validate(); err != nil {
+	if err := c.Validate(); len(err) > 0 {
 		t.Errorf("leader election off: %v", err)
 	}
 	c.Kind = "x"
-	var ce *ConfigError
-	if err := c.Validate(); !errors.As(err, &ce) {
-		t.Errorf("not a *ConfigError: %v", err)
+	if errs := c.Validate(); len(errs) != 1 || errs[0].Field != "kind" {
+		t.Errorf("wrong kind: %v", errs)
+	}
+}
+
+// The installer builds a Config as a struct, marshals it and validates
+// the document with ParseConfig: that must give the same Config back.
+func TestConfigRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(c *Config)
+	}{
+		{"defaults and kubeconfig", func(c *Config) {}},
+		{"every field", func(c *Config) {
+			c.SchedulerName, c.HealthAddress = "other-scheduler", ""
+			c.LeaderElection = LeaderElection{Enabled: true, LeaseName: "l", Namespace: "ns", LeaseDuration: 30 * time.Second,
+				RenewDeadline: 20 * time.Second, RetryPeriod: 4 * time.Second, Identity: "m1"}
+		}},
+		{"leader election off", func(c *Config) { c.LeaderElection = LeaderElection{} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := NewConfig()
+			want.Kubeconfig = "/etc/kforge/scheduler.kubeconfig"
+			tc.edit(want)
+			data, err := roleconfig.Marshal(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := ParseConfig(data, "/elsewhere")
+			if err != nil {
+				t.Fatalf("%v in:\n%s", err, data)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("round trip changed\n%+v\ninto\n%+v\nthrough:\n%s", want, got, data)
+			}
+		})
 	}
 }

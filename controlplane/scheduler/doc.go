@@ -40,7 +40,8 @@
 //     (15 s / 10 s / 2 s); only the leader runs the worker. On shutdown
 //     the worker stops first, then the lease is released, so a standby
 //     takes over within one retry period. A lost lease stops the worker
-//     and campaigns again.
+//     and Run returns roleconfig.ErrLeaseLost: the process exits non-zero
+//     and systemd restarts it with empty caches, as upstream does.
 //   - The health server on HealthAddress (plain HTTP, 127.0.0.1:10259):
 //     /healthz, /readyz (informers synced, leading or standing by) and
 //     /metrics from the scheduler's own registry:

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -21,18 +20,16 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/workqueue"
+
+	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 // Backoff for pods that could not be placed (and for API errors): the
@@ -81,12 +78,12 @@ type Scheduler struct {
 // cfg.Kubeconfig, and binds the health listener. Run must follow: it
 // closes the listener.
 func New(cfg *Config, log *slog.Logger) (*Scheduler, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := roleconfig.Validate("scheduler", cfg); err != nil {
 		return nil, err
 	}
-	kc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	kc, err := roleconfig.LoadKubeconfig(cfg.Kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("scheduler: kubeconfig: %w", err)
+		return nil, fmt.Errorf("scheduler: %w", err)
 	}
 	return NewWithRESTConfig(cfg, kc, log)
 }
@@ -94,12 +91,7 @@ func New(cfg *Config, log *slog.Logger) (*Scheduler, error) {
 // NewWithRESTConfig is New with the client configuration given instead of
 // read from cfg.Kubeconfig (which it ignores).
 func NewWithRESTConfig(cfg *Config, kc *rest.Config, log *slog.Logger) (*Scheduler, error) {
-	kc = rest.CopyConfig(kc)
-	kc.UserAgent = "kforge-scheduler"
-	if kc.QPS == 0 {
-		kc.QPS, kc.Burst = 50, 100
-	}
-	client, err := kubernetes.NewForConfig(kc)
+	client, err := roleconfig.NewClient(kc, "kforge-scheduler")
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
@@ -124,11 +116,7 @@ func newScheduler(cfg *Config, client kubernetes.Interface, log *slog.Logger) (*
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](initialBackoff, maxBackoff),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "scheduler"}),
 	}
-	s.identity = cfg.LeaderElection.Identity
-	if s.identity == "" {
-		host, _ := os.Hostname()
-		s.identity = host + "_" + string(uuid.NewUUID())
-	}
+	s.identity = cfg.LeaderElection.ID()
 	pods := s.factory.Core().V1().Pods()
 	nodes := s.factory.Core().V1().Nodes()
 	s.podLister, s.nodeLister = pods.Lister(), nodes.Lister()
@@ -196,7 +184,9 @@ func (s *Scheduler) Handler() http.Handler {
 // Run schedules until ctx ends, then shuts down in order: stop taking
 // work and wait for the worker, release the lease, stop the informers
 // and the event broadcaster, close the health server. It returns nil
-// after a cancel, or the health server's error.
+// after a cancel, roleconfig.ErrLeaseLost (wrapped) when the lease was
+// lost, or the health server's error. A lost lease ends the scheduler
+// for good: the process should exit and be restarted.
 func (s *Scheduler) Run(ctx context.Context) error {
 	var srv *http.Server
 	serveErr := make(chan error, 1)
@@ -222,8 +212,6 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.factory.Start(runCtx.Done())
 	defer s.factory.Shutdown()
 
-	var electDone chan struct{}
-	cancelElect := func() {}
 	started := make(chan error, 1)
 	go func() {
 		if !cache.WaitForCacheSync(runCtx.Done(), s.synced...) {
@@ -240,25 +228,24 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	case <-started:
 	case err = <-serveErr:
 	}
+	var campaignDone chan error
+	cancelCampaign := func() {}
 	if err == nil && runCtx.Err() == nil {
-		if s.cfg.LeaderElection.Enabled {
-			// The elector gets its own context, cancelled only after the
-			// worker has stopped, so the lease is released (ReleaseOnCancel)
-			// when nothing acts under it any more.
-			var electCtx context.Context
-			electCtx, cancelElect = context.WithCancel(context.Background())
-			electDone = make(chan struct{})
-			go func() {
-				defer close(electDone)
-				s.elect(ctx, electCtx)
-			}()
-		} else {
-			s.metrics.leader.Set(1)
-			go s.lead(ctx) // lead's bookkeeping makes the shutdown below wait for it
-		}
+		// The campaign stops the worker before it releases the lease, so
+		// the next leader never binds beside this one.
+		var campaignCtx context.Context
+		campaignCtx, cancelCampaign = context.WithCancel(runCtx)
+		campaignDone = make(chan error, 1)
+		c := roleconfig.Campaign{Config: s.cfg.LeaderElection, Client: s.client, Identity: s.identity, Log: s.log, Lead: s.lead}
+		go func() { campaignDone <- c.Run(campaignCtx) }()
 		select {
 		case <-ctx.Done():
 		case err = <-serveErr:
+		case err = <-campaignDone:
+			campaignDone = nil
+			if err != nil {
+				err = fmt.Errorf("scheduler: %w", err)
+			}
 		}
 	}
 
@@ -268,11 +255,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	s.queue.ShutDown()
 	s.workers.Wait()
-	cancelElect()
-	if electDone != nil {
-		<-electDone
+	cancelCampaign()
+	if campaignDone != nil {
+		<-campaignDone
 	}
-	s.metrics.leader.Set(0)
 	cancel()
 	return err
 }
@@ -292,67 +278,27 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	return s.Run(ctx)
 }
 
-// elect campaigns for the lease until electCtx ends, leading whenever it
-// holds it; a lost lease stops the worker and campaigns again.
-func (s *Scheduler) elect(ctx, electCtx context.Context) {
-	le := s.cfg.LeaderElection
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: le.LeaseName, Namespace: le.Namespace},
-		Client:     s.client.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: s.identity},
-	}
-	for electCtx.Err() == nil {
-		elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock:            lock,
-			LeaseDuration:   le.LeaseDuration,
-			RenewDeadline:   le.RenewDeadline,
-			RetryPeriod:     le.RetryPeriod,
-			ReleaseOnCancel: true,
-			Name:            le.LeaseName,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(lctx context.Context) {
-					s.log.Info("leading", "identity", s.identity)
-					s.metrics.leader.Set(1)
-					// Stop on a lost lease or on shutdown, whichever first.
-					wctx, cancel := context.WithCancel(lctx)
-					defer cancel()
-					stop := context.AfterFunc(ctx, cancel)
-					defer stop()
-					s.lead(wctx)
-				},
-				OnStoppedLeading: func() { s.metrics.leader.Set(0) },
-				OnNewLeader: func(id string) {
-					if id != s.identity {
-						s.log.Info("standing by", "leader", id)
-					}
-				},
-			},
-		})
-		if err != nil { // Validate already checked the durations
-			s.log.Error("leader election", "err", err)
-			return
-		}
-		elector.Run(electCtx)
-		if electCtx.Err() == nil {
-			s.log.Warn("lost the leader lease; campaigning again")
-		}
-	}
-}
-
-// lead runs the worker until ctx ends. A single worker keeps placements
-// sequential, so each one sees the resources the previous one took.
-func (s *Scheduler) lead(ctx context.Context) {
+// lead runs the worker until ctx ends (shutdown or a lost lease): the
+// queue shuts down with it, since the scheduler does not lead twice. A
+// single worker keeps placements sequential, so each one sees the
+// resources the previous one took.
+func (s *Scheduler) lead(ctx context.Context) error {
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
-		return
+		return nil
 	}
 	s.workers.Add(1)
 	s.mu.Unlock()
 	defer s.workers.Done()
+	s.metrics.leader.Set(1)
+	defer s.metrics.leader.Set(0)
+	stop := context.AfterFunc(ctx, s.queue.ShutDown)
+	defer stop()
 	s.requeuePending() // pods added while standing by were queued too; this is cheap insurance
 	for s.processNext(ctx) {
 	}
+	return nil
 }
 
 func (s *Scheduler) processNext(ctx context.Context) bool {

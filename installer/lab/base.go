@@ -85,13 +85,36 @@ type baseImage struct {
 
 const baseComplete = "complete.json"
 
+func baseImageOf(cacheDir string, r Recipe) baseImage {
+	d := filepath.Join(cacheDir, "base-"+r.Hash())
+	return baseImage{Dir: d, RootFS: filepath.Join(d, "rootfs")}
+}
+
+// baseCached reports whether the base for r is built and complete.
+func baseCached(cacheDir string, r Recipe) bool {
+	_, err := os.Stat(filepath.Join(baseImageOf(cacheDir, r).Dir, baseComplete))
+	return err == nil
+}
+
+// baseStepTitle says what ensureBase is about to do: use the cache, or
+// build (which takes minutes, so the line says so and where from).
+func baseStepTitle(cacheDir string, r Recipe) string {
+	if baseCached(cacheDir, r) {
+		return "Base image " + r.Hash() + " (cached)"
+	}
+	from := ""
+	if m, err := debianMirror(); err == nil {
+		from = " from " + m
+	}
+	return fmt.Sprintf("Building the base image %s%s (once; about two minutes)", r.Hash(), from)
+}
+
 // ensureBase returns the cached base for the recipe, building it first if
 // it is missing. The build runs in cacheDir/.build-HASH-*, and only a
 // finished build is renamed to cacheDir/base-HASH, so a crashed build is
 // never mistaken for a cache. A lock file serialises concurrent builds.
-func ensureBase(ctx context.Context, log *slog.Logger, progress func(string), cacheDir string, r Recipe) (baseImage, error) {
-	img := baseImage{Dir: filepath.Join(cacheDir, "base-"+r.Hash())}
-	img.RootFS = filepath.Join(img.Dir, "rootfs")
+func ensureBase(ctx context.Context, log *slog.Logger, cacheDir string, r Recipe) (baseImage, error) {
+	img := baseImageOf(cacheDir, r)
 	if _, err := os.Stat(filepath.Join(img.Dir, baseComplete)); err == nil {
 		return img, nil
 	}
@@ -106,7 +129,7 @@ func ensureBase(ctx context.Context, log *slog.Logger, progress func(string), ca
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		return img, fmt.Errorf("base image cache lock: %w", err)
 	}
-	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN) //nolint:errcheck // closed right after
+	defer func() { _ = unix.Flock(int(lock.Fd()), unix.LOCK_UN) }()
 	if _, err := os.Stat(filepath.Join(img.Dir, baseComplete)); err == nil {
 		return img, nil // another process built it while we waited
 	}
@@ -133,7 +156,7 @@ func ensureBase(ctx context.Context, log *slog.Logger, progress func(string), ca
 	if err != nil {
 		return img, err
 	}
-	progress(fmt.Sprintf("Building the base image %s from %s (once; about two minutes)", r.Hash(), mirror))
+	log.Info("building the base image", "hash", r.Hash(), "mirror", mirror)
 	start := time.Now()
 	tmp, err := os.MkdirTemp(cacheDir, ".build-"+r.Hash()+"-")
 	if err != nil {
@@ -173,7 +196,7 @@ func ensureBase(ctx context.Context, log *slog.Logger, progress func(string), ca
 		return img, fmt.Errorf("moving the finished base into the cache: %w", err)
 	}
 	ok = true
-	progress(fmt.Sprintf("Built the base image in %s", time.Since(start).Round(time.Second)))
+	log.Info("built the base image", "dir", img.Dir, "took", time.Since(start).Round(time.Second))
 	return img, nil
 }
 

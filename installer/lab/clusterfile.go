@@ -8,6 +8,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"kforge.dev/kforge/api/v1alpha1"
+	"kforge.dev/kforge/internal/atomicfile"
 )
 
 // ClusterName is metadata.name of the lab's cluster.yaml.
@@ -70,7 +71,7 @@ func writeClusterFile(dir string, hosts []HostSpec) (string, error) {
 		return "", fmt.Errorf("rendering cluster.yaml: %w", err)
 	}
 	p := filepath.Join(dir, "cluster.yaml")
-	if err := writeFileAtomic(p, data, 0o644); err != nil {
+	if err := atomicfile.Write(p, data, 0o644); err != nil {
 		return "", err
 	}
 	if _, err := v1alpha1.Load(p); err != nil {

@@ -20,5 +20,13 @@
 //
 // Up, Down, Status and SSH are the entry points; Down is idempotent and
 // also cleans up after an Up that crashed half-way, because Up records
-// every resource in DIR/lab.json before it makes it.
+// every resource in DIR/lab.json before it makes it. Up and Down are each
+// a plain ordered list of named steps (up.go, down.go), reported through
+// the installer's Reporter (✓/✗ per step and per host on stderr).
+//
+// The lab is a host provider for the installer: Hosts returns an
+// installer.Host per lab host, and everything the lab itself does over
+// SSH — waiting for the hosts to boot, importing the image, status, `lab
+// ssh` — goes through installer/ssh with strict host key checking against
+// DIR/ssh/known_hosts.
 package lab

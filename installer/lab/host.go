@@ -116,9 +116,9 @@ Gateway=%s
 	return nil
 }
 
-// nspawnArgs is the systemd-nspawn command line of one host (DESIGN.md,
-// "The lab": no machined or D-Bus on the machine, so --register=no
-// --keep-unit; all capabilities for containerd and nftables inside).
+// nspawnArgs is the systemd-nspawn command line of one host: no machined
+// or D-Bus on the machine, so --register=no --keep-unit; all capabilities
+// for containerd and nftables inside.
 func nspawnArgs(p hostPaths, h HostSpec, bridge, imagesDir string) []string {
 	args := []string{
 		"--quiet", "--boot",

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+	"kforge.dev/kforge/internal/atomicfile"
 )
 
 // Files under DIR/ssh.
@@ -99,7 +100,7 @@ func writeClientFiles(dir string, k labKeys) error {
 		{sudoPasswordName, []byte(k.sudoPassword + "\n"), 0o600},
 	}
 	for _, f := range files {
-		if err := writeFileAtomic(filepath.Join(sd, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(sd, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("writing %s: %w", f.name, err)
 		}
 	}

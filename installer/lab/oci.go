@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"time"
+
+	"kforge.dev/kforge/internal/atomicfile"
 )
 
 // BusyboxRef is the name the workload image is imported under.
@@ -242,5 +244,5 @@ func writeBusyboxArchive(dir, rootfs string) (string, error) {
 		return "", err
 	}
 	p := filepath.Join(imgDir, "busybox.tar")
-	return p, writeFileAtomic(p, buf.Bytes(), 0o644)
+	return p, atomicfile.Write(p, buf.Bytes(), 0o644)
 }

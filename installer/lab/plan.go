@@ -7,8 +7,8 @@ import (
 	"kforge.dev/kforge/api/v1alpha1"
 )
 
-// Address plan of the lab (DESIGN.md, "The lab"). Everything stays inside
-// the benchmarking range 198.18.0.0/15.
+// Address plan of the lab. Everything stays inside the benchmarking range
+// 198.18.0.0/15 (RFC 2544).
 var (
 	// HostNet is the bridge network; the bridge itself is its first address.
 	HostNet = netip.MustParsePrefix("198.18.0.0/24")

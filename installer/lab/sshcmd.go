@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
-	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
+
+	"kforge.dev/kforge/installer/ssh"
 )
 
 // SSHOptions configure SSH.
@@ -24,9 +26,11 @@ type SSHOptions struct {
 	In      io.Reader
 }
 
-// SSH runs a command or an interactive shell on a lab host with the lab's
-// key and strict host key checking, and returns the remote exit status.
-// A shell gets a PTY when In is a terminal.
+// SSH runs a command or an interactive shell on a lab host through
+// installer/ssh, with the lab's key and strict host key checking, and
+// returns the remote exit status. A shell gets a PTY when In is a
+// terminal, which is put into raw mode meanwhile and whose size changes
+// are passed on.
 func SSH(ctx context.Context, o SSHOptions) (int, error) {
 	if err := o.defaults(); err != nil {
 		return 0, err
@@ -46,65 +50,72 @@ func SSH(ctx context.Context, o SSHOptions) (int, error) {
 		}
 		return 0, fmt.Errorf("no host %q in the lab (hosts: %s)", o.Host, strings.Join(names, ", "))
 	}
-	cfg, err := ClientConfig(o.Dir, o.User)
+	c, err := ssh.Dial(ctx, sshConfig(o.Dir, h.HostSpec, o.User, hostKeys(o.Dir), o.Log))
 	if err != nil {
 		return 0, err
-	}
-	c, err := dialSSH(ctx, net.JoinHostPort(h.Address.String(), "22"), cfg)
-	if err != nil {
-		return 0, fmt.Errorf("ssh %s@%s (%s): %w", cfg.User, h.Name, h.Address, err)
 	}
 	defer c.Close()
-	s, err := c.NewSession()
-	if err != nil {
-		return 0, err
-	}
-	defer s.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	s.Stdout, s.Stderr = o.Out, o.ErrOut
 
 	in := o.In
 	if in == nil {
 		in = os.Stdin
 	}
-	f, isFile := in.(*os.File)
-	tty := isFile && term.IsTerminal(int(f.Fd()))
-	if tty && len(o.Command) == 0 {
-		w, hgt, err := term.GetSize(int(f.Fd()))
-		if err != nil {
-			w, hgt = 80, 24
-		}
-		t := os.Getenv("TERM")
-		if t == "" {
-			t = "xterm"
-		}
-		if err := s.RequestPty(t, hgt, w, ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
-			return 0, fmt.Errorf("requesting a terminal: %w", err)
-		}
-		old, err := term.MakeRaw(int(f.Fd()))
+	so := ssh.StreamOptions{Stdin: in, Stdout: o.Out, Stderr: o.ErrOut}
+	if f, ok := in.(*os.File); ok && len(o.Command) == 0 && term.IsTerminal(int(f.Fd())) {
+		t, restore, err := localTerminal(f)
 		if err != nil {
 			return 0, err
 		}
-		defer term.Restore(int(f.Fd()), old) //nolint:errcheck // best effort on exit
+		defer restore()
+		so.Terminal = t
 	}
-	s.Stdin = in
-	if len(o.Command) == 0 {
-		err = s.Shell()
-		if err == nil {
-			err = s.Wait()
+	code, err := c.Stream(ctx, strings.Join(o.Command, " "), so)
+	if err != nil {
+		return 0, err
+	}
+	return code, nil
+}
+
+// localTerminal puts the terminal f into raw mode and describes it for a
+// remote PTY, passing on its size changes (SIGWINCH). restore undoes both.
+func localTerminal(f *os.File) (*ssh.Terminal, func(), error) {
+	fd := int(f.Fd())
+	size := func() ssh.TerminalSize {
+		w, h, err := term.GetSize(fd)
+		if err != nil {
+			return ssh.TerminalSize{Width: 80, Height: 24}
 		}
-	} else {
-		err = s.Run(strings.Join(o.Command, " "))
+		return ssh.TerminalSize{Width: w, Height: h}
 	}
-	if err == nil {
-		return 0, nil
+	old, err := term.MakeRaw(fd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("terminal raw mode: %w", err)
 	}
-	if code, ok := exitCode(err); ok {
-		return code, nil
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	resize := make(chan ssh.TerminalSize, 1)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-winch:
+				select {
+				case resize <- size():
+				case <-done:
+					return
+				}
+			}
+		}
+	}()
+	restore := func() {
+		signal.Stop(winch)
+		close(done)
+		<-stopped
+		_ = term.Restore(fd, old)
 	}
-	if ctx.Err() != nil {
-		return 0, ctx.Err()
-	}
-	return 0, err
+	return &ssh.Terminal{Term: os.Getenv("TERM"), Size: size(), Resize: resize}, restore, nil
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"kforge.dev/kforge/internal/atomicfile"
 )
 
 const (
@@ -71,7 +73,7 @@ func (s *State) save(dir string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(statePath(dir), append(data, '\n'), 0o600)
+	return atomicfile.Write(statePath(dir), append(data, '\n'), 0o600)
 }
 
 func (s *State) host(name string) *HostState {
@@ -81,28 +83,4 @@ func (s *State) host(name string) *HostState {
 		}
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -10,4 +10,9 @@
 // session over the one connection, and uploads share one SFTP client.
 // Errors from commands are *CommandError values naming the host, the
 // command, the exit code and the tail of stderr.
+//
+// Stream is the other way to run something: output flows to the caller's
+// writers as it comes, the exit status is returned rather than turned into
+// an error, and a PTY can be asked for — what `kforge lab ssh` needs for a
+// shell or a command whose output is the point.
 package ssh

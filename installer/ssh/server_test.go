@@ -37,6 +37,8 @@ type testServer struct {
 	stdins   []string
 	conns    int
 	forwards []string
+	ptys     []string // "TERM WxH" of every pty-req
+	resizes  []string // "WxH" of every window-change
 }
 
 func newHostKey(t *testing.T) gossh.Signer {
@@ -190,6 +192,26 @@ func (s *testServer) session(ch gossh.Channel, reqs <-chan *gossh.Request) {
 			req.Reply(true, nil)
 			s.exec(ch, reqs, p.Command)
 			return
+		case "pty-req":
+			var p struct {
+				Term          string
+				Columns, Rows uint32
+				Width, Height uint32
+				Modes         string
+			}
+			if err := gossh.Unmarshal(req.Payload, &p); err != nil {
+				req.Reply(false, nil)
+				return
+			}
+			s.mu.Lock()
+			s.ptys = append(s.ptys, p.Term+" "+strconv.Itoa(int(p.Columns))+"x"+strconv.Itoa(int(p.Rows)))
+			s.mu.Unlock()
+			req.Reply(true, nil)
+		case "shell":
+			// No real terminal: the shell reads commands from stdin.
+			req.Reply(true, nil)
+			s.exec(ch, reqs, "")
+			return
 		case "subsystem":
 			var p struct{ Name string }
 			_ = gossh.Unmarshal(req.Payload, &p)
@@ -214,6 +236,9 @@ func (s *testServer) session(ch gossh.Channel, reqs <-chan *gossh.Request) {
 
 func (s *testServer) exec(ch gossh.Channel, reqs <-chan *gossh.Request, command string) {
 	cmd := exec.Command("sh", "-c", command)
+	if command == "" {
+		cmd = exec.Command("sh")
+	}
 	stdin := &recorder{}
 	cmd.Stdin = io.TeeReader(ch, stdin)
 	cmd.Stdout, cmd.Stderr = ch, ch.Stderr()
@@ -227,6 +252,14 @@ func (s *testServer) exec(ch gossh.Channel, reqs <-chan *gossh.Request, command 
 		for req := range reqs {
 			if req.Type == "signal" && cmd.Process != nil {
 				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			}
+			if req.Type == "window-change" {
+				var p struct{ Columns, Rows, Width, Height uint32 }
+				if gossh.Unmarshal(req.Payload, &p) == nil {
+					s.mu.Lock()
+					s.resizes = append(s.resizes, strconv.Itoa(int(p.Columns))+"x"+strconv.Itoa(int(p.Rows)))
+					s.mu.Unlock()
+				}
 			}
 			if req.WantReply {
 				req.Reply(false, nil)
@@ -285,3 +318,15 @@ func (s *testServer) connCount() int {
 }
 
 var _ = context.Background
+
+func (s *testServer) ptyRequests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.ptys...)
+}
+
+func (s *testServer) windowChanges() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.resizes...)
+}

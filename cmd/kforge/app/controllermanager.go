@@ -20,6 +20,7 @@ Endpoints and EndpointSlices, default ServiceAccounts and the garbage
 collector — as a client of the apiserver named in the config's kubeconfig.
 With leader election on (the default) only the holder of the
 "kforge-controller-manager" Lease in kube-system runs them; the others wait.
+A lost Lease ends the command with an error (systemd restarts it).
 It serves /healthz, /readyz and /metrics on metricsAddress (127.0.0.1:10257).
 The config file is validated whole before anything starts.`,
 		Example: `  kforge controller-manager --config /etc/kforge/controller-manager.yaml`,

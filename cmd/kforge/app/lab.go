@@ -16,7 +16,7 @@ func (f *labFlags) bind(cmd *cobra.Command) {
 }
 
 func (f *labFlags) options(streams Streams, g *globalFlags) lab.Options {
-	return lab.Options{Dir: f.dir, Out: streams.Out, ErrOut: streams.ErrOut, Log: g.logger(streams.ErrOut)}
+	return lab.Options{Dir: f.dir, Out: streams.Out, ErrOut: streams.ErrOut, TTY: isTerminal(streams.ErrOut), Log: g.logger(streams.ErrOut)}
 }
 
 func newLabCommand(streams Streams, g *globalFlags) *cobra.Command {

@@ -23,7 +23,8 @@ allocated, balanced, spread of a controller's pods) and binds each pod through
 pods/binding. A pod that fits nowhere gets PodScheduled=False, reason
 Unschedulable, and is retried with backoff and whenever nodes change. Several
 instances elect one leader through the Lease kube-system/kforge-scheduler; on
-the first SIGTERM or SIGINT the leader stops and releases the lease. It serves
+the first SIGTERM or SIGINT the leader stops and releases the lease. A lost
+lease ends the command with an error (systemd restarts it). It serves
 /healthz, /readyz and /metrics on healthAddress (127.0.0.1:10259). The config
 file is validated whole before anything starts.`,
 		Example: `  kforge scheduler --config /etc/kforge/scheduler.yaml`,

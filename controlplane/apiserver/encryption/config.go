@@ -10,6 +10,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
@@ -72,10 +74,8 @@ func Parse(data []byte) (*Config, error) {
 	if c.APIVersion != APIVersion || c.Kind != Kind {
 		return nil, fmt.Errorf("encryption configuration: want apiVersion %s and kind %s, not %q and %q", APIVersion, Kind, c.APIVersion, c.Kind)
 	}
-	probs := roleconfig.NewProblems("encryption")
-	c.Validate("", probs)
-	if err := probs.Err(); err != nil {
-		return nil, err
+	if errs := c.Validate(nil); len(errs) > 0 {
+		return nil, &roleconfig.Error{Component: "encryption", Errs: errs}
 	}
 	return &c, nil
 }
@@ -93,39 +93,41 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Validate adds every problem of the resource entries to probs, with
-// field paths under prefix ("encryption." in the apiserver config).
-func (c *Config) Validate(prefix string, probs *roleconfig.Problems) {
-	ValidateResources(prefix, c.Resources, probs)
+// Validate returns every problem of the resource entries, with field
+// paths under fldPath (nil for a file of its own, "encryption" in the
+// apiserver config).
+func (c *Config) Validate(fldPath *field.Path) field.ErrorList {
+	return ValidateResources(fldPath, c.Resources)
 }
 
 // ValidateResources checks resource entries as upstream's validation does:
 // resources named once, each provider exactly one kind, key names unique
-// and short, key sizes right for the cipher.
-func ValidateResources(prefix string, entries []ResourceConfig, probs *roleconfig.Problems) {
-	add := probs.Add
+// and short, key sizes right for the cipher. Fields are under
+// fldPath.resources.
+func ValidateResources(fldPath *field.Path, entries []ResourceConfig) field.ErrorList {
+	var errs field.ErrorList
 	seen := map[string]bool{}
 	for i, e := range entries {
-		f := fmt.Sprintf("%sresources[%d]", prefix, i)
+		f := fldPath.Child("resources").Index(i)
 		if len(e.Resources) == 0 {
-			add(f+".resources", "must name at least one resource")
+			errs = append(errs, field.Required(f.Child("resources"), "must name at least one resource"))
 		}
 		for j, r := range e.Resources {
-			rf := fmt.Sprintf("%s.resources[%d]", f, j)
+			rf := f.Child("resources").Index(j)
 			switch {
 			case r == "" || r != strings.ToLower(r) || strings.Contains(r, "/"):
-				add(rf, "%q is not a lower-case plural resource name (\"secrets\", \"deployments.apps\", \"*.apps\")", r)
+				errs = append(errs, field.Invalid(rf, r, `not a lower-case plural resource name ("secrets", "deployments.apps", "*.apps")`))
 			case seen[r]:
-				add(rf, "%q is listed more than once", r)
+				errs = append(errs, field.Duplicate(rf, r))
 			}
 			seen[r] = true
 		}
 		if len(e.Providers) == 0 {
-			add(f+".providers", "must list at least one provider")
+			errs = append(errs, field.Required(f.Child("providers"), "must list at least one provider"))
 		}
 		names := map[string]bool{}
 		for j, p := range e.Providers {
-			pf := fmt.Sprintf("%s.providers[%d]", f, j)
+			pf := f.Child("providers").Index(j)
 			n := 0
 			for _, set := range []bool{p.AESGCM != nil, p.Secretbox != nil, p.Identity != nil, p.AESCBC != nil, p.KMS != nil} {
 				if set {
@@ -133,45 +135,48 @@ func ValidateResources(prefix string, entries []ResourceConfig, probs *roleconfi
 				}
 			}
 			if n != 1 {
-				add(pf, "must be exactly one of aesgcm, secretbox or identity")
+				errs = append(errs, field.Invalid(pf, field.OmitValueType{}, "must be exactly one of aesgcm, secretbox or identity"))
 				continue
 			}
 			switch {
 			case p.AESCBC != nil:
-				add(pf+".aescbc", "is not supported: use secretbox or aesgcm")
+				errs = append(errs, field.Forbidden(pf.Child("aescbc"), "is not supported: use secretbox or aesgcm"))
 			case p.KMS != nil:
-				add(pf+".kms", "is not supported: use secretbox or aesgcm")
+				errs = append(errs, field.Forbidden(pf.Child("kms"), "is not supported: use secretbox or aesgcm"))
 			case p.AESGCM != nil:
-				validateKeys(pf+".aesgcm", p.AESGCM, names, []int{16, 24, 32}, probs)
+				errs = append(errs, validateKeys(pf.Child("aesgcm"), p.AESGCM, names, []int{16, 24, 32})...)
 			case p.Secretbox != nil:
-				validateKeys(pf+".secretbox", p.Secretbox, names, []int{32}, probs)
+				errs = append(errs, validateKeys(pf.Child("secretbox"), p.Secretbox, names, []int{32})...)
 			}
 		}
 	}
+	return errs
 }
 
 // maxKeyName bounds a key name, which every value it encrypts carries.
 const maxKeyName = 64
 
-func validateKeys(f string, kl *KeyList, names map[string]bool, sizes []int, probs *roleconfig.Problems) {
+func validateKeys(f *field.Path, kl *KeyList, names map[string]bool, sizes []int) field.ErrorList {
+	var errs field.ErrorList
 	if len(kl.Keys) == 0 {
-		probs.Add(f+".keys", "must list at least one key")
+		errs = append(errs, field.Required(f.Child("keys"), "must list at least one key"))
 	}
 	for i, k := range kl.Keys {
-		kf := fmt.Sprintf("%s.keys[%d]", f, i)
+		kf := f.Child("keys").Index(i)
 		switch {
 		case k.Name == "":
-			probs.Add(kf+".name", "is required")
+			errs = append(errs, field.Required(kf.Child("name"), ""))
 		case len(k.Name) > maxKeyName || strings.Contains(k.Name, ":"):
-			probs.Add(kf+".name", "%q must be at most %d characters and hold no colon", k.Name, maxKeyName)
+			errs = append(errs, field.Invalid(kf.Child("name"), k.Name, fmt.Sprintf("must be at most %d characters and hold no colon", maxKeyName)))
 		case names[k.Name]:
-			probs.Add(kf+".name", "%q is used by another key of these providers", k.Name)
+			errs = append(errs, field.Invalid(kf.Child("name"), k.Name, "is used by another key of these providers"))
 		}
 		names[k.Name] = true
 		if _, err := decodeKey(k.Secret, sizes); err != nil {
-			probs.Add(kf+".secret", "%v", err)
+			errs = append(errs, field.Invalid(kf.Child("secret"), field.OmitValueType{}, err.Error()))
 		}
 	}
+	return errs
 }
 
 func decodeKey(secret string, sizes []int) ([]byte, error) {

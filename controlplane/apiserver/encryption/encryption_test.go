@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"kforge.dev/kforge/controlplane/apiserver/internal/etcdtest"
 	"kforge.dev/kforge/controlplane/apiserver/storage"
-	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
 func key(name string, n int, fill byte) Key {
@@ -122,23 +122,13 @@ func TestValidate(t *testing.T) {
 		{"aescbc", []ResourceConfig{{Resources: []string{"secrets"}, Providers: []Provider{{AESCBC: &KeyList{Keys: []Key{key("a", 32, 1)}}}}}}, []string{"resources[0].providers[0].aescbc"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			probs := roleconfig.NewProblems("test")
-			ValidateResources("", tc.entries, probs)
-			err := probs.Err()
-			if len(tc.want) == 0 {
-				if err != nil {
-					t.Fatalf("unexpected: %v", err)
-				}
-				return
+			errs := ValidateResources(nil, tc.entries)
+			var fields []string
+			for _, e := range errs {
+				fields = append(fields, e.Field)
 			}
-			var ce *roleconfig.Error
-			if !errors.As(err, &ce) {
-				t.Fatalf("got %v, want problems with %v", err, tc.want)
-			}
-			for _, f := range tc.want {
-				if !strings.Contains(err.Error(), f+":") && !strings.Contains(err.Error(), f+" ") {
-					t.Errorf("no problem with %s in: %v", f, err)
-				}
+			if !slices.Equal(fields, tc.want) {
+				t.Errorf("problems with %q, want %q: %v", fields, tc.want, errs)
 			}
 		})
 	}

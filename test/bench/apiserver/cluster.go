@@ -98,8 +98,8 @@ func startCluster(ctx context.Context, dir string, etcdMode string) (c *cluster,
 	cfg.InitialCluster = "bench=https://" + peerAddr
 	cfg.MetricsAddress = "127.0.0.1:0"
 	cfg.TLS = etcd.TLS{CertFile: srvCrt, KeyFile: srvKey, PeerCertFile: srvCrt, PeerKeyFile: srvKey, TrustedCAFile: caFile}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, errs.ToAggregate()
 	}
 	switch etcdMode {
 	case "subprocess":

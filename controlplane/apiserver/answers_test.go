@@ -312,15 +312,20 @@ func TestInFlightWatchAndTimeoutLimits(t *testing.T) {
 	go func() { stalledAnswer <- send(t, admin2, "POST", url+"?timeout=8s", "application/json", stalled) }()
 	defer stalled.Close()
 
-	var a answer
+	// Wait until the stalled request holds the one mutating slot.
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		a = send(t, bob, "POST", url, "application/json", strings.NewReader(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}`))
-		if a.code == 429 || time.Now().After(deadline) {
-			break
+	for len(e.srv.inflight.mutating) == 0 {
+		select {
+		case a := <-stalledAnswer:
+			t.Fatalf("the stalled request was answered before it stalled: %d %s", a.code, trim(a.body))
+		default:
 		}
-		time.Sleep(20 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled request never got in flight")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	a := send(t, bob, "POST", url, "application/json", strings.NewReader(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}`))
 	if a.code != 429 || a.status.Reason != metav1.StatusReasonTooManyRequests || a.header.Get("Retry-After") == "" {
 		t.Fatalf("past the in-flight cap: %d %q Retry-After %q, want 429 TooManyRequests with Retry-After", a.code, a.status.Reason, a.header.Get("Retry-After"))
 	}

@@ -10,11 +10,20 @@ declare -A need=(
   [systemd-nspawn]=systemd-container
   [ip]=iproute2
   [ssh-keygen]=openssh-client
+  # the node agent's integration test runs a real containerd and CNI plugins
+  [containerd]=containerd
+  [runc]=runc
+  [/usr/lib/cni/bridge]=containernetworking-plugins
+  [/bin/busybox]=busybox-static
 )
 
 missing=()
 for cmd in "${!need[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+  if [[ "$cmd" == /* ]]; then
+    [ -x "$cmd" ] || missing+=("${need[$cmd]}")
+  else
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+  fi
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -1,5 +1,44 @@
-// Package nodeagent owns the node agent (kforge agent), the kubelet of a
-// kforge cluster: node registration, Lease heartbeat, pods on containerd
-// with CNI, probes, logs and volumes, and the node-local apiserver load
-// balancer. The service proxy and cluster DNS are its subpackages.
+// Package nodeagent is the node agent (kforge agent), the kubelet of a
+// kforge cluster.
+//
+// It owns, for one node:
+//
+//   - registration and heartbeat: the Node (addresses, the
+//     kubernetes.io/hostname, os, arch and node-role.kubernetes.io/worker
+//     labels, capacity from the host and allocatable minus a reservation,
+//     nodeInfo with containerd://VERSION, and the Ready, MemoryPressure,
+//     DiskPressure, PIDPressure and NetworkUnavailable conditions), written
+//     when it changes and at least every minute; and a Lease in
+//     kube-node-lease renewed every 10 s, owned by the Node;
+//   - the pod network: once the node has a pod CIDR (spec.podCIDR from node
+//     IPAM, or a static one), a CNI network list (bridge with host-local
+//     IPAM on that range, portmap) written to the CNI folder, and for each
+//     pod a network namespace pinned under runDir, attached with libcni
+//     (plus loopback), and hosts, resolv.conf (cluster DNS, search
+//     NS.svc.DOMAIN svc.DOMAIN DOMAIN, ndots:5, per dnsPolicy/dnsConfig)
+//     and hostname files;
+//   - the pods bound to the node (a field-selected informer on
+//     spec.nodeName): volumes (emptyDir incl. medium Memory, configMap,
+//     secret, downwardAPI, projected, hostPath), init containers in order,
+//     then the containers through the containerd client in its namespace
+//     (k8s.io) with command/args, workingDir, env (values, ConfigMap and
+//     Secret keys, the downward API, envFrom, the service variables),
+//     securityContext basics and the cgroup limits the host can enforce,
+//     restart policy with crash-loop backoff (10 s doubling to 5 min),
+//     exec/httpGet/tcpSocket probes, graceful termination, and pod status
+//     through pods/status; a deleted pod is stopped, detached (CNI DEL)
+//     and then deleted with grace 0;
+//   - restart safety: every container carries labels naming its pod,
+//     container and attempt, and each pod's sandbox is recorded in its
+//     folder, so a restarted agent adopts running containers and removes
+//     those whose pod is gone.
+//
+// Images come from containerd or from OCI archives in imageDir, imported
+// on demand; nothing is pulled from a registry. Container output goes to
+// podLogDir/NS_NAME_UID/CONTAINER/N.log as the runtime writes it (not yet
+// in the CRI log format). Not here yet: the agent API on :10250 (logs,
+// exec, attach, port-forward), node lifecycle taints, the node-local
+// apiserver load balancer, registry pulls, hostPort checks and admission
+// (OutOfcpu), preStop/postStart hooks, and log rotation. The service proxy
+// and cluster DNS will be subpackages.
 package nodeagent

@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"fmt"
+	"net"
 	"slices"
 	"time"
 
@@ -26,12 +28,13 @@ const (
 	NameServiceAccount   = "serviceaccount"
 	NameGarbageCollector = "garbagecollector"
 	NameNamespace        = "namespace"
+	NameNodeIPAM         = "nodeipam"
 )
 
 // AllControllers lists every controller this package has.
 var AllControllers = []string{
 	NameReplicaSet, NameDeployment, NameEndpoints,
-	NameServiceAccount, NameGarbageCollector, NameNamespace,
+	NameServiceAccount, NameGarbageCollector, NameNamespace, NameNodeIPAM,
 }
 
 // Defaults applied by NewConfig.
@@ -44,6 +47,7 @@ const (
 	DefaultWorkers        = 2
 	DefaultMetricsAddress = "127.0.0.1:10257"
 	DefaultResync         = 10 * time.Minute
+	DefaultNodeCIDRMask   = 24
 )
 
 // Config is the controller-manager role's configuration. Build one with
@@ -65,6 +69,12 @@ type Config struct {
 	// Resync is the shared informers' resync period.
 	Resync time.Duration `yaml:"resync" json:"resync"`
 
+	// ClusterCIDR is the pod range node IPAM cuts each Node's
+	// spec.podCIDR from; empty turns node IPAM off.
+	ClusterCIDR string `yaml:"clusterCIDR" json:"clusterCIDR"`
+	// NodeCIDRMaskSize is the prefix length of each Node's range.
+	NodeCIDRMaskSize int `yaml:"nodeCIDRMaskSize" json:"nodeCIDRMaskSize"`
+
 	// MetricsAddress is host:port of a plain-HTTP listener serving
 	// /healthz, /readyz and /metrics; empty disables it.
 	MetricsAddress string `yaml:"metricsAddress" json:"metricsAddress"`
@@ -78,12 +88,13 @@ type LeaderElection = roleconfig.LeaderElection
 // no default.
 func NewConfig() *Config {
 	return &Config{
-		APIVersion:     APIVersion,
-		Kind:           Kind,
-		LeaderElection: roleconfig.DefaultLeaderElection(DefaultLeaseName),
-		Workers:        DefaultWorkers,
-		Resync:         DefaultResync,
-		MetricsAddress: DefaultMetricsAddress,
+		APIVersion:       APIVersion,
+		Kind:             Kind,
+		LeaderElection:   roleconfig.DefaultLeaderElection(DefaultLeaseName),
+		Workers:          DefaultWorkers,
+		Resync:           DefaultResync,
+		MetricsAddress:   DefaultMetricsAddress,
+		NodeCIDRMaskSize: DefaultNodeCIDRMask,
 	}
 }
 
@@ -131,6 +142,16 @@ func (c *Config) Validate() field.ErrorList {
 	}
 	if c.Resync < 0 {
 		errs = append(errs, field.Invalid(field.NewPath("resync"), c.Resync.String(), "must not be negative"))
+	}
+	if c.ClusterCIDR != "" {
+		if _, n, err := net.ParseCIDR(c.ClusterCIDR); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("clusterCIDR"), c.ClusterCIDR, "not a CIDR"))
+		} else if n.IP.To4() == nil {
+			errs = append(errs, field.Invalid(field.NewPath("clusterCIDR"), c.ClusterCIDR, "only IPv4 is supported"))
+		} else if ones, _ := n.Mask.Size(); c.NodeCIDRMaskSize < ones || c.NodeCIDRMaskSize > 30 {
+			errs = append(errs, field.Invalid(field.NewPath("nodeCIDRMaskSize"), c.NodeCIDRMaskSize,
+				fmt.Sprintf("does not fit in %s (from /%d to /30)", c.ClusterCIDR, ones)))
+		}
 	}
 	if c.MetricsAddress != "" {
 		if err := roleconfig.CheckListenAddress(c.MetricsAddress); err != nil {

@@ -35,7 +35,8 @@ func TestConfigListsEveryProblem(t *testing.T) {
 	doc := `apiVersion: kforge.dev/v1alpha1
 kind: ControllerManagerConfig
 leaderElection: {enabled: true, leaseName: "", namespace: kube-system, leaseDuration: 5s, renewDeadline: 10s, retryPeriod: 2s}
-controllers: [deployment, nodeipam]
+controllers: [deployment, no-such-controller]
+clusterCIDR: 198.19.0.0/33
 workers: 0
 metricsAddress: nowhere
 `
@@ -43,7 +44,7 @@ metricsAddress: nowhere
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, want := range []string{"kubeconfig", "leaseName", "leaseDuration", "nodeipam", "workers", "metricsAddress"} {
+	for _, want := range []string{"kubeconfig", "leaseName", "leaseDuration", "no-such-controller", "clusterCIDR", "workers", "metricsAddress"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %s:\n%v", want, err)
 		}

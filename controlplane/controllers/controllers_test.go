@@ -55,6 +55,8 @@ func (f *fixture) load(objs ...runtime.Object) {
 			err = f.factory.Core().V1().Services().Informer().GetIndexer().Add(o)
 		case *corev1.Namespace:
 			err = f.factory.Core().V1().Namespaces().Informer().GetIndexer().Add(o)
+		case *corev1.Node:
+			err = f.factory.Core().V1().Nodes().Informer().GetIndexer().Add(o)
 		case *corev1.ServiceAccount:
 			err = f.factory.Core().V1().ServiceAccounts().Informer().GetIndexer().Add(o)
 		case *discoveryv1.EndpointSlice:

@@ -13,9 +13,11 @@
 // ServiceAccount controller (a "default" account in every namespace), a
 // simple garbage collector (dependents of deleted owners, background
 // propagation, and orphaning when the owner carries the "orphan"
-// finalizer) and the namespace controller (empties a namespace being
+// finalizer), the namespace controller (empties a namespace being
 // deleted through discovery and the metadata client, then removes its
-// "kubernetes" finalizer).
+// "kubernetes" finalizer) and node IPAM (a /24 by default from
+// clusterCIDR into each Node's spec.podCIDR, taken back when the Node
+// is deleted; on only when clusterCIDR is set).
 //
 // Every controller follows kubernetes/sample-controller: event handlers
 // only enqueue keys, workers drain a rate-limited workqueue, and each
@@ -23,6 +25,6 @@
 // deep-copies before changing anything and writes status through the
 // status subresource. All controllers share one informer factory.
 //
-// Not here yet: node lifecycle, node IPAM, DaemonSets, HPA, and
-// foreground deletion in the garbage collector.
+// Not here yet: node lifecycle, DaemonSets, HPA, and foreground
+// deletion in the garbage collector.
 package controllers

@@ -137,6 +137,13 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		runners = append(runners, r)
 		return nil
 	}
+	// addIf adds a controller that only runs when its settings are given.
+	addIf := func(on bool, name string, build func() (runner, error)) error {
+		if !on {
+			return nil
+		}
+		return add(name, build)
+	}
 	log := m.log
 	if err := errors.Join(
 		add(NameReplicaSet, func() (runner, error) {
@@ -157,6 +164,9 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		}),
 		add(NameNamespace, func() (runner, error) {
 			return NewNamespaceController(m.client, m.meta, f.Core().V1().Namespaces(), log, m.metrics)
+		}),
+		addIf(m.cfg.ClusterCIDR != "", NameNodeIPAM, func() (runner, error) {
+			return NewNodeIPAMController(m.client, f.Core().V1().Nodes(), m.cfg.ClusterCIDR, m.cfg.NodeCIDRMaskSize, log, m.metrics)
 		}),
 	); err != nil {
 		return err

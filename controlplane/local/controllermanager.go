@@ -15,8 +15,8 @@ import (
 const ControllerManagerKubeconfig = "controller-manager.kubeconfig"
 
 // startControllerManager runs the controller manager in-process, leader
-// elected like on a master, with its own client certificate and no
-// metrics listener (10257 may belong to a real one); a lost lease
+// elected like on a master, with its own client certificate, node IPAM
+// over PodCIDR and no metrics listener (10257 may belong to a real one); a lost lease
 // restarts it (superviseRole).
 func startControllerManager(ctx context.Context, dir string, inv *pki.Inventory, log *slog.Logger) (*runningRole, error) {
 	data, err := pki.KubeconfigFor(inv, "controller-manager")
@@ -30,6 +30,7 @@ func startControllerManager(ctx context.Context, dir string, inv *pki.Inventory,
 	cfg := controllers.NewConfig()
 	cfg.Kubeconfig = path
 	cfg.MetricsAddress = ""
+	cfg.ClusterCIDR = PodCIDR // node IPAM, so agents joining a local control plane get a pod range
 	cfg.LeaderElection.Identity = HostName
 	log = log.With("role", "controller-manager")
 	newRun := func() (func(context.Context) error, error) {

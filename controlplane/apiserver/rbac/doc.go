@@ -3,8 +3,9 @@
 // RoleBindings and ClusterRoleBindings that a watch on etcd keeps current,
 // so a request never reads etcd to be authorized. It also holds the
 // bootstrap policy: the roles and bindings for kforge's own component
-// identities (DESIGN.md, "PKI inventory") and the user-facing
-// cluster-admin/admin/edit/view roles.
+// identities (the users and groups of the certificates kforge's PKI
+// issues: scheduler, controller manager, nodes, proxy, ingress, DNS) and
+// the user-facing cluster-admin/admin/edit/view roles.
 //
 // RBAC only ever allows: a request is allowed when some binding that
 // applies to the user grants a rule matching it, and denied otherwise.

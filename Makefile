@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X kforge.dev/kforge/cmd/kforge/app.Version=$(VERSION) -X kforge.dev/kforge/cmd/kforge/app.Commit=$(COMMIT)
 
-.PHONY: all build test test-unit test-kubectl test-e2e lint deps demo demo-down clean
+.PHONY: all build test test-unit test-fuzz test-kubectl test-e2e lint deps demo demo-down clean
 
 all: build
 
@@ -19,10 +19,17 @@ deps:
 
 # Everything CI runs: prerequisites, lint (gofmt, vet, staticcheck), unit and integration tests with
 # the race detector, the kubectl suite, then the end-to-end tests on the lab.
-test: deps lint test-unit test-kubectl test-e2e
+test: deps lint test-unit test-fuzz test-kubectl test-e2e
 
 test-unit:
 	$(GO) test -race -count=1 ./...
+
+# Each apiserver fuzzer runs for FUZZTIME beyond its seeds (which every
+# go test replays); a 5xx or a panic fails it.
+FUZZTIME ?= 10s
+APISERVER_FUZZERS := FuzzDecodeBody FuzzCreateHandler FuzzPatchHandler FuzzPutHandler FuzzDeleteHandler FuzzRequestURL
+test-fuzz:
+	set -e; for f in $(APISERVER_FUZZERS); do $(GO) test -count=1 -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./controlplane/apiserver; done
 
 # The real kubectl (test/kubectl, its own module) against `kforge local up`.
 # Building kubectl takes minutes the first time; the suite then ~1 minute.

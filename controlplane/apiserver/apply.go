@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -13,20 +12,18 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/managedfields"
+	"k8s.io/client-go/applyconfigurations"
 	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/kube-openapi/pkg/validation/spec"
 	"sigs.k8s.io/yaml"
-
-	"kforge.dev/kforge/controlplane/apiserver/openapi"
 )
 
 // fieldManagers track metadata.managedFields on every write and merge
 // server-side apply patches, with apimachinery's managedfields machinery
-// and a type converter built from our own OpenAPI schemas.
+// and the type converter client-go's applyconfigurations builds from
+// upstream's OpenAPI models.
 type fieldManagers struct {
 	once sync.Once
 	tc   managedfields.TypeConverter
-	err  error
 
 	mu     sync.Mutex
 	byKind map[string]*managedfields.FieldManager
@@ -35,26 +32,11 @@ type fieldManagers struct {
 func (s *Server) fieldManager(res *Resource, sub string) (*managedfields.FieldManager, error) {
 	f := &s.fields
 	f.once.Do(func() {
-		models := map[string]*spec.Schema{}
-		for name, sch := range openapi.Schemas(s.openAPIKinds()) {
-			data, err := json.Marshal(sch)
-			if err != nil {
-				f.err = err
-				return
-			}
-			var m spec.Schema
-			if err := json.Unmarshal(data, &m); err != nil {
-				f.err = fmt.Errorf("schema %s: %w", name, err)
-				return
-			}
-			models[name] = &m
-		}
-		f.tc, f.err = managedfields.NewTypeConverter(models, false)
+		// Upstream's schema for the built-in types: list keys such as
+		// [port, protocol] for Service ports, atomic lists and maps.
+		f.tc = applyconfigurations.NewTypeConverter(scheme.Scheme)
 		f.byKind = map[string]*managedfields.FieldManager{}
 	})
-	if f.err != nil {
-		return nil, f.err
-	}
 	if sub != "status" {
 		sub = ""
 	}
@@ -165,6 +147,12 @@ func (s *Server) applyPatch(ctx context.Context, req *request, r *http.Request, 
 		}
 		if req.sub != "" {
 			return nil, storageError(err, groupResource(req.res), req.name)
+		}
+		// An apply that creates needs the create verb too, as upstream.
+		asCreate := *req
+		asCreate.verb = "create"
+		if err := s.authorize(r, &asCreate); err != nil {
+			return nil, err
 		}
 		live := req.res.New()
 		m, _ := meta.Accessor(live)

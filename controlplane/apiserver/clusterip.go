@@ -109,7 +109,7 @@ func (s *Server) reserveClusterIP(ctx context.Context, a netip.Addr, svc *corev1
 		_, err := s.store.Get(ctx, clusterIPKey(a.String()))
 		return errors.Is(err, storage.ErrNotFound), nil
 	}
-	_, err := s.store.Create(ctx, clusterIPKey(a.String()), []byte(svc.Namespace+"/"+svc.Name))
+	_, err := s.store.Create(ctx, clusterIPKey(a.String()), []byte(clusterIPOwner(svc)))
 	switch {
 	case err == nil:
 		return true, nil
@@ -119,13 +119,72 @@ func (s *Server) reserveClusterIP(ctx context.Context, a netip.Addr, svc *corev1
 	return false, apierrors.NewInternalError(err)
 }
 
-// releaseClusterIP frees a deleted (or never created) Service's address.
+// clusterIPOwner is the value of a reservation: the Service's namespace,
+// name and UID, so that a Service released only what it holds.
+func clusterIPOwner(svc *corev1.Service) string {
+	return svc.Namespace + "/" + svc.Name + "/" + string(svc.UID)
+}
+
+// releaseClusterIP frees a deleted (or never created) Service's address,
+// when the reservation is that Service's: a create that failed because it
+// asked for an address another Service holds must not free it.
+// Reservations written before they named the UID match by namespace and
+// name.
 func (s *Server) releaseClusterIP(ctx context.Context, obj runtime.Object) {
 	svc, ok := obj.(*corev1.Service)
 	if !ok || svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone || dryRunFrom(ctx) {
 		return
 	}
-	if _, err := s.store.Delete(context.WithoutCancel(ctx), clusterIPKey(svc.Spec.ClusterIP), 0); err != nil && !errors.Is(err, storage.ErrNotFound) {
+	ctx = context.WithoutCancel(ctx)
+	key := clusterIPKey(svc.Spec.ClusterIP)
+	kv, err := s.store.Get(ctx, key)
+	if err != nil {
+		if !errors.Is(err, storage.ErrNotFound) {
+			s.log.Warn("releasing a ClusterIP", "ip", svc.Spec.ClusterIP, "err", err)
+		}
+		return
+	}
+	if v := string(kv.Value); v != clusterIPOwner(svc) && v != svc.Namespace+"/"+svc.Name {
+		return
+	}
+	if _, err := s.store.Delete(ctx, key, kv.ModRevision); err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrConflict) {
 		s.log.Warn("releasing a ClusterIP", "ip", svc.Spec.ClusterIP, "err", err)
 	}
+}
+
+// serviceTypeChange keeps a Service's ClusterIP across updates and follows
+// upstream's rules when the type changes: to ExternalName the address is
+// dropped (and released once the update is written), from ExternalName one
+// is allocated.
+func (s *Server) serviceTypeChange(ctx context.Context, svc, prev *corev1.Service) error {
+	toExternal := svc.Spec.Type == corev1.ServiceTypeExternalName && prev.Spec.Type != corev1.ServiceTypeExternalName
+	fromExternal := svc.Spec.Type != corev1.ServiceTypeExternalName && prev.Spec.Type == corev1.ServiceTypeExternalName
+	switch {
+	case toExternal:
+		// As upstream's dropTypeDependentFields: the addresses the client
+		// left as they were go with the type.
+		if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == prev.Spec.ClusterIP {
+			svc.Spec.ClusterIP, svc.Spec.ClusterIPs = "", nil
+			svc.Spec.IPFamilies, svc.Spec.IPFamilyPolicy = nil, nil
+			svc.Spec.InternalTrafficPolicy = nil
+		}
+	case fromExternal:
+		svc.Spec.ClusterIPs = nil
+		return s.allocateClusterIP(ctx, svc)
+	case svc.Spec.ClusterIP == "":
+		svc.Spec.ClusterIP, svc.Spec.ClusterIPs = prev.Spec.ClusterIP, prev.Spec.ClusterIPs
+	}
+	return nil
+}
+
+// newClusterIP reports whether an update of prev to svc reserved an
+// address prev did not hold.
+func newClusterIP(obj, old runtime.Object) bool {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return false
+	}
+	prev := old.(*corev1.Service)
+	ip := svc.Spec.ClusterIP
+	return ip != "" && ip != corev1.ClusterIPNone && ip != prev.Spec.ClusterIP
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"strconv"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -102,6 +103,11 @@ func writeError(w http.ResponseWriter, err error) {
 	code := int(s.Code)
 	if code == 0 {
 		code = http.StatusInternalServerError
+	}
+	// As upstream's response writers: a Status that says when to retry
+	// (429, 503) says it in Retry-After too, which clients honour.
+	if d := s.Details; d != nil && d.RetryAfterSeconds > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(d.RetryAfterSeconds)))
 	}
 	writeJSON(w, code, s)
 }

@@ -61,6 +61,9 @@ type Config struct {
 	ServiceAccount ServiceAccount `yaml:"serviceAccount,omitempty" json:"serviceAccount,omitempty"`
 	// Metrics configures /metrics on the API port.
 	Metrics Metrics `yaml:"metrics" json:"metrics"`
+	// Limits bound what one client can make the server do: requests in
+	// flight, their duration, JSON patch size, HTTP/2 streams, watches.
+	Limits Limits `yaml:"limits" json:"limits"`
 	// EventTTL is how long an Event lives after its last write (etcd
 	// deletes it then), as kube-apiserver's --event-ttl.
 	EventTTL time.Duration `yaml:"eventTTL" json:"eventTTL"`
@@ -145,6 +148,7 @@ func NewConfig() *Config {
 		},
 		ServiceCIDR: DefaultServiceCIDR,
 		Metrics:     Metrics{Enabled: true},
+		Limits:      NewLimits(),
 		EventTTL:    DefaultEventTTL,
 	}
 }
@@ -238,6 +242,10 @@ func (c *Config) Validate() field.ErrorList {
 		add(field.Invalid(cidr, c.ServiceCIDR, fmt.Sprintf("has host bits set (did you mean %s?)", p.Masked())))
 	} else if hostBits := p.Addr().BitLen() - p.Bits(); hostBits < 2 || hostBits > 20 {
 		add(field.Invalid(cidr, c.ServiceCIDR, fmt.Sprintf("must hold between 4 and 2^20 addresses (a prefix of /%d to /%d)", p.Addr().BitLen()-20, p.Addr().BitLen()-2)))
+	}
+
+	for _, err := range c.Limits.validate(field.NewPath("limits")) {
+		add(err)
 	}
 
 	sa, saPath := c.ServiceAccount, field.NewPath("serviceAccount")

@@ -69,6 +69,13 @@ etcd: {caFile: e.crt, certFile: c.crt, keyFile: c.key}
 	if c.BindAddress != DefaultBindAddress || c.Etcd.Endpoints[0] != DefaultEtcdEndpoint || !c.Metrics.Enabled || c.TLS.CertFile != "/etc/kforge/a.crt" {
 		t.Errorf("%+v", c)
 	}
+	if c.Limits != NewLimits() {
+		t.Errorf("limits: %+v, want the defaults", c.Limits)
+	}
+	c, err = ParseConfig([]byte(doc+"limits: {maxMutatingRequestsInFlight: 50}\n"), "/etc/kforge")
+	if err != nil || c.Limits.MaxMutatingRequestsInFlight != 50 || c.Limits.MaxRequestsInFlight != DefaultMaxRequestsInFlight {
+		t.Errorf("one limit set: %v %+v", err, c.Limits)
+	}
 	c, err = ParseConfig([]byte(doc+"metrics: {enabled: false}\n"), "/etc/kforge")
 	if err != nil || c.Metrics.Enabled {
 		t.Errorf("metrics.enabled false: %v %+v", err, c.Metrics)
@@ -130,6 +137,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"too big", edit("serviceCIDR:", "serviceCIDR: 10.0.0.0/8"), []string{"serviceCIDR", "/12 to /30"}},
 		{"too small", edit("serviceCIDR:", "serviceCIDR: 10.96.0.0/31"), []string{"serviceCIDR", "/12 to /30"}},
 		{"half a key pair", edit("  publicKeyFile:", "  publicKeyFile: ''"), []string{`serviceAccount.publicKeyFile: Required value: keyFile and publicKeyFile go together: set both or neither`}},
+		{"negative in-flight", edit("  maxRequestsInFlight:", "  maxRequestsInFlight: -1"), []string{"limits.maxRequestsInFlight: Invalid value: -1: must not be negative"}},
+		{"request timeout under a second", edit("  requestTimeout:", "  requestTimeout: 10ms"), []string{`limits.requestTimeout: Invalid value: "10ms": must be at least 1s`}},
+		{"http2 streams", edit("  http2MaxStreamsPerConnection:", "  http2MaxStreamsPerConnection: -3"), []string{"limits.http2MaxStreamsPerConnection"}},
+		{"per-user watches above the total", edit("  maxWatchesPerUser:", "  maxWatchesPerUser: 30000"), []string{"limits.maxWatchesPerUser", "more than maxWatches"}},
+		{"unknown limit", edit("  idleTimeout:", "  idleTimeout: 90s\n  maxBananas: 3"), []string{"field maxBananas not found"}},
 		{"event TTL", edit("eventTTL:", "eventTTL: 0s"), []string{`eventTTL: Invalid value: "0s": must be at least 1s`}},
 		{"file and inline", edit("  providerConfigFile:", "  providerConfigFile: e.yaml\n  resources: [{resources: [secrets], providers: [{identity: {}}]}]"),
 			[]string{"encryption.resources: Forbidden: providerConfigFile and resources exclude each other"}},

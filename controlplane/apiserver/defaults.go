@@ -7,14 +7,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // prepareForCreate resets what a client may not set on create and applies
@@ -58,8 +54,40 @@ func (s *Server) prepareForCreate(ctx context.Context, res *Resource, obj runtim
 		if o.Type == "" {
 			o.Type = corev1.SecretTypeOpaque
 		}
+		mergeStringData(o)
+	case *rbacv1.RoleBinding:
+		defaultSubjects(o.Subjects)
+	case *rbacv1.ClusterRoleBinding:
+		defaultSubjects(o.Subjects)
 	}
 	return nil
+}
+
+// mergeStringData folds a Secret's write-only stringData into data (its
+// keys win) and drops it, as upstream's conversion of v1 Secrets does:
+// stringData is never stored or returned.
+func mergeStringData(s *corev1.Secret) {
+	if len(s.StringData) == 0 {
+		s.StringData = nil
+		return
+	}
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	for k, v := range s.StringData {
+		s.Data[k] = []byte(v)
+	}
+	s.StringData = nil
+}
+
+// defaultSubjects fills a User or Group subject's apiGroup, as upstream's
+// rbac defaulting (SetDefaults_Subject).
+func defaultSubjects(subjects []rbacv1.Subject) {
+	for i := range subjects {
+		if subjects[i].APIGroup == "" && (subjects[i].Kind == rbacv1.UserKind || subjects[i].Kind == rbacv1.GroupKind) {
+			subjects[i].APIGroup = rbacv1.GroupName
+		}
+	}
 }
 
 // prepareForUpdate keeps immutable fields and re-applies defaults that a
@@ -84,9 +112,6 @@ func (s *Server) prepareForUpdate(ctx context.Context, res *Resource, obj, old r
 		defaultPodSpec(&o.Spec.Template.Spec)
 	case *corev1.Service:
 		prev := old.(*corev1.Service)
-		if o.Spec.ClusterIP == "" {
-			o.Spec.ClusterIP, o.Spec.ClusterIPs = prev.Spec.ClusterIP, prev.Spec.ClusterIPs
-		}
 		defaultServicePorts(o)
 		if o.Spec.Type == "" {
 			o.Spec.Type = corev1.ServiceTypeClusterIP
@@ -94,10 +119,16 @@ func (s *Server) prepareForUpdate(ctx context.Context, res *Resource, obj, old r
 		if o.Spec.SessionAffinity == "" {
 			o.Spec.SessionAffinity = corev1.ServiceAffinityNone
 		}
+		return s.serviceTypeChange(ctx, o, prev)
 	case *corev1.Secret:
 		if o.Type == "" {
 			o.Type = old.(*corev1.Secret).Type
 		}
+		mergeStringData(o)
+	case *rbacv1.RoleBinding:
+		defaultSubjects(o.Subjects)
+	case *rbacv1.ClusterRoleBinding:
+		defaultSubjects(o.Subjects)
 	}
 	return nil
 }
@@ -197,119 +228,6 @@ func defaultServicePorts(svc *corev1.Service) {
 			p.TargetPort = intstr.FromInt32(p.Port)
 		}
 	}
-}
-
-// validateObject checks names, labels and the fields whose absence would
-// break a controller. old is nil on create.
-func validateObject(res *Resource, obj, old runtime.Object) field.ErrorList {
-	m, _ := meta.Accessor(obj)
-	var errs field.ErrorList
-	mp := field.NewPath("metadata")
-	name := m.GetName()
-	switch {
-	case name == "":
-		errs = append(errs, field.Required(mp.Child("name"), "name or generateName is required"))
-	default:
-		var msgs []string
-		switch obj.(type) {
-		case *corev1.Namespace:
-			msgs = validation.IsDNS1123Label(name)
-		case *corev1.Service:
-			msgs = validation.IsDNS1035Label(name)
-		case *rbacv1.Role, *rbacv1.ClusterRole, *rbacv1.RoleBinding, *rbacv1.ClusterRoleBinding:
-			if strings.ContainsAny(name, "/%") || name == "." || name == ".." {
-				msgs = []string{`may not contain '/' or '%' and may not be '.' or '..'`}
-			}
-		default:
-			msgs = validation.IsDNS1123Subdomain(name)
-		}
-		for _, msg := range msgs {
-			errs = append(errs, field.Invalid(mp.Child("name"), name, msg))
-		}
-	}
-	errs = append(errs, metav1validation.ValidateLabels(m.GetLabels(), mp.Child("labels"))...)
-	for k := range m.GetAnnotations() {
-		for _, msg := range validation.IsQualifiedName(strings.ToLower(k)) {
-			errs = append(errs, field.Invalid(mp.Child("annotations"), k, msg))
-		}
-	}
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		errs = append(errs, validatePodSpec(&o.Spec, field.NewPath("spec"))...)
-		if old != nil {
-			if prev := old.(*corev1.Pod); prev.Spec.NodeName != "" && prev.Spec.NodeName != o.Spec.NodeName {
-				errs = append(errs, field.Forbidden(field.NewPath("spec", "nodeName"), "may not be changed once set"))
-			}
-		}
-	case *appsv1.Deployment:
-		errs = append(errs, validateSelector(o.Spec.Selector, o.Spec.Template.Labels, field.NewPath("spec"))...)
-		errs = append(errs, validatePodSpec(&o.Spec.Template.Spec, field.NewPath("spec", "template", "spec"))...)
-		if o.Spec.Replicas != nil && *o.Spec.Replicas < 0 {
-			errs = append(errs, field.Invalid(field.NewPath("spec", "replicas"), *o.Spec.Replicas, "must be greater than or equal to 0"))
-		}
-	case *appsv1.ReplicaSet:
-		errs = append(errs, validateSelector(o.Spec.Selector, o.Spec.Template.Labels, field.NewPath("spec"))...)
-		errs = append(errs, validatePodSpec(&o.Spec.Template.Spec, field.NewPath("spec", "template", "spec"))...)
-	case *appsv1.DaemonSet:
-		errs = append(errs, validateSelector(o.Spec.Selector, o.Spec.Template.Labels, field.NewPath("spec"))...)
-		errs = append(errs, validatePodSpec(&o.Spec.Template.Spec, field.NewPath("spec", "template", "spec"))...)
-	case *corev1.Service:
-		for i, p := range o.Spec.Ports {
-			if p.Port < 1 || p.Port > 65535 {
-				errs = append(errs, field.Invalid(field.NewPath("spec", "ports").Index(i).Child("port"), p.Port, "must be between 1 and 65535, inclusive"))
-			}
-		}
-		if old != nil {
-			if prev := old.(*corev1.Service); prev.Spec.ClusterIP != "" && prev.Spec.ClusterIP != o.Spec.ClusterIP {
-				errs = append(errs, field.Invalid(field.NewPath("spec", "clusterIP"), o.Spec.ClusterIP, "field is immutable"))
-			}
-		}
-	}
-	return errs
-}
-
-func validatePodSpec(s *corev1.PodSpec, p *field.Path) field.ErrorList {
-	var errs field.ErrorList
-	if len(s.Containers) == 0 {
-		errs = append(errs, field.Required(p.Child("containers"), "at least one container is required"))
-	}
-	names := map[string]bool{}
-	for i, c := range s.Containers {
-		cp := p.Child("containers").Index(i)
-		for _, msg := range validation.IsDNS1123Label(c.Name) {
-			errs = append(errs, field.Invalid(cp.Child("name"), c.Name, msg))
-		}
-		if names[c.Name] {
-			errs = append(errs, field.Duplicate(cp.Child("name"), c.Name))
-		}
-		names[c.Name] = true
-		if c.Image == "" {
-			errs = append(errs, field.Required(cp.Child("image"), ""))
-		}
-	}
-	switch s.RestartPolicy {
-	case corev1.RestartPolicyAlways, corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever:
-	default:
-		errs = append(errs, field.NotSupported(p.Child("restartPolicy"), s.RestartPolicy, []string{"Always", "OnFailure", "Never"}))
-	}
-	return errs
-}
-
-func validateSelector(sel *metav1.LabelSelector, tmplLabels map[string]string, p *field.Path) field.ErrorList {
-	if sel == nil {
-		return field.ErrorList{field.Required(p.Child("selector"), "")}
-	}
-	s, err := metav1.LabelSelectorAsSelector(sel)
-	if err != nil {
-		return field.ErrorList{field.Invalid(p.Child("selector"), sel, err.Error())}
-	}
-	if s.Empty() {
-		return field.ErrorList{field.Invalid(p.Child("selector"), sel, "empty selector is invalid for a workload")}
-	}
-	if !s.Matches(labelsSet(tmplLabels)) {
-		return field.ErrorList{field.Invalid(p.Child("template", "metadata", "labels"), tmplLabels, "`selector` does not match template `labels`")}
-	}
-	return nil
 }
 
 func labelsSet(m map[string]string) labels.Set { return labels.Set(m) }

@@ -2,12 +2,10 @@ package apiserver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,38 +16,6 @@ import (
 
 	"kforge.dev/kforge/controlplane/apiserver/storage"
 )
-
-func deleteOptions(r *http.Request) (metav1.DeleteOptions, error) {
-	var o metav1.DeleteOptions
-	body, err := readBody(r)
-	if err != nil {
-		return o, err
-	}
-	if len(strings.TrimSpace(string(body))) > 0 {
-		var err error
-		if mediaType(r) == "application/vnd.kubernetes.protobuf" {
-			gvk := metav1.SchemeGroupVersion.WithKind("DeleteOptions")
-			_, _, err = protoSerializer.Decode(body, &gvk, &o)
-		} else {
-			err = json.Unmarshal(body, &o)
-		}
-		if err != nil {
-			return o, apierrors.NewBadRequest("decoding DeleteOptions: " + err.Error())
-		}
-	}
-	if v := r.URL.Query().Get("gracePeriodSeconds"); v != "" {
-		var g int64
-		if _, err := fmt.Sscan(v, &g); err != nil {
-			return o, apierrors.NewBadRequest("gracePeriodSeconds: " + err.Error())
-		}
-		o.GracePeriodSeconds = &g
-	}
-	if v := r.URL.Query().Get("propagationPolicy"); v != "" {
-		p := metav1.DeletionPropagation(v)
-		o.PropagationPolicy = &p
-	}
-	return o, nil
-}
 
 func (s *Server) delete(ctx context.Context, res *Resource, ns, name string, opts metav1.DeleteOptions) (runtime.Object, error) {
 	key := res.Key(ns, name)

@@ -15,7 +15,15 @@
 //     finalizers and grace periods, dryRun, status and scale
 //     (subresources.go), pods/binding; errors are
 //     metav1.Status with upstream's reasons. Tables for kubectl get
-//     (table.go).
+//     (table.go). Query parameters are decoded into metav1's options
+//     types and checked as upstream's handlers do (options.go); a
+//     subresource answers only its verbs (request.go).
+//   - Validation upstream's registry strategies do (validation.go):
+//     object metadata, immutable fields, Service, workload and RBAC rules;
+//     defaults and Secret stringData (defaults.go).
+//   - Limits (limits.go, set in the config's limits section): requests in
+//     flight (429), a deadline per request (504, watches exempt), JSON
+//     patch operations and copy size, HTTP/2 streams, watches per user.
 //   - Watches (watch.go): the line-per-event stream with bookmarks,
 //     sendInitialEvents and its end bookmark, 410 for compacted
 //     revisions, label and field selectors with ADDED/DELETED on entry

@@ -23,6 +23,8 @@ func storageError(err error, gr schema.GroupResource, name string) error {
 		return apierrors.NewResourceExpired("too old resource version: " + err.Error())
 	case errors.Is(err, storage.ErrBadContinue):
 		return apierrors.NewBadRequest(err.Error())
+	case isDeadline(err):
+		return timeoutError(err)
 	default:
 		return apierrors.NewInternalError(fmt.Errorf("storage: %w", err))
 	}

@@ -132,6 +132,7 @@ func (in *Instance) Start(ctx context.Context) error {
 		Version:        in.cfg.Version,
 		Commit:         in.cfg.Commit,
 		DisableMetrics: !in.cfg.Metrics.Enabled,
+		Limits:         in.cfg.Limits,
 	})
 	if err != nil {
 		cli.Close()

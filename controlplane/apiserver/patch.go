@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -33,6 +34,13 @@ func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body 
 		obj, err := s.applyPatch(ctx, req, r, body)
 		return obj, nil, err
 	}
+	var jp jsonpatch.Patch
+	if types.PatchType(ct) == types.JSONPatchType {
+		var err error
+		if jp, err = decodeJSONPatch(body); err != nil {
+			return nil, nil, err
+		}
+	}
 	out, err := s.guaranteedUpdate(ctx, req.res, req.ns, req.name, "", func(old runtime.Object) (runtime.Object, error) {
 		cur, err := json.Marshal(old)
 		if err != nil {
@@ -41,13 +49,8 @@ func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body 
 		var patched []byte
 		switch types.PatchType(ct) {
 		case types.JSONPatchType:
-			p, err := jsonpatch.DecodePatch(body)
-			if err != nil {
-				return nil, apierrors.NewBadRequest("json patch: " + err.Error())
-			}
-			if patched, err = p.Apply(cur); err != nil {
-				// As upstream: 422, with the patch library's words.
-				return nil, apierrors.NewGenericServerResponse(http.StatusUnprocessableEntity, "", schema.GroupResource{}, "", err.Error(), 0, false)
+			if patched, err = applyJSONPatch(jp, cur); err != nil {
+				return nil, err
 			}
 		case types.MergePatchType:
 			if patched, err = jsonpatch.MergePatch(cur, body); err != nil {
@@ -83,7 +86,55 @@ func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body 
 		if m.GetName() != req.name {
 			return nil, apierrors.NewBadRequest("a patch cannot change the name")
 		}
+		// A resourceVersion the patch sets is a precondition, as upstream's
+		// store treats the resourceVersion of any update.
+		om, _ := meta.Accessor(old)
+		if rv := m.GetResourceVersion(); rv != "" && rv != om.GetResourceVersion() {
+			return nil, apierrors.NewConflict(groupResource(req.res), req.name, errors.New(optimisticLockMsg))
+		}
 		return s.mergeUpdate(req, old, obj)
 	})
 	return out, warnings, err
 }
+
+// optimisticLockMsg is upstream's word for a stale resourceVersion.
+const optimisticLockMsg = "the object has been modified; please apply your changes to the latest version and try again"
+
+// decodeJSONPatch decodes a JSON patch, refusing one of more than
+// maxJSONPatchOperations operations with a 413, as upstream's patch
+// handler does.
+func decodeJSONPatch(body []byte) (jsonpatch.Patch, error) {
+	p, err := jsonpatch.DecodePatch(body)
+	if err != nil {
+		return nil, apierrors.NewBadRequest("json patch: " + err.Error())
+	}
+	if len(p) > maxJSONPatchOperations {
+		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf(
+			"The allowed maximum operations in a JSON patch is %d, got %d", maxJSONPatchOperations, len(p)))
+	}
+	return p, nil
+}
+
+// applyJSONPatch applies p to doc. Its copies are bounded by the library's
+// accumulated copy limit (setJSONPatchCopyLimit); a failure is a 422, as
+// upstream.
+func applyJSONPatch(p jsonpatch.Patch, doc []byte) ([]byte, error) {
+	out, err := p.Apply(doc)
+	if err != nil {
+		return nil, &patchError{
+			StatusError: apierrors.NewGenericServerResponse(http.StatusUnprocessableEntity, "", schema.GroupResource{}, "", err.Error(), 0, false),
+			cause:       err,
+		}
+	}
+	return out, nil
+}
+
+// patchError is the Status a failed JSON patch answers (upstream's 422,
+// which does not repeat the library's words) that still unwraps to the
+// library's error for logs and tests.
+type patchError struct {
+	*apierrors.StatusError
+	cause error
+}
+
+func (e *patchError) Unwrap() error { return e.cause }

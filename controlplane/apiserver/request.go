@@ -92,6 +92,14 @@ func (s *Server) parseRequest(r *http.Request, parts []string) (*request, error)
 	if (req.verb == "update" || req.verb == "patch") && req.name == "" {
 		return nil, apierrors.NewMethodNotSupported(req.gr(), req.verb+" without a name")
 	}
+	if verbs, ok := subresourceVerbs[req.sub]; ok && !verbs[req.verb] {
+		return nil, apierrors.NewMethodNotSupported(req.gr(), r.Method+" on "+req.res.Plural+"/"+req.sub)
+	}
+	// As upstream, namespaces have no collection delete: one request
+	// must not remove every namespace.
+	if req.res.Group == "" && req.res.Plural == "namespaces" && req.verb == "deletecollection" {
+		return nil, apierrors.NewMethodNotSupported(req.gr(), "deletecollection")
+	}
 	if nodeAgentSubresources[req.sub] {
 		if r.Method == http.MethodGet && req.sub == "log" {
 			req.verb = "get"
@@ -115,6 +123,17 @@ func notFoundPath(r *http.Request) error {
 	e.ErrStatus.Message = fmt.Sprintf("the server could not find the requested resource (%s %s)", r.Method, r.URL.Path)
 	e.ErrStatus.Details = nil
 	return e
+}
+
+// subresourceVerbs are the verbs each stored subresource answers, as
+// upstream registers them (status and scale: get, update, patch; binding:
+// create; a namespace's finalize: update). Any other verb is a 405 and
+// leaves the object alone.
+var subresourceVerbs = map[string]map[string]bool{
+	"status":   {"get": true, "update": true, "patch": true},
+	"scale":    {"get": true, "update": true, "patch": true},
+	"binding":  {"create": true},
+	"finalize": {"update": true},
 }
 
 // nodeAgentSubresources are proxied to the node agent, which has not

@@ -31,6 +31,10 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 			"pods/%s is served by the node agent (kforge agent), which this cluster does not run yet", req.sub)))
 		return
 	}
+	if err := checkQuery(r, req); err != nil {
+		writeError(w, err)
+		return
+	}
 	var (
 		obj      runtime.Object
 		code     = http.StatusOK

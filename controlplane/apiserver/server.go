@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"kforge.dev/kforge/controlplane/apiserver/rbac"
 	"kforge.dev/kforge/controlplane/apiserver/storage"
@@ -58,6 +59,9 @@ type Options struct {
 	// authorization index to load before it is answered 503; five seconds
 	// when zero.
 	AuthzSyncTimeout time.Duration
+	// Limits bound requests in flight, their duration, patches, HTTP/2
+	// streams and watches; zero fields take NewLimits' defaults.
+	Limits Limits
 }
 
 // Server is the Kubernetes-compatible API server: the HTTP handler over the
@@ -76,6 +80,12 @@ type Server struct {
 	watches sync.WaitGroup
 	openW   sync.Mutex
 	nWatch  int
+
+	// inflight caps requests being served; watchers counts watches per
+	// user; handlers are the goroutines of requests under a deadline.
+	inflight *inFlight
+	watchers watchCount
+	handlers sync.WaitGroup
 
 	metrics *metrics // nil when disabled
 
@@ -117,12 +127,17 @@ func New(o Options) (*Server, error) {
 	if o.MasterLeaseInterval == 0 {
 		o.MasterLeaseInterval = DefaultMasterLeaseInterval
 	}
+	o.Limits = o.Limits.withDefaults()
+	if errs := o.Limits.validate(field.NewPath("limits")); len(errs) > 0 {
+		return nil, fmt.Errorf("apiserver: %w", errs.ToAggregate())
+	}
 	if o.MasterLeaseInterval <= 0 || o.MasterLeaseInterval >= o.MasterLeaseTTL {
 		return nil, fmt.Errorf("apiserver: the master lease interval %s must be positive and shorter than its TTL %s",
 			o.MasterLeaseInterval, o.MasterLeaseTTL)
 	}
 	s := &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger,
-		authz: rbac.New(o.Store, o.Logger), cache: storage.NewCache()}
+		authz: rbac.New(o.Store, o.Logger), cache: storage.NewCache(), inflight: newInFlight(o.Limits)}
+	setJSONPatchCopyLimit(o.Limits.JSONPatchMaxCopyBytes)
 	// An idle watch learns the cache's progress as often as it may send
 	// a bookmark.
 	s.cache.ProgressInterval = o.BookmarkInterval
@@ -178,6 +193,10 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 	}
 	return s.bootstrapRBAC(ctx)
 }
+
+// http2StreamBuffer is the HTTP/2 per-stream receive buffer and frame size
+// (256 KiB holds nearly every API object in one frame).
+const http2StreamBuffer = 256 << 10
 
 // WaitForWatches waits until every open watch has ended (after the
 // listener closed and their contexts ended).
@@ -239,6 +258,46 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if isWatchRequest(r) {
+		closeWatch, ok := s.watchers.open(s.cfg.Limits, u.Name)
+		if !ok {
+			writeError(w, tooManyRequests())
+			return
+		}
+		defer closeWatch()
+		s.serveAuthenticated(w, r, path, u)
+		return
+	}
+	// As upstream's max-in-flight filter: a full server answers 429, except
+	// to system:masters, who always get an answer.
+	if release, ok := s.inflight.acquire(r.Method); ok {
+		defer release()
+	} else if !u.in("system:masters") {
+		writeError(w, tooManyRequests())
+		return
+	}
+	d, err := requestDeadline(r, s.cfg.Limits.RequestTimeout)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	withTimeout(w, r, d, &s.handlers, func(w http.ResponseWriter, r *http.Request) {
+		s.serveAuthenticated(w, r, path, u)
+	})
+}
+
+// isWatchRequest reports a watch: exempt from the in-flight cap and the
+// request deadline, as upstream's long-running requests.
+func isWatchRequest(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	w := r.URL.Query().Get("watch")
+	return w == "1" || w == "true" || strings.Contains(r.URL.Path, "/watch/")
+}
+
+// serveAuthenticated routes a request of an authenticated user.
+func (s *Server) serveAuthenticated(w http.ResponseWriter, r *http.Request, path string, u user) {
 	var parts []string
 	if path != "" {
 		parts = strings.Split(path, "/")
@@ -287,9 +346,19 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 	hs := &http.Server{
 		Handler:           s.handler(),
 		TLSConfig:         tlsConfig,
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		MaxHeaderBytes:    1 << 20,
+		ReadHeaderTimeout: s.cfg.Limits.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.Limits.IdleTimeout,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: s.cfg.Limits.HTTP2MaxStreamsPerConnection,
+			// Per-stream buffers sized as upstream: most API bodies fit
+			// one frame, and a connection holds all its streams' buffers.
+			MaxReceiveBufferPerStream:     http2StreamBuffer,
+			MaxReadFrameSize:              http2StreamBuffer,
+			MaxReceiveBufferPerConnection: http2StreamBuffer * s.cfg.Limits.HTTP2MaxStreamsPerConnection,
+		},
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.ServeTLS(l, "", "") }()
@@ -307,6 +376,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 	s.leaveEndpoints(shutdownCtx)
 	err := hs.Shutdown(shutdownCtx)
 	s.WaitForWatches()
+	s.handlers.Wait()
 	if err != nil {
 		return fmt.Errorf("apiserver: shutdown: %w", err)
 	}

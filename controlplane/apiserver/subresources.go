@@ -80,12 +80,12 @@ func (s *Server) updateScale(ctx context.Context, req *request, r *http.Request,
 			var patched []byte
 			switch types.PatchType(mediaType(r)) {
 			case types.JSONPatchType:
-				p, err := jsonpatch.DecodePatch(body)
-				if err == nil {
-					patched, err = p.Apply(curJSON)
-				}
+				p, err := decodeJSONPatch(body)
 				if err != nil {
-					return nil, apierrors.NewBadRequest("json patch: " + err.Error())
+					return nil, err
+				}
+				if patched, err = applyJSONPatch(p, curJSON); err != nil {
+					return nil, err
 				}
 			case types.MergePatchType:
 				if patched, err = jsonpatch.MergePatch(curJSON, body); err != nil {

@@ -111,6 +111,14 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 		// event ahead of the cache.
 		s.cache.WaitFor(ctx, n, cacheWait)
 	}
+	// Addresses that attempts reserved for a Service changing type are
+	// released unless that attempt's write went through.
+	var reserved []runtime.Object
+	defer func() {
+		for _, o := range reserved {
+			s.releaseClusterIP(ctx, o)
+		}
+	}()
 	for attempt := 0; attempt < 10; attempt++ {
 		readStale := stale
 		stale = false
@@ -140,8 +148,17 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 		obj, err := mutate(old.DeepCopyObject())
 		if err == nil {
 			err = s.prepareForUpdate(ctx, res, obj, old)
+			if newClusterIP(obj, old) {
+				reserved = append(reserved, obj.DeepCopyObject())
+			}
 		}
 		if err == nil {
+			// An update without a resourceVersion is unconditional: it
+			// is checked as one of the version it replaces, as upstream's
+			// store does before validating.
+			if m, merr := meta.Accessor(obj); merr == nil && m.GetResourceVersion() == "" {
+				m.SetResourceVersion(fmt.Sprint(kv.ModRevision))
+			}
 			if errs := validateObject(res, obj, old); len(errs) > 0 {
 				err = apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), name, errs)
 			}
@@ -150,7 +167,14 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			err = s.checkEscalation(ctx, res, obj)
 		}
 		if err != nil {
+			// A refusal decided on the cached copy stands when a
+			// linearizable read finds that copy current: the same object
+			// gets the same answer, without running the mutation (a
+			// costly patch, say) again.
 			if readStale {
+				if cur, gerr := s.store.Get(ctx, key); gerr == nil && cur.ModRevision == kv.ModRevision {
+					return nil, err
+				}
 				attempt--
 				continue
 			}
@@ -202,6 +226,12 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			return nil, storageError(err, groupResource(res), name)
 		}
 		m.SetResourceVersion(fmt.Sprint(newRev))
+		if newClusterIP(obj, old) {
+			reserved = reserved[:len(reserved)-1] // this attempt's, now held
+		}
+		if svc, ok := obj.(*corev1.Service); ok && svc.Spec.ClusterIP != old.(*corev1.Service).Spec.ClusterIP {
+			s.releaseClusterIP(ctx, old)
+		}
 		return obj, nil
 	}
 	return nil, storageError(storage.ErrConflict, groupResource(res), name)

@@ -17,6 +17,7 @@ import (
 
 	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/installer/ssh"
+	"kforge.dev/kforge/nodeagent"
 	"kforge.dev/kforge/pki"
 )
 
@@ -128,7 +129,8 @@ func (h *simHost) DialContext(_ context.Context, _, addr string) (net.Conn, erro
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	owner := map[string]string{LBMetricsAddress: "kforge-lb.service",
-		ControllerManagerMetricsAddress: "kforge-controller-manager.service", SchedulerHealthAddress: "kforge-scheduler.service"}
+		ControllerManagerMetricsAddress: "kforge-controller-manager.service", SchedulerHealthAddress: "kforge-scheduler.service",
+		nodeagent.DefaultHealthAddress: "kforge-agent.service"}
 	unit := owner[addr]
 	if unit == "" || h.units[unit] != "active" {
 		return nil, errors.New("connection refused")
@@ -147,7 +149,7 @@ func (h *simHost) DialContext(_ context.Context, _, addr string) (net.Conn, erro
 			for _, a := range []string{"198.18.0.11", "198.18.0.12", "198.18.0.13"} {
 				fmt.Fprintf(&body, "kforge_lb_backend_up{backend=%q} 1\n", a+":6443")
 			}
-		case req.URL.Path == "/healthz":
+		case req.URL.Path == "/healthz" || req.URL.Path == "/readyz":
 			h.log.add("healthy " + strings.TrimSuffix(strings.TrimPrefix(unit, "kforge-"), ".service") + " " + h.addr)
 			body.WriteString("ok")
 		}
@@ -329,7 +331,7 @@ func TestUpPhaseOrder(t *testing.T) {
 			got = append(got, e)
 		}
 	}
-	want := "facts:start preflight:start upload-binary:start pki:start distribute-pki:start configs:start etcd:start apiserver:start lb:start wait-api:start controller-manager:start scheduler:start kubeconfig:start"
+	want := "facts:start preflight:start upload-binary:start pki:start distribute-pki:start configs:start etcd:start apiserver:start lb:start wait-api:start controller-manager:start scheduler:start agent:start kubeconfig:start"
 	if strings.Join(got, " ") != want {
 		t.Errorf("phases\n got %s\nwant %s", strings.Join(got, " "), want)
 	}
@@ -342,12 +344,14 @@ func TestUpPhaseOrder(t *testing.T) {
 	}
 	if fmt.Sprint(order) != "[kforge-etcd.service kforge-etcd.service kforge-etcd.service kforge-apiserver.service kforge-apiserver.service kforge-apiserver.service kforge-lb.service"+
 		" kforge-controller-manager.service kforge-controller-manager.service kforge-controller-manager.service"+
-		" kforge-scheduler.service kforge-scheduler.service kforge-scheduler.service]" {
+		" kforge-scheduler.service kforge-scheduler.service kforge-scheduler.service kforge-agent.service]" {
 		t.Errorf("start order %v", order)
 	}
-	// A worker gets its files but no CA key, nobody else's key, no unit.
+	// A worker gets its files but no CA key, nobody else's key, and of the
+	// units only the agent's.
 	for _, p := range s.host("w1").uploads {
-		if strings.Contains(p, "ca.key") || strings.Contains(p, "etcd") || strings.Contains(p, "apiserver") || strings.Contains(p, "sa.key") || strings.Contains(p, "systemd") {
+		if strings.Contains(p, "ca.key") || strings.Contains(p, "etcd") || strings.Contains(p, "apiserver") || strings.Contains(p, "sa.key") ||
+			strings.Contains(p, "encryption") || (strings.Contains(p, "systemd") && !strings.HasSuffix(p, "/kforge-agent.service")) {
 			t.Errorf("w1 got %s", p)
 		}
 	}
@@ -513,8 +517,8 @@ func TestBinaryChangeRestartsMastersOneAtATime(t *testing.T) {
 			}
 		}
 	}
-	if n != 13 {
-		t.Errorf("%d restarts; want 3 etcd + 3 apiserver + 1 lb + 3 controller managers + 3 schedulers:\n%s", n, strings.Join(lines, "\n"))
+	if n != 14 {
+		t.Errorf("%d restarts; want 3 etcd + 3 apiserver + 1 lb + 3 controller managers + 3 schedulers + 1 agent:\n%s", n, strings.Join(lines, "\n"))
 	}
 }
 

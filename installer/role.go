@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -39,7 +40,8 @@ type Role struct {
 	// Ports are the TCP ports it listens on, which preflight wants free
 	// (or held by this role's running unit).
 	Ports []int
-	// After are roles whose units start before this one on the same host.
+	// After are roles whose units start before this one on the same host,
+	// or systemd units named in full (containerd.service).
 	After []string
 	// Health returns nil when the role is healthy on h; up waits up to
 	// Wait for it after a start or restart.
@@ -63,7 +65,7 @@ type Role struct {
 }
 
 // Roles are the daemon roles in start order; reset stops them in reverse.
-var Roles = []*Role{etcdRole, apiserverRole, lbRole, controllerManagerRole, schedulerRole}
+var Roles = []*Role{etcdRole, apiserverRole, lbRole, controllerManagerRole, schedulerRole, agentRole}
 
 // RoleNamed returns the role with this name, or nil.
 func RoleNamed(name string) *Role {
@@ -117,7 +119,10 @@ func (r *Role) RenderConfig(cp *ControlPlane, h Host) ([]byte, error) {
 func (r *Role) RenderUnit() ([]byte, error) {
 	var after []string
 	for _, a := range r.After {
-		after = append(after, templates.UnitName(a))
+		if !strings.HasSuffix(a, ".service") {
+			a = templates.UnitName(a)
+		}
+		after = append(after, a)
 	}
 	return templates.Unit(templates.UnitData{
 		Role: r.Name, Description: r.Description, After: after,

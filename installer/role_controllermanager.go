@@ -24,6 +24,8 @@ var controllerManagerRole = &Role{
 		c.LeaderElection.Enabled = true
 		c.LeaderElection.Identity = h.Name()
 		c.MetricsAddress = ControllerManagerMetricsAddress
+		// Node IPAM: a /24 per Node from the cluster's pod range.
+		c.ClusterCIDR = cp.Cluster.Spec.Network.PodCIDR
 		return c, nil
 	},
 	Parse:    func(data []byte) error { _, err := controllers.ParseConfig(data, "/"); return err },

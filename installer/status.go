@@ -227,7 +227,7 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 		problem("nodes: %v", err)
 		fmt.Fprintf(w, "✗ %s\n", oneLine(err.Error()))
 	} else if len(n) == 0 {
-		fmt.Fprintf(w, "none registered yet (the workers' agents are not installed by this version)\n")
+		fmt.Fprintf(w, "none registered yet\n")
 	} else {
 		for _, name := range n {
 			fmt.Fprintf(w, "%s\n", name)

@@ -18,7 +18,7 @@ import (
 )
 
 // NotYet is what `kforge up` says it does not do yet.
-const NotYet = "not there yet: the workers' daemons (agent, proxy, dns, ingress) — workers get the binary and their certificates only"
+const NotYet = "not there yet: the service proxy, cluster DNS and ingress on the workers"
 
 // UpOptions configure `kforge up`.
 type UpOptions struct {
@@ -167,7 +167,7 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 	if err != nil {
 		verb = "failed"
 	}
-	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, etcd, apiservers, load balancer (%d change(s)). %s.",
+	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, etcd, apiservers, load balancer, node agents (%d change(s)). %s.",
 		verb, formatDuration(res.Duration), hosts, len(res.Changes), NotYet)
 }
 

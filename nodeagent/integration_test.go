@@ -28,7 +28,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"kforge.dev/kforge/controlplane/local"
-	"kforge.dev/kforge/installer/lab"
+	"kforge.dev/kforge/internal/busyboximage"
 )
 
 // The integration test's addresses: pods in 198.19.7.0/24 on a bridge
@@ -39,7 +39,7 @@ const (
 	itNodeIP   = "198.18.0.21"
 	itPodCIDR  = "198.19.7.0/24"
 	itDNS      = "198.18.16.10"
-	itImage    = lab.BusyboxRef
+	itImage    = busyboximage.Ref
 	itWaitLong = 60 * time.Second
 )
 
@@ -311,7 +311,7 @@ func TestAgentRunsPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	var archive bytes.Buffer
-	if err := lab.WriteBusyboxImage(&archive, busybox, itImage); err != nil {
+	if err := busyboximage.Write(&archive, busybox, itImage); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(images, "busybox.tar"), archive.Bytes(), 0o644); err != nil {

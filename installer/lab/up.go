@@ -20,6 +20,7 @@ import (
 	"kforge.dev/kforge/installer"
 	"kforge.dev/kforge/installer/ssh"
 	"kforge.dev/kforge/internal/atomicfile"
+	"kforge.dev/kforge/internal/busyboximage"
 )
 
 // UpOptions configure Up.
@@ -143,7 +144,7 @@ func (u *upRun) steps() []step {
 		wait,
 	}
 	if len(u.workers()) > 0 {
-		imp := step{id: "image", title: "Importing " + BusyboxRef + " into the workers' containerd"}
+		imp := step{id: "image", title: "Importing " + busyboximage.Ref + " into the workers' containerd"}
 		imp.run = func(ctx context.Context) error { return u.importImage(ctx, imp) }
 		steps = append(steps, imp)
 	}
@@ -253,7 +254,7 @@ func (u *upRun) writeFiles(context.Context) error {
 	if err := atomicfile.Write(filepath.Join(u.o.Dir, sshDirName, knownHostsName), knownHostsFile(u.hosts, pubs), 0o644); err != nil {
 		return err
 	}
-	img, err := writeBusyboxArchive(u.o.Dir, u.base.RootFS)
+	img, err := busyboximage.WriteArchive(u.o.Dir, u.base.RootFS)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package lab
+package busyboximage
 
 import (
 	"archive/tar"
@@ -16,8 +16,8 @@ import (
 	"kforge.dev/kforge/internal/atomicfile"
 )
 
-// BusyboxRef is the name the workload image is imported under.
-const BusyboxRef = "docker.io/library/busybox:local"
+// Ref is the name the workload image is imported under.
+const Ref = "docker.io/library/busybox:local"
 
 // busyboxApplets get a symlink to /bin/busybox in the image.
 var busyboxApplets = []string{
@@ -134,10 +134,10 @@ func digestOf(b []byte) string {
 // platforms Debian and Go share).
 func ociArch() string { return runtime.GOARCH }
 
-// WriteBusyboxImage writes an OCI image layout archive (oci-layout,
+// Write writes an OCI image layout archive (oci-layout,
 // index.json, blobs/sha256/…) holding one image named ref whose single
 // layer is built from the busybox binary.
-func WriteBusyboxImage(w io.Writer, busybox []byte, ref string) error {
+func Write(w io.Writer, busybox []byte, ref string) error {
 	layer, err := busyboxLayer(busybox)
 	if err != nil {
 		return err
@@ -228,15 +228,15 @@ func lastColonAfterSlash(ref string) int {
 	return -1
 }
 
-// writeBusyboxArchive builds DIR/images/busybox.tar from the base image's
+// WriteArchive builds DIR/images/busybox.tar from the base image's
 // busybox-static binary.
-func writeBusyboxArchive(dir, rootfs string) (string, error) {
+func WriteArchive(dir, rootfs string) (string, error) {
 	bb, err := os.ReadFile(filepath.Join(rootfs, "bin", "busybox"))
 	if err != nil {
 		return "", fmt.Errorf("busybox-static in the base image: %w", err)
 	}
 	var buf bytes.Buffer
-	if err := WriteBusyboxImage(&buf, bb, BusyboxRef); err != nil {
+	if err := Write(&buf, bb, Ref); err != nil {
 		return "", fmt.Errorf("building the busybox image: %w", err)
 	}
 	imgDir := filepath.Join(dir, "images")

@@ -1,4 +1,4 @@
-package lab
+package busyboximage
 
 import (
 	"archive/tar"
@@ -34,7 +34,7 @@ func readTar(t *testing.T, data []byte) (map[string][]byte, map[string]*tar.Head
 func TestBusyboxImageLayout(t *testing.T) {
 	bin := []byte("\x7fELF not really busybox")
 	var buf bytes.Buffer
-	if err := WriteBusyboxImage(&buf, bin, BusyboxRef); err != nil {
+	if err := Write(&buf, bin, Ref); err != nil {
 		t.Fatal(err)
 	}
 	files, _ := readTar(t, buf.Bytes())
@@ -65,7 +65,7 @@ func TestBusyboxImageLayout(t *testing.T) {
 		t.Fatalf("index = %+v", idx)
 	}
 	md := idx.Manifests[0]
-	if md.MediaType != mediaTypeManifest || md.Annotations[annotImageName] != BusyboxRef || md.Annotations[annotRefName] != "local" {
+	if md.MediaType != mediaTypeManifest || md.Annotations[annotImageName] != Ref || md.Annotations[annotRefName] != "local" {
 		t.Fatalf("manifest descriptor = %+v", md)
 	}
 	mb := blob(md.Digest)
@@ -107,7 +107,7 @@ func TestBusyboxImageLayout(t *testing.T) {
 	// The same binary gives the same archive (fixed times), so re-running
 	// lab up does not churn image digests.
 	var again bytes.Buffer
-	if err := WriteBusyboxImage(&again, bin, BusyboxRef); err != nil {
+	if err := Write(&again, bin, Ref); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(buf.Bytes(), again.Bytes()) {

@@ -144,5 +144,5 @@ func orphanRequested(o metav1.DeleteOptions) bool {
 	if o.PropagationPolicy != nil {
 		return *o.PropagationPolicy == metav1.DeletePropagationOrphan
 	}
-	return o.OrphanDependents != nil && *o.OrphanDependents //nolint:staticcheck // still sent by old clients
+	return o.OrphanDependents != nil && *o.OrphanDependents // deprecated, still sent by old clients
 }

@@ -76,12 +76,11 @@ func (ca *testCA) issue(t *testing.T, cn string, orgs []string, server bool) (ce
 }
 
 type env struct {
-	etcd   *clientv3.Client
-	srv    *Server
-	host   string
-	ca     *testCA
-	admin  *kubernetes.Clientset
-	config *rest.Config
+	etcd  *clientv3.Client
+	srv   *Server
+	host  string
+	ca    *testCA
+	admin *kubernetes.Clientset
 	// stop ends Serve (a clean stop) and waits for it; the test's cleanup
 	// calls it too.
 	stop func()

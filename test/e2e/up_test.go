@@ -167,47 +167,35 @@ func TestUp(t *testing.T) {
 	})
 
 	t.Run("the controller manager and scheduler act on the installed cluster", func(t *testing.T) {
-		// No node agents yet: a Node object stands in for one so the
-		// scheduler has somewhere to bind.
-		node := filepath.Join(t.TempDir(), "node.yaml")
-		if err := os.WriteFile(node, []byte(`apiVersion: v1
-kind: Node
-metadata: {name: e2e-node, labels: {kubernetes.io/hostname: e2e-node}}
-status:
-  conditions: [{type: Ready, status: "True"}]
-  allocatable: {cpu: "4", memory: 8Gi, pods: "110"}
-  capacity: {cpu: "4", memory: 8Gi, pods: "110"}
-`), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := kubectl("create", "-f", node); err != nil {
-			t.Fatalf("create node: %v\n%s", err, out)
-		}
-		// Node status is not taken on create (status subresource rules):
-		// write it as an agent would.
-		if out, err := kubectl("patch", "node", "e2e-node", "--subresource=status", "--type=merge", "-p",
-			`{"status":{"conditions":[{"type":"Ready","status":"True"}],"allocatable":{"cpu":"4","memory":"8Gi","pods":"110"}}}`); err != nil {
-			t.Fatalf("node status: %v\n%s", err, out)
+		// The workers' agents registered their Nodes: the scheduler binds
+		// the deployment's pods to them.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, err := kubectl("get", "nodes", "-o", "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}")
+			if err == nil && strings.Count(out, "=True") == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the three workers' Nodes were not Ready within 60s: %v %q", err, out)
+			}
+			time.Sleep(time.Second)
 		}
 		if out, err := kubectl("create", "deployment", "e2e-web", "--image=docker.io/library/busybox:local", "--replicas=2"); err != nil {
 			t.Fatalf("create deployment: %v\n%s", err, out)
 		}
-		deadline := time.Now().Add(30 * time.Second)
+		deadline = time.Now().Add(30 * time.Second)
 		for {
 			out, err := kubectl("get", "pods", "-l", "app=e2e-web", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\" \"}{end}")
-			if err == nil && strings.Count(out, "e2e-node") == 2 {
+			if err == nil && len(regexp.MustCompile(`\bw[123]\b`).FindAllString(out, -1)) == 2 {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("the deployment's 2 pods were not created and bound to e2e-node within 30s: %v %q", err, out)
+				t.Fatalf("the deployment's 2 pods were not created and bound to workers within 30s: %v %q", err, out)
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
 		if out, err := kubectl("delete", "deployment", "e2e-web"); err != nil {
 			t.Fatalf("delete deployment: %v\n%s", err, out)
-		}
-		if out, err := kubectl("delete", "node", "e2e-node"); err != nil {
-			t.Fatalf("delete node: %v\n%s", err, out)
 		}
 	})
 
@@ -216,10 +204,13 @@ status:
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, w := range []string{"All healthy.", "✓ healthy", "(load balancer)", "198.18.0.11:6443 (m1)  ✓ up", "none registered yet", "/etc/kforge/pki/apiserver.crt"} {
+		for _, w := range []string{"All healthy.", "✓ healthy", "(load balancer)", "198.18.0.11:6443 (m1)  ✓ up", "/etc/kforge/pki/apiserver.crt"} {
 			if !strings.Contains(out, w) {
 				t.Errorf("status lacks %q", w)
 			}
+		}
+		if n := len(regexp.MustCompile(`(?m)^w[123]$`).FindAllString(out, -1)); n != 3 {
+			t.Errorf("status lists %d worker Nodes, want 3:\n%s", n, out)
 		}
 		// Every master publishes itself in the kubernetes Endpoints.
 		if n := len(regexp.MustCompile(`(?m)^198\.18\.0\.1[123] +m[123] +✓ listed$`).FindAllString(out, -1)); n != 3 {
@@ -402,7 +393,8 @@ status:
 		if strings.Contains(out+stderr, password) {
 			t.Error("the sudo password appears in the output")
 		}
-		if !hostLines(stderr, "✓")["w2"] || !strings.Contains(out, "(1 change(s))") {
+		// Two changes: w2's binary, and its agent restarted on it.
+		if !hostLines(stderr, "✓")["w2"] || !strings.Contains(out, "(2 change(s))") {
 			t.Errorf("w2 was not re-uploaded through sudo:\n%s\n%s", stderr, out)
 		}
 		if s := remoteSHA("w2"); s != remoteSHA("m1") {

@@ -60,6 +60,8 @@ type Agent struct {
 	svcFactory  informers.SharedInformerFactory // services, for the env vars
 	pods        corelisters.PodLister
 	services    corelisters.ServiceLister
+	nodes       corelisters.NodeLister // all Nodes, with a cluster CIDR only
+	podNetKick  chan struct{}
 	synced      []cache.InformerSynced
 	queue       workqueue.TypedRateLimitingInterface[string]
 	broadcaster events.EventBroadcaster
@@ -162,6 +164,10 @@ func newAgent(cfg *Config, kc *rest.Config, log *slog.Logger, o options) (*Agent
 		UpdateFunc: func(_, obj any) { a.enqueue(obj) },
 		DeleteFunc: a.enqueue,
 	}); err != nil {
+		a.rt.c.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := a.watchNodes(); err != nil {
 		a.rt.c.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -341,6 +347,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}, a.cfg.StatusUpdateInterval)
 	})
 	bg.Go(func() { a.watchExits(runCtx) })
+	if a.nodes != nil {
+		bg.Go(func() { a.runPodNetwork(runCtx) })
+	}
 	bg.Go(func() {
 		wait.UntilWithContext(runCtx, func(ctx context.Context) {
 			if err := a.cleanupOrphans(ctx); err != nil && ctx.Err() == nil {

@@ -229,14 +229,18 @@ func (a *Agent) Ready() bool { return a.ready.Load() }
 // Registry is the agent's metrics registry.
 func (a *Agent) Registry() *prometheus.Registry { return a.registry }
 
-// Handler serves /healthz (the process is up), /readyz (Ready) and
-// /metrics.
+// Handler serves /healthz (the process is up), /readyz (Ready, and the
+// Node it reports is Ready: what kforge up waits for) and /metrics.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !a.Ready() {
 			http.Error(w, "not ready: node not registered, informers not synced, or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		if !a.nodeReady.Load() {
+			http.Error(w, "not ready: the Node is not Ready (container runtime unreachable, or no pod CIDR yet)", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")

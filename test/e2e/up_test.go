@@ -216,8 +216,8 @@ func TestUp(t *testing.T) {
 				t.Errorf("status lacks %q", w)
 			}
 		}
-		if n := len(regexp.MustCompile(`(?m)^w[123]$`).FindAllString(out, -1)); n != 3 {
-			t.Errorf("status lists %d worker Nodes, want 3:\n%s", n, out)
+		if n := len(regexp.MustCompile(`(?m)^w[123] +✓ Ready +\d+ +\S+$`).FindAllString(out, -1)); n != 3 {
+			t.Errorf("status lists %d Ready worker Nodes, want 3:\n%s", n, out)
 		}
 		// Every master publishes itself in the kubernetes Endpoints.
 		if n := len(regexp.MustCompile(`(?m)^198\.18\.0\.1[123] +m[123] +✓ listed$`).FindAllString(out, -1)); n != 3 {

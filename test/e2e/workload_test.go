@@ -64,7 +64,7 @@ func (e workloadEnv) webPods(t *testing.T) map[string][]string {
 // volume, an emptyDir and readiness and liveness probes.
 func testWorkload(t *testing.T, e workloadEnv) {
 	_, file, _, _ := runtime.Caller(0)
-	manifest := filepath.Join(filepath.Dir(file), "testdata", "web.yaml")
+	manifest := filepath.Join(filepath.Dir(file), "..", "..", "examples", "web.yaml")
 	if out, err := e.kubectl(20*time.Second, "apply", "-f", manifest); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}

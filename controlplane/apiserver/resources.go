@@ -132,7 +132,7 @@ func DefaultResources() []*Resource {
 				return fields.Set{"spec.unschedulable": boolString(o.(*corev1.Node).Spec.Unschedulable)}
 			}},
 		{Group: "", Version: "v1", Kind: "Pod", Plural: "pods", ShortNames: []string{"po"}, Categories: all, Namespaced: true,
-			Subresources: []string{"status", "binding", "log", "exec", "attach", "portforward"},
+			Subresources: []string{"status", "binding", "eviction", "log", "exec", "attach", "portforward"},
 			New:          newOf[corev1.Pod](), NewList: newOf[corev1.PodList](),
 			Fields: func(o runtime.Object) fields.Set {
 				p := o.(*corev1.Pod)

@@ -184,6 +184,14 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		addIf(m.cfg.ClusterCIDR != "", NameNodeIPAM, func() (runner, error) {
 			return NewNodeIPAMController(m.client, f.Core().V1().Nodes(), m.cfg.ClusterCIDR, m.cfg.NodeCIDRMaskSize, log, m.metrics)
 		}),
+		add(NameDaemonSet, func() (runner, error) {
+			c, err := NewDaemonSetController(m.client, f.Apps().V1().DaemonSets(), f.Apps().V1().ControllerRevisions(),
+				f.Core().V1().Pods(), f.Core().V1().Nodes(), log, m.metrics)
+			if err == nil {
+				c.recorder = newRecorder(broadcaster, reporterDaemonSet)
+			}
+			return c, err
+		}),
 		add(NameNodeLifecycle, func() (runner, error) {
 			c, err := NewNodeLifecycleController(m.client, f.Core().V1().Nodes(), f.Coordination().V1().Leases(), f.Core().V1().Pods(),
 				m.cfg.NodeMonitorGracePeriod, log, m.metrics)

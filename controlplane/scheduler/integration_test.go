@@ -343,7 +343,7 @@ func TestSchedulerOnRealAPIServer(t *testing.T) {
 			if e.Reason == "Scheduled" && e.Regarding.Name == "infra" && e.Note == "Successfully assigned default/infra to node-c" {
 				scheduled = true
 			}
-			if e.Reason == "FailedScheduling" && e.Regarding.Name == "big" && e.Type == corev1.EventTypeWarning {
+			if e.Reason == "FailedScheduling" && e.Regarding.Name == "big" && e.Type == corev1.EventTypeWarning && e.Note == wantMsg {
 				failed = true
 			}
 		}

@@ -200,7 +200,9 @@ func buildService(rs *Ruleset, in Input, svc *corev1.Service, eps []*discoveryv1
 	if _, ok := svc.Labels["service.kubernetes.io/service-proxy-name"]; ok {
 		return // another proxy's
 	}
-	skip := func(format string, args ...any) { rs.Skipped[key] = append(rs.Skipped[key], fmt.Sprintf(format, args...)) }
+	skip := func(format string, args ...any) {
+		rs.Skipped[key] = append(rs.Skipped[key], fmt.Sprintf(format, args...))
+	}
 	clusterIP, err := netip.ParseAddr(svc.Spec.ClusterIP)
 	if err != nil || !clusterIP.Is4() {
 		skip("clusterIP %q is not an IPv4 address", svc.Spec.ClusterIP)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -42,9 +43,8 @@ const (
 type Writer struct {
 	conn    *nftables.Conn
 	table   *nftables.Table
-	applied *Ruleset // nil: the next sync rebuilds
-	// Rules counts the rules of the table after the last sync.
-	rules int
+	applied *Ruleset     // nil: the next sync rebuilds
+	rules   atomic.Int64 // rules of the table after the last sync
 }
 
 // NewWriter writes into the network namespace of nsFd (-1: the
@@ -65,7 +65,7 @@ func NewWriter(nsFd int) (*Writer, error) {
 func (w *Writer) Close() error { return w.conn.CloseLasting() }
 
 // Rules is how many rules the table holds after the last sync.
-func (w *Writer) Rules() int { return w.rules }
+func (w *Writer) Rules() int { return int(w.rules.Load()) }
 
 // Invalidate makes the next Sync a full rebuild.
 func (w *Writer) Invalidate() { w.applied = nil }
@@ -89,7 +89,7 @@ func (w *Writer) Sync(rs *Ruleset, full bool) (bool, error) {
 		return full, fmt.Errorf("nftables: table %s: %w", TableName, err)
 	}
 	w.applied = rs
-	w.rules = countRules(rs)
+	w.rules.Store(int64(countRules(rs)))
 	return full, nil
 }
 

@@ -60,26 +60,30 @@ const (
 	ruleAffinityUpdate
 	// ruleDNAT rewrites the destination to Addr:Port for protocol Proto.
 	ruleDNAT
+	// ruleDNATRandom rewrites the destination to one of Endpoints, at
+	// random, for protocol Proto.
+	ruleDNATRandom
 )
 
 // rule is one rule of a generated chain, comparable so that a sync can
 // tell which chains changed.
 type rule struct {
-	Kind    ruleKind
-	Prefix  netip.Prefix
-	Addr    netip.Addr
-	Port    uint16
-	Proto   uint8
-	Target  string
-	Set     string
-	Timeout time.Duration
-	Targets []string
+	Kind      ruleKind
+	Prefix    netip.Prefix
+	Addr      netip.Addr
+	Port      uint16
+	Proto     uint8
+	Target    string
+	Set       string
+	Timeout   time.Duration
+	Targets   []string
+	Endpoints []netip.AddrPort
 }
 
 func (r rule) equal(o rule) bool {
 	return r.Kind == o.Kind && r.Prefix == o.Prefix && r.Addr == o.Addr && r.Port == o.Port &&
 		r.Proto == o.Proto && r.Target == o.Target && r.Set == o.Set && r.Timeout == o.Timeout &&
-		slices.Equal(r.Targets, o.Targets)
+		slices.Equal(r.Targets, o.Targets) && slices.Equal(r.Endpoints, o.Endpoints)
 }
 
 func rulesEqual(a, b []rule) bool { return slices.EqualFunc(a, b, rule.equal) }
@@ -96,8 +100,8 @@ type udpPort struct {
 // fixed chains and rules: what Build makes from Services and
 // EndpointSlices and what a sync writes.
 type Ruleset struct {
-	// Chains are the per-service (svc-, ext-) and per-endpoint (ep-)
-	// chains by name.
+	// Chains are the per-service (svc-, ext-) chains and, for ClientIP
+	// affinity, the per-endpoint (ep-) chains, by name.
 	Chains map[string][]rule
 	// AffinitySets are the ClientIP affinity sets by name, with their
 	// timeout.
@@ -111,6 +115,10 @@ type Ruleset struct {
 	NoEndpointNodePorts map[nodePortKey]bool
 	// NodePortAddresses are the node addresses NodePorts answer on.
 	NodePortAddresses []netip.Addr
+	// Hairpin are the endpoint addresses whose traffic to themselves
+	// through a Service is masqueraded (so the reply comes back through
+	// the node).
+	Hairpin map[netip.Addr]bool
 	// UDP holds the UDP service ports by chain name, for conntrack.
 	UDP map[string]udpPort
 	// Skipped lists what could not be expressed, by Service
@@ -154,6 +162,7 @@ func Build(in Input) *Ruleset {
 		NoEndpoints:         map[svcKey]bool{},
 		NoEndpointNodePorts: map[nodePortKey]bool{},
 		UDP:                 map[string]udpPort{},
+		Hairpin:             map[netip.Addr]bool{},
 		Skipped:             map[string][]string{},
 	}
 	for _, a := range in.NodeIPs {
@@ -271,17 +280,28 @@ func buildService(rs *Ruleset, in Input, svc *corev1.Service, eps []*discoveryv1
 			}
 			rs.Chains[name] = append(rules, rule{Kind: ruleDNAT, Addr: e.Addr, Port: e.Port, Proto: proto})
 		}
+		// dispatch sends to one of eps: a DNAT straight from the
+		// service chain (through the shared endpoint map when there are
+		// several), or, with ClientIP affinity, through per-endpoint
+		// chains that remember each client.
 		dispatch := func(eps []endpoint) []rule {
+			if affinity == 0 {
+				var aps []netip.AddrPort
+				for _, e := range eps {
+					aps = append(aps, netip.AddrPortFrom(e.Addr, e.Port))
+					rs.Hairpin[e.Addr] = true
+				}
+				if len(aps) == 1 {
+					return []rule{{Kind: ruleDNAT, Addr: aps[0].Addr(), Port: aps[0].Port(), Proto: proto}}
+				}
+				return []rule{{Kind: ruleDNATRandom, Endpoints: aps, Proto: proto}}
+			}
 			var rules []rule
 			var targets []string
 			for _, e := range eps {
 				addEndpoint(e)
 				targets = append(targets, epChain(e))
-			}
-			if affinity > 0 {
-				for _, e := range eps {
-					rules = append(rules, rule{Kind: ruleAffinity, Set: affSet(e), Target: epChain(e)})
-				}
+				rules = append(rules, rule{Kind: ruleAffinity, Set: affSet(e), Target: epChain(e)})
 			}
 			return append(rules, rule{Kind: ruleDispatch, Targets: targets})
 		}

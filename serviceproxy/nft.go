@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,8 @@ const (
 	setNoEndpoints     = "no-endpoint-services"
 	setNoEndpointPorts = "no-endpoint-nodeports"
 	setNodePortIPs     = "nodeport-ips"
+	setEndpoints       = "service-endpoints"
+	setHairpin         = "hairpin"
 )
 
 // Writer writes Rulesets into the kforge table of one network namespace.
@@ -45,6 +48,15 @@ type Writer struct {
 	table   *nftables.Table
 	applied *Ruleset     // nil: the next sync rebuilds
 	rules   atomic.Int64 // rules of the table after the last sync
+	// ids number the chains that pick among several endpoints: their
+	// endpoints are the elements (id . index) of service-endpoints.
+	ids    map[string]uint32
+	freeID []uint32
+	nextID uint32
+	// pending are the service-endpoints elements of the rules queued so
+	// far, added once every rule is: a rule that binds the map makes the
+	// kernel check each element already in it, so elements go in last.
+	pending []nftables.SetElement
 }
 
 // NewWriter writes into the network namespace of nsFd (-1: the
@@ -85,7 +97,7 @@ func (w *Writer) Sync(rs *Ruleset, full bool) (bool, error) {
 		err = w.conn.Flush()
 	}
 	if err != nil {
-		w.applied = nil
+		w.applied, w.ids, w.pending = nil, nil, nil
 		return full, fmt.Errorf("nftables: table %s: %w", TableName, err)
 	}
 	w.applied = rs
@@ -94,7 +106,7 @@ func (w *Writer) Sync(rs *Ruleset, full bool) (bool, error) {
 }
 
 func countRules(rs *Ruleset) int {
-	n := 8 // the fixed chains' rules
+	n := 9 // the fixed chains' rules
 	for _, rules := range rs.Chains {
 		n += len(rules)
 	}
@@ -143,6 +155,7 @@ func (w *Writer) sets() map[string]*nftables.Set {
 		setNoEndpointPorts: {Table: t, Name: setNoEndpointPorts, Concatenation: true,
 			KeyType: concat(nftables.TypeInetProto, nftables.TypeInetService)},
 		setNodePortIPs: {Table: t, Name: setNodePortIPs, KeyType: nftables.TypeIPAddr},
+		setHairpin:     {Table: t, Name: setHairpin, Concatenation: true, KeyType: concat(nftables.TypeIPAddr, nftables.TypeIPAddr)},
 	}
 }
 
@@ -159,8 +172,14 @@ func (w *Writer) rebuild(rs *Ruleset) error {
 	c.DelTable(w.table)
 	c.AddTable(w.table)
 	sets := w.sets()
-	for _, name := range []string{setServiceIPs, setNodePorts, setNoEndpoints, setNoEndpointPorts, setNodePortIPs} {
+	w.ids, w.freeID, w.nextID = map[string]uint32{}, nil, 0
+	for _, name := range []string{setServiceIPs, setNodePorts, setNoEndpoints, setNoEndpointPorts, setNodePortIPs, setHairpin} {
 		if err := c.AddSet(sets[name], nil); err != nil {
+			return err
+		}
+	}
+	for i := range endpointShards {
+		if err := c.AddSet(w.endpointMap(uint32(i)), nil); err != nil {
 			return err
 		}
 	}
@@ -179,7 +198,40 @@ func (w *Writer) rebuild(rs *Ruleset) error {
 			return err
 		}
 	}
+	if err := w.addPending(); err != nil {
+		return err
+	}
 	return w.addElements(sets, &Ruleset{}, rs)
+}
+
+func (w *Writer) addPending() error {
+	byShard := map[uint32][]nftables.SetElement{}
+	for _, e := range w.pending {
+		id := binaryutil.NativeEndian.Uint32(e.Key[:4])
+		byShard[id%endpointShards] = append(byShard[id%endpointShards], e)
+	}
+	w.pending = nil
+	for shard, el := range byShard {
+		if err := chunked(w.conn.SetAddElements)(w.endpointMap(shard), el); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// endpointShards is how many maps the endpoints of the services are
+// spread over (by chain number). Each rule that looks a map up is one
+// more binding of it, and the kernel walks a map's bindings when it
+// binds another: spread, the walks stay short with tens of thousands of
+// services.
+const endpointShards = 128
+
+// endpointMap is shard i of service-endpoints: (chain number . index)
+// to (address . port).
+func (w *Writer) endpointMap(i uint32) *nftables.Set {
+	return &nftables.Set{Table: w.table, Name: setEndpoints + "-" + strconv.Itoa(int(i)), IsMap: true, Concatenation: true,
+		KeyType:  nftables.MustConcatSetType(nftables.TypeInteger, nftables.TypeInteger),
+		DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
 }
 
 // update queues the difference between the applied ruleset and rs.
@@ -212,6 +264,9 @@ func (w *Writer) update(old, rs *Ruleset) error {
 		}
 		if ok {
 			c.FlushChain(w.chain(name))
+			if err := w.deleteEndpoints(name, prev); err != nil {
+				return err
+			}
 		}
 		if err := w.addRules(name, rs.Chains[name]); err != nil {
 			return err
@@ -222,6 +277,13 @@ func (w *Writer) update(old, rs *Ruleset) error {
 		if _, ok := rs.Chains[name]; !ok {
 			gone = append(gone, name)
 			c.FlushChain(w.chain(name))
+			if err := w.deleteEndpoints(name, old.Chains[name]); err != nil {
+				return err
+			}
+			if id, ok := w.ids[name]; ok {
+				delete(w.ids, name)
+				w.freeID = append(w.freeID, id)
+			}
 		}
 	}
 	for _, name := range gone {
@@ -231,6 +293,9 @@ func (w *Writer) update(old, rs *Ruleset) error {
 		if _, ok := rs.AffinitySets[name]; !ok {
 			c.DelSet(&nftables.Set{Table: w.table, Name: name})
 		}
+	}
+	if err := w.addPending(); err != nil {
+		return err
 	}
 	return w.addElements(sets, old, rs)
 }
@@ -247,6 +312,7 @@ func (w *Writer) addFixedChains(sets map[string]*nftables.Set) {
 		return c.AddChain(&nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept})
 	}
 	services := c.AddChain(w.chain(chainServices))
+
 	check := c.AddChain(w.chain(chainEndpointCheck))
 	jump := func(to string) []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: to}} }
 	for _, b := range []struct {
@@ -257,6 +323,12 @@ func (w *Writer) addFixedChains(sets map[string]*nftables.Set) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: jump(chainServices)})
 	}
 	post := base("nat-postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: setHairpin, SetID: sets[setHairpin].ID},
+		&expr.Masq{FullyRandom: true},
+	}})
 	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: u32(masqMark), Xor: u32(0)},
@@ -398,11 +470,68 @@ func (w *Writer) addRules(name string, rules []rule) error {
 				&expr.Immediate{Register: 1, Data: r.Addr.AsSlice()},
 				&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(r.Port)},
 				&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true})
+		case ruleDNATRandom:
+			id := w.idFor(name)
+			add(&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{r.Proto}},
+				&expr.Immediate{Register: 1, Data: u32(id)},
+				&expr.Numgen{Register: 9, Type: unix.NFT_NG_RANDOM, Modulus: uint32(len(r.Endpoints))},
+				&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: w.endpointMap(id % endpointShards).Name},
+				&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 9, Specified: true})
+			for i, ap := range r.Endpoints {
+				w.pending = append(w.pending, nftables.SetElement{Key: endpointKey(id, i), Val: addrPortVal(ap)})
+			}
 		default:
 			return fmt.Errorf("chain %s: unknown rule kind %d", name, r.Kind)
 		}
 	}
 	return nil
+}
+
+// idFor is the number of chain name in service-endpoints, allocated on
+// first use.
+func (w *Writer) idFor(name string) uint32 {
+	if id, ok := w.ids[name]; ok {
+		return id
+	}
+	var id uint32
+	if n := len(w.freeID); n > 0 {
+		id, w.freeID = w.freeID[n-1], w.freeID[:n-1]
+	} else {
+		id = w.nextID
+		w.nextID++
+	}
+	w.ids[name] = id
+	return id
+}
+
+// deleteEndpoints queues the removal of chain name's elements of
+// service-endpoints, written for its rules.
+func (w *Writer) deleteEndpoints(name string, rules []rule) error {
+	id, ok := w.ids[name]
+	if !ok {
+		return nil
+	}
+	for _, r := range rules {
+		if r.Kind != ruleDNATRandom {
+			continue
+		}
+		var el []nftables.SetElement
+		for i := range r.Endpoints {
+			el = append(el, nftables.SetElement{Key: endpointKey(id, i)})
+		}
+		return chunked(w.conn.SetDeleteElements)(w.endpointMap(id%endpointShards), el)
+	}
+	return nil
+}
+
+func endpointKey(id uint32, i int) []byte { return append(u32(id), u32(uint32(i))...) }
+
+func addrPortVal(ap netip.AddrPort) []byte {
+	b := make([]byte, 8)
+	copy(b, ap.Addr().AsSlice())
+	b[4], b[5] = byte(ap.Port()>>8), byte(ap.Port())
+	return b
 }
 
 // Element encodings: each field of a concatenation takes a multiple of
@@ -458,9 +587,9 @@ func (w *Writer) addElements(sets map[string]*nftables.Set, old, rs *Ruleset) er
 // that differ between old and rs.
 func (w *Writer) elements(sets map[string]*nftables.Set, old, rs *Ruleset, del bool) error {
 	c := w.conn
-	op := c.SetAddElements
+	op := chunked(c.SetAddElements)
 	if del {
-		op = c.SetDeleteElements
+		op = chunked(c.SetDeleteElements)
 	}
 	pick := func(gone, added int) bool { return (del && gone > 0) || (!del && added > 0) }
 	var errs []error
@@ -534,8 +663,40 @@ func (w *Writer) elements(sets map[string]*nftables.Set, old, rs *Ruleset, del b
 			errs = append(errs, op(sets[setNodePortIPs], el))
 		}
 	}
+	{
+		gone, added := elementDiff(old.Hairpin, rs.Hairpin)
+		keys := added
+		if del {
+			keys = gone
+		}
+		if pick(len(gone), len(added)) {
+			var el []nftables.SetElement
+			for _, k := range keys {
+				el = append(el, nftables.SetElement{Key: append(k.AsSlice(), k.AsSlice()...)})
+			}
+			errs = append(errs, op(sets[setHairpin], el))
+		}
+	}
 	return errors.Join(errs...)
 }
+
+// chunked splits an element operation into messages of at most
+// elementsPerMessage elements: a netlink attribute's length is 16 bits,
+// and the nested element list of one message must fit in it.
+func chunked(op func(*nftables.Set, []nftables.SetElement) error) func(*nftables.Set, []nftables.SetElement) error {
+	return func(s *nftables.Set, el []nftables.SetElement) error {
+		for len(el) > 0 {
+			n := min(len(el), elementsPerMessage)
+			if err := op(s, el[:n]); err != nil {
+				return err
+			}
+			el = el[n:]
+		}
+		return nil
+	}
+}
+
+const elementsPerMessage = 256
 
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))

@@ -170,11 +170,13 @@ func (s *Server) serviceTypeChange(ctx context.Context, svc, prev *corev1.Servic
 		}
 	case fromExternal:
 		svc.Spec.ClusterIPs = nil
-		return s.allocateClusterIP(ctx, svc)
+		if err := s.allocateClusterIP(ctx, svc); err != nil {
+			return err
+		}
 	case svc.Spec.ClusterIP == "":
 		svc.Spec.ClusterIP, svc.Spec.ClusterIPs = prev.Spec.ClusterIP, prev.Spec.ClusterIPs
 	}
-	return nil
+	return s.allocateNodePorts(ctx, svc, prev)
 }
 
 // newClusterIP reports whether an update of prev to svc reserved an

@@ -93,6 +93,7 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 	admitCreate(obj)
 	if errs := validateObject(res, obj, nil); len(errs) > 0 {
 		s.releaseClusterIP(ctx, obj)
+		s.releaseNodePorts(ctx, asService(obj), nil)
 		return nil, apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), m.GetName(), errs)
 	}
 	if err := s.checkEscalation(ctx, res, obj); err != nil {
@@ -120,6 +121,7 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 			// The namespace changed since it was read: check it again.
 			if nsKey, nsRev, err = s.checkNamespace(ctx, res, m.GetName(), ns, false); err != nil {
 				s.releaseClusterIP(ctx, obj)
+				s.releaseNodePorts(ctx, asService(obj), nil)
 				return nil, err
 			}
 			continue
@@ -130,6 +132,7 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 		}
 		if err != nil {
 			s.releaseClusterIP(ctx, obj)
+			s.releaseNodePorts(ctx, asService(obj), nil)
 			return nil, storageError(err, groupResource(res), m.GetName())
 		}
 		m.SetResourceVersion(fmt.Sprint(rev))

@@ -216,7 +216,14 @@ func (s *Server) defaultService(ctx context.Context, svc *corev1.Service) error 
 		svc.Spec.SessionAffinity = corev1.ServiceAffinityNone
 	}
 	defaultServicePorts(svc)
-	return s.allocateClusterIP(ctx, svc)
+	if err := s.allocateClusterIP(ctx, svc); err != nil {
+		return err
+	}
+	if err := s.allocateNodePorts(ctx, svc, nil); err != nil {
+		s.releaseClusterIP(ctx, svc)
+		return err
+	}
+	return nil
 }
 
 func defaultServicePorts(svc *corev1.Service) {

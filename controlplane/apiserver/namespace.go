@@ -65,6 +65,7 @@ func ensureNamespaceFinalizer(ns *corev1.Namespace) {
 // a Service's ClusterIP, a Namespace's content.
 func (s *Server) afterDelete(ctx context.Context, obj runtime.Object) {
 	s.releaseClusterIP(ctx, obj)
+	s.releaseNodePorts(ctx, asService(obj), nil)
 	if ns, ok := obj.(*corev1.Namespace); ok && !dryRunFrom(ctx) {
 		s.purgeNamespace(context.WithoutCancel(ctx), ns.Name)
 	}
@@ -92,6 +93,7 @@ func (s *Server) purgeNamespace(ctx context.Context, ns string) {
 			}
 			if obj, err := decodeStored(res, kv); err == nil {
 				s.releaseClusterIP(ctx, obj)
+				s.releaseNodePorts(ctx, asService(obj), nil)
 			}
 		}
 	}

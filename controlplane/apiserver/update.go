@@ -114,9 +114,13 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 	// Addresses that attempts reserved for a Service changing type are
 	// released unless that attempt's write went through.
 	var reserved []runtime.Object
+	var reservedPorts [][2]*corev1.Service // (attempt's, stored) for the node ports an attempt reserved
 	defer func() {
 		for _, o := range reserved {
 			s.releaseClusterIP(ctx, o)
+		}
+		for _, p := range reservedPorts {
+			s.releaseNodePorts(ctx, p[0], p[1])
 		}
 	}()
 	for attempt := 0; attempt < 10; attempt++ {
@@ -150,6 +154,9 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			err = s.prepareForUpdate(ctx, res, obj, old)
 			if newClusterIP(obj, old) {
 				reserved = append(reserved, obj.DeepCopyObject())
+			}
+			if svc := asService(obj); svc != nil {
+				reservedPorts = append(reservedPorts, [2]*corev1.Service{svc.DeepCopy(), asService(old)})
 			}
 		}
 		if err == nil {
@@ -231,6 +238,10 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 		}
 		if svc, ok := obj.(*corev1.Service); ok && svc.Spec.ClusterIP != old.(*corev1.Service).Spec.ClusterIP {
 			s.releaseClusterIP(ctx, old)
+		}
+		if svc := asService(obj); svc != nil {
+			reservedPorts = reservedPorts[:len(reservedPorts)-1] // this attempt's, now held
+			s.releaseNodePorts(ctx, asService(old), svc)
 		}
 		return obj, nil
 	}

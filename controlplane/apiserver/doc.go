@@ -51,7 +51,8 @@
 //     encryption config names (atrest.go over the encryption package).
 //   - The "kubernetes" Service and its Endpoints, kept to the apiservers
 //     holding a live master lease (endpoints.go), and ClusterIPs
-//     allocated from the service CIDR (clusterip.go).
+//     allocated from the service CIDR (clusterip.go), NodePorts from
+//     30000-32767 (nodeport.go), each held by one etcd reservation.
 //   - The role: its config file (config.go), TLS serving, /healthz,
 //     /livez, /readyz and Prometheus metrics (metrics.go).
 //

@@ -2,10 +2,12 @@ package serviceproxy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -150,11 +152,30 @@ type endpoint struct {
 
 // Build computes the wanted ruleset: a pure function of its input.
 // Headless and ExternalName Services are left alone; a service port that
-// cannot be expressed (a protocol other than TCP, UDP and SCTP, a port
-// out of range, an address that is not IPv4) is skipped and listed in
+// cannot be expressed (a protocol other than TCP, UDP and SCTP, a port out
+// of range, an address that is not IPv4) is skipped and listed in
 // Skipped, and the others are still built.
-func Build(in Input) *Ruleset {
-	rs := &Ruleset{
+func Build(in Input) *Ruleset { return new(Builder).Build(in) }
+
+// Builder is Build with a memory: each Service's part of the ruleset is
+// built again only when the Service or one of its EndpointSlices is a
+// different object than last time (informers hand out a new object for
+// every change and never modify one), so a sync after one change costs
+// one Service's work plus merging. Not safe for concurrent use.
+type Builder struct {
+	nodeName  string
+	podPrefix netip.Prefix
+	parts     map[string]builtService
+}
+
+type builtService struct {
+	svc    *corev1.Service
+	slices []*discoveryv1.EndpointSlice
+	part   *Ruleset
+}
+
+func newRuleset() *Ruleset {
+	return &Ruleset{
 		Chains:              map[string][]rule{},
 		AffinitySets:        map[string]time.Duration{},
 		ServiceIPs:          map[svcKey]string{},
@@ -165,6 +186,15 @@ func Build(in Input) *Ruleset {
 		Hairpin:             map[netip.Addr]bool{},
 		Skipped:             map[string][]string{},
 	}
+}
+
+// Build is the package's Build, reusing what it built before for the
+// Services whose objects did not change.
+func (b *Builder) Build(in Input) *Ruleset {
+	if b.parts == nil || b.nodeName != in.NodeName || b.podPrefix != in.PodPrefix {
+		b.parts, b.nodeName, b.podPrefix = map[string]builtService{}, in.NodeName, in.PodPrefix
+	}
+	rs := newRuleset()
 	for _, a := range in.NodeIPs {
 		if a.Is4() {
 			rs.NodePortAddresses = append(rs.NodePortAddresses, a)
@@ -179,14 +209,34 @@ func Build(in Input) *Ruleset {
 		k := s.Namespace + "/" + name
 		slicesBySvc[k] = append(slicesBySvc[k], s)
 	}
-	svcs := slices.Clone(in.Services)
-	sort.Slice(svcs, func(i, j int) bool {
-		return svcs[i].Namespace+"/"+svcs[i].Name < svcs[j].Namespace+"/"+svcs[j].Name
-	})
-	for _, svc := range svcs {
-		buildService(rs, in, svc, slicesBySvc[svc.Namespace+"/"+svc.Name])
+	parts := make(map[string]builtService, len(in.Services))
+	for _, svc := range in.Services {
+		k := svc.Namespace + "/" + svc.Name
+		sl := slicesBySvc[k]
+		slices.SortFunc(sl, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
+		p, ok := b.parts[k]
+		if !ok || p.svc != svc || !slices.Equal(p.slices, sl) {
+			p = builtService{svc: svc, slices: sl, part: newRuleset()}
+			buildService(p.part, in, svc, sl)
+		}
+		parts[k] = p
+		merge(rs, p.part)
 	}
+	b.parts = parts
 	return rs
+}
+
+// merge adds one Service's part to rs.
+func merge(rs, p *Ruleset) {
+	maps.Copy(rs.Chains, p.Chains)
+	maps.Copy(rs.AffinitySets, p.AffinitySets)
+	maps.Copy(rs.ServiceIPs, p.ServiceIPs)
+	maps.Copy(rs.NodePorts, p.NodePorts)
+	maps.Copy(rs.NoEndpoints, p.NoEndpoints)
+	maps.Copy(rs.NoEndpointNodePorts, p.NoEndpointNodePorts)
+	maps.Copy(rs.UDP, p.UDP)
+	maps.Copy(rs.Hairpin, p.Hairpin)
+	maps.Copy(rs.Skipped, p.Skipped)
 }
 
 func protoNumber(p corev1.Protocol) (uint8, bool) {

@@ -2,6 +2,7 @@ package serviceproxy
 
 import (
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -181,4 +182,33 @@ func TestBuildUDPConntrackFilters(t *testing.T) {
 	if f := staleUDPFilters(nil, after); len(f) != 0 {
 		t.Errorf("first sync: %d filters", len(f))
 	}
+}
+
+// TestBuilderMatchesBuild: a Builder reusing its parts gives what Build
+// gives from scratch, after a slice, a Service and the set of Services
+// change.
+func TestBuilderMatchesBuild(t *testing.T) {
+	a := svc("default", "a", "198.18.16.30", corev1.ServiceTypeNodePort, port("http", corev1.ProtocolTCP, 80, 30080))
+	c := svc("default", "c", "198.18.16.31", corev1.ServiceTypeClusterIP, port("dns", corev1.ProtocolUDP, 53, 0))
+	in := baseIn([]*corev1.Service{a, c},
+		slicesOf(a, "http", corev1.ProtocolTCP, 80, ep("198.19.1.5", "n1", true), ep("198.19.1.6", "n2", true)),
+		slicesOf(c, "dns", corev1.ProtocolUDP, 53, ep("198.19.1.7", "n1", true)))
+	var b Builder
+	check := func(step string) {
+		t.Helper()
+		got, want := b.Build(in), Build(in)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: the Builder's ruleset differs from Build's:\n%+v\n%+v", step, got, want)
+		}
+	}
+	check("first")
+	in.Slices[0] = slicesOf(a, "http", corev1.ProtocolTCP, 80, ep("198.19.1.6", "n2", true))[0]
+	check("a slice changed")
+	a2 := a.DeepCopy()
+	a2.Spec.Type = corev1.ServiceTypeClusterIP
+	a2.Spec.Ports[0].NodePort = 0
+	in.Services[0] = a2
+	check("a Service changed")
+	in.Services = in.Services[1:]
+	check("a Service went")
 }

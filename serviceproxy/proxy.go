@@ -59,6 +59,7 @@ type Proxy struct {
 	broadcaster events.EventBroadcaster
 	recorder    events.EventRecorder
 
+	builder   Builder
 	writer    *Writer
 	nl        *netlink.Handle
 	podPrefix netip.Prefix
@@ -309,7 +310,7 @@ func (p *Proxy) sync(ctx context.Context, full bool) (needNode bool, err error) 
 	if err != nil {
 		return needNode, err
 	}
-	rs := Build(Input{Services: svcs, Slices: slices, NodeName: p.cfg.NodeName, NodeIPs: ips, PodPrefix: p.podPrefix})
+	rs := p.builder.Build(Input{Services: svcs, Slices: slices, NodeName: p.cfg.NodeName, NodeIPs: ips, PodPrefix: p.podPrefix})
 	wasFull, err := p.writer.Sync(rs, full)
 	kind := "partial"
 	if wasFull {

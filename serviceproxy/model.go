@@ -120,7 +120,8 @@ type Ruleset struct {
 	// Hairpin are the endpoint addresses whose traffic to themselves
 	// through a Service is masqueraded (so the reply comes back through
 	// the node).
-	Hairpin map[netip.Addr]bool
+	// (IPv4 addresses as arrays: cheaper map keys than netip.Addr.)
+	Hairpin map[[4]byte]bool
 	// UDP holds the UDP service ports by chain name, for conntrack.
 	UDP map[string]udpPort
 	// Skipped lists what could not be expressed, by Service
@@ -183,7 +184,7 @@ func newRuleset() *Ruleset {
 		NoEndpoints:         map[svcKey]bool{},
 		NoEndpointNodePorts: map[nodePortKey]bool{},
 		UDP:                 map[string]udpPort{},
-		Hairpin:             map[netip.Addr]bool{},
+		Hairpin:             map[[4]byte]bool{},
 		Skipped:             map[string][]string{},
 	}
 }
@@ -339,7 +340,7 @@ func buildService(rs *Ruleset, in Input, svc *corev1.Service, eps []*discoveryv1
 				var aps []netip.AddrPort
 				for _, e := range eps {
 					aps = append(aps, netip.AddrPortFrom(e.Addr, e.Port))
-					rs.Hairpin[e.Addr] = true
+					rs.Hairpin[e.Addr.As4()] = true
 				}
 				if len(aps) == 1 {
 					return []rule{{Kind: ruleDNAT, Addr: aps[0].Addr(), Port: aps[0].Port(), Proto: proto}}

@@ -41,7 +41,7 @@ func TestBuildClusterIP(t *testing.T) {
 	if len(rs.Chains) != 1 || len(rs.NoEndpoints) != 0 || len(rs.NodePorts) != 0 {
 		t.Errorf("extra objects: %+v", rs)
 	}
-	if !rs.Hairpin[netip.MustParseAddr("198.19.1.5")] || rs.Hairpin[netip.MustParseAddr("198.19.2.9")] {
+	if !rs.Hairpin[netip.MustParseAddr("198.19.1.5").As4()] || rs.Hairpin[netip.MustParseAddr("198.19.2.9").As4()] {
 		t.Errorf("hairpin = %v, want the two ready endpoints", rs.Hairpin)
 	}
 }

@@ -201,7 +201,7 @@ func (w *Writer) rebuild(rs *Ruleset) error {
 	if err := w.addPending(); err != nil {
 		return err
 	}
-	return w.addElements(sets, &Ruleset{}, rs)
+	return w.queueElements(sets, diffElements(&Ruleset{}, rs), false)
 }
 
 func (w *Writer) addPending() error {
@@ -238,7 +238,8 @@ func (w *Writer) endpointMap(i uint32) *nftables.Set {
 func (w *Writer) update(old, rs *Ruleset) error {
 	c := w.conn
 	sets := w.sets()
-	if err := w.deleteElements(sets, old, rs); err != nil {
+	ops := diffElements(old, rs)
+	if err := w.queueElements(sets, ops, true); err != nil {
 		return err
 	}
 	for _, name := range sortedKeys(rs.AffinitySets) {
@@ -297,7 +298,7 @@ func (w *Writer) update(old, rs *Ruleset) error {
 	if err := w.addPending(); err != nil {
 		return err
 	}
-	return w.addElements(sets, old, rs)
+	return w.queueElements(sets, ops, false)
 }
 
 func affinitySet(t *nftables.Table, name string, timeout time.Duration) *nftables.Set {
@@ -575,109 +576,85 @@ func addrSet(a []netip.Addr) map[netip.Addr]bool {
 	return m
 }
 
-func (w *Writer) deleteElements(sets map[string]*nftables.Set, old, rs *Ruleset) error {
-	return w.elements(sets, old, rs, true)
+// elementOps are the element changes of the fixed sets and maps between
+// two rulesets, by set name: what goes (queued before the chains change)
+// and what comes (after).
+type elementOps struct {
+	gone, added map[string][]nftables.SetElement
 }
 
-func (w *Writer) addElements(sets map[string]*nftables.Set, old, rs *Ruleset) error {
-	return w.elements(sets, old, rs, false)
-}
-
-// elements queues the deletion (del) or addition of the set elements
-// that differ between old and rs.
-func (w *Writer) elements(sets map[string]*nftables.Set, old, rs *Ruleset, del bool) error {
-	c := w.conn
-	op := chunked(c.SetAddElements)
-	if del {
-		op = chunked(c.SetDeleteElements)
-	}
-	pick := func(gone, added int) bool { return (del && gone > 0) || (!del && added > 0) }
-	var errs []error
+// diffElements computes the element changes from old to rs once.
+func diffElements(old, rs *Ruleset) elementOps {
+	ops := elementOps{gone: map[string][]nftables.SetElement{}, added: map[string][]nftables.SetElement{}}
 	{
 		gone, added := elementDiff(old.ServiceIPs, rs.ServiceIPs)
-		src, keys := rs.ServiceIPs, added
-		if del {
-			src, keys = old.ServiceIPs, gone
+		for _, k := range gone {
+			ops.gone[setServiceIPs] = append(ops.gone[setServiceIPs], nftables.SetElement{Key: addrProtoPortKey(k), VerdictData: goTo(old.ServiceIPs[k])})
 		}
-		if pick(len(gone), len(added)) {
-			var el []nftables.SetElement
-			for _, k := range keys {
-				el = append(el, nftables.SetElement{Key: addrProtoPortKey(k), VerdictData: goTo(src[k])})
-			}
-			errs = append(errs, op(sets[setServiceIPs], el))
+		for _, k := range added {
+			ops.added[setServiceIPs] = append(ops.added[setServiceIPs], nftables.SetElement{Key: addrProtoPortKey(k), VerdictData: goTo(rs.ServiceIPs[k])})
 		}
 	}
 	{
 		gone, added := elementDiff(old.NodePorts, rs.NodePorts)
-		src, keys := rs.NodePorts, added
-		if del {
-			src, keys = old.NodePorts, gone
+		for _, k := range gone {
+			ops.gone[setNodePorts] = append(ops.gone[setNodePorts], nftables.SetElement{Key: protoPortKey(k), VerdictData: goTo(old.NodePorts[k])})
 		}
-		if pick(len(gone), len(added)) {
-			var el []nftables.SetElement
-			for _, k := range keys {
-				el = append(el, nftables.SetElement{Key: protoPortKey(k), VerdictData: goTo(src[k])})
-			}
-			errs = append(errs, op(sets[setNodePorts], el))
+		for _, k := range added {
+			ops.added[setNodePorts] = append(ops.added[setNodePorts], nftables.SetElement{Key: protoPortKey(k), VerdictData: goTo(rs.NodePorts[k])})
 		}
 	}
 	{
 		gone, added := elementDiff(old.NoEndpoints, rs.NoEndpoints)
-		keys := added
-		if del {
-			keys = gone
+		for _, k := range gone {
+			ops.gone[setNoEndpoints] = append(ops.gone[setNoEndpoints], nftables.SetElement{Key: addrProtoPortKey(k)})
 		}
-		if pick(len(gone), len(added)) {
-			var el []nftables.SetElement
-			for _, k := range keys {
-				el = append(el, nftables.SetElement{Key: addrProtoPortKey(k)})
-			}
-			errs = append(errs, op(sets[setNoEndpoints], el))
+		for _, k := range added {
+			ops.added[setNoEndpoints] = append(ops.added[setNoEndpoints], nftables.SetElement{Key: addrProtoPortKey(k)})
 		}
 	}
 	{
 		gone, added := elementDiff(old.NoEndpointNodePorts, rs.NoEndpointNodePorts)
-		keys := added
-		if del {
-			keys = gone
+		for _, k := range gone {
+			ops.gone[setNoEndpointPorts] = append(ops.gone[setNoEndpointPorts], nftables.SetElement{Key: protoPortKey(k)})
 		}
-		if pick(len(gone), len(added)) {
-			var el []nftables.SetElement
-			for _, k := range keys {
-				el = append(el, nftables.SetElement{Key: protoPortKey(k)})
-			}
-			errs = append(errs, op(sets[setNoEndpointPorts], el))
+		for _, k := range added {
+			ops.added[setNoEndpointPorts] = append(ops.added[setNoEndpointPorts], nftables.SetElement{Key: protoPortKey(k)})
 		}
 	}
 	{
 		gone, added := elementDiff(addrSet(old.NodePortAddresses), addrSet(rs.NodePortAddresses))
-		keys := added
-		if del {
-			keys = gone
+		for _, k := range gone {
+			ops.gone[setNodePortIPs] = append(ops.gone[setNodePortIPs], nftables.SetElement{Key: k.AsSlice()})
 		}
-		if pick(len(gone), len(added)) {
-			var el []nftables.SetElement
-			for _, k := range keys {
-				el = append(el, nftables.SetElement{Key: k.AsSlice()})
-			}
-			errs = append(errs, op(sets[setNodePortIPs], el))
+		for _, k := range added {
+			ops.added[setNodePortIPs] = append(ops.added[setNodePortIPs], nftables.SetElement{Key: k.AsSlice()})
 		}
 	}
 	{
 		gone, added := elementDiff(old.Hairpin, rs.Hairpin)
-		keys := added
-		if del {
-			keys = gone
+		for _, k := range gone {
+			ops.gone[setHairpin] = append(ops.gone[setHairpin], nftables.SetElement{Key: append(k[:], k[:]...)})
 		}
-		if pick(len(gone), len(added)) {
-			var el []nftables.SetElement
-			for _, k := range keys {
-				el = append(el, nftables.SetElement{Key: append(k.AsSlice(), k.AsSlice()...)})
-			}
-			errs = append(errs, op(sets[setHairpin], el))
+		for _, k := range added {
+			ops.added[setHairpin] = append(ops.added[setHairpin], nftables.SetElement{Key: append(k[:], k[:]...)})
 		}
 	}
-	return errors.Join(errs...)
+	return ops
+}
+
+// queueElements queues the deletions (del) or additions of ops.
+func (w *Writer) queueElements(sets map[string]*nftables.Set, ops elementOps, del bool) error {
+	op, which := chunked(w.conn.SetAddElements), ops.added
+	if del {
+		op, which = chunked(w.conn.SetDeleteElements), ops.gone
+	}
+	for _, name := range sortedKeys(which) {
+		if err := op(sets[name], which[name]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // chunked splits an element operation into messages of at most

@@ -35,7 +35,8 @@ var apiserverRole = &Role{
 		c.Etcd.CertFile = pkiPath("apiserver-etcd-client.crt")
 		c.Etcd.KeyFile = pkiPath("apiserver-etcd-client.key")
 		c.ServiceCIDR = cp.Cluster.Spec.Network.ServiceCIDR
-		c.ServiceAccount = apiserver.ServiceAccount{KeyFile: pkiPath("sa.key"), PublicKeyFile: pkiPath("sa.pub")}
+		c.ServiceAccount = apiserver.ServiceAccount{KeyFile: pkiPath("sa.key"), PublicKeyFile: pkiPath("sa.pub"),
+			Issuer: "https://kubernetes.default.svc." + cp.Cluster.Spec.Network.ClusterDomain}
 		c.Encryption.ProviderConfigFile = pkiPath(encryptionFileName)
 		return c, nil
 	},

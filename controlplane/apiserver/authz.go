@@ -27,6 +27,7 @@ func (s *Server) startIndexes(ctx context.Context) (stop func()) {
 		ctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() { s.authz.Run(ctx) })
+		wg.Go(func() { s.store.Follow(ctx, "node-graph", podsPrefix, s.nodes, s.log) })
 		wg.Go(func() { s.store.Follow(ctx, "cache", "/registry/", s.cache, s.log) })
 		stop = func() {
 			cancel()
@@ -75,7 +76,7 @@ func (s *Server) authorize(r *http.Request, req *request) error {
 			}
 		}
 	}
-	allowed, reason, err := s.rbacAllows(r.Context(), at)
+	allowed, reason, err := s.allows(r.Context(), at)
 	if err != nil || allowed {
 		return err
 	}
@@ -102,7 +103,7 @@ func (s *Server) authorizeNonResource(ctx context.Context, u user, method, path 
 		return nil
 	}
 	verb := strings.ToLower(method)
-	allowed, reason, err := s.rbacAllows(ctx, rbac.Attributes{User: rbac.User{Name: u.Name, Groups: u.Groups}, Verb: verb, Path: path})
+	allowed, reason, err := s.allows(ctx, rbac.Attributes{User: rbac.User{Name: u.Name, Groups: u.Groups}, Verb: verb, Path: path})
 	if err != nil || allowed {
 		return err
 	}
@@ -111,6 +112,25 @@ func (s *Server) authorizeNonResource(ctx context.Context, u user, method, path 
 		what += ": " + reason
 	}
 	return apierrors.NewForbidden(schema.GroupResource{}, "", errors.New(what))
+}
+
+// allows asks the authorizer chain, as upstream's
+// --authorization-mode=Node,RBAC: the Node authorizer (nodeauthz.go),
+// then RBAC. Every authorization decision goes through it.
+func (s *Server) allows(ctx context.Context, at rbac.Attributes) (bool, string, error) {
+	ok, nodeReason, err := s.nodeAuthorize(ctx, at)
+	if err != nil || ok {
+		return ok, "", err
+	}
+	ok, reason, err := s.rbacAllows(ctx, at)
+	if !ok && nodeReason != "" {
+		if reason == "" {
+			reason = nodeReason
+		} else {
+			reason = nodeReason + "; " + reason
+		}
+	}
+	return ok, reason, err
 }
 
 // rbacAllows waits (briefly) for the RBAC index to sync, then asks it: a

@@ -17,6 +17,7 @@ var (
 		"scale":    {"get", "patch", "update"},
 		"binding":  {"create"},
 		"finalize": {"update"},
+		"token":    {"create"},
 		// Served by the node agent; until it lands they answer 503.
 		"log":         {"get"},
 		"exec":        {"create", "get"},
@@ -65,6 +66,8 @@ func (reg *Registry) APIResourceList(group, ver string) (*metav1.APIResourceList
 				res.Group, res.Version, res.Kind = scaleGVK.Group, scaleGVK.Version, scaleGVK.Kind
 			case "binding":
 				res.Kind = "Binding"
+			case "token":
+				res.Group, res.Version, res.Kind = tokenRequestGVK.Group, tokenRequestGVK.Version, tokenRequestGVK.Kind
 			case "log", "exec", "attach", "portforward":
 				res.Kind = map[string]string{"log": "Pod", "exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions"}[sub]
 			}

@@ -39,7 +39,7 @@ func (s *Server) impersonate(ctx context.Context, r *http.Request, caller user) 
 		}
 		at := rbac.Attributes{User: rbac.User{Name: caller.Name, Groups: caller.Groups}, Verb: "impersonate",
 			ResourceRequest: true, APIGroup: "", Resource: resource, Name: obj}
-		allowed, reason, err := s.rbacAllows(ctx, at)
+		allowed, reason, err := s.allows(ctx, at)
 		if err != nil || allowed {
 			return err
 		}
@@ -66,7 +66,7 @@ func (s *Server) impersonate(ctx context.Context, r *http.Request, caller user) 
 		return user{}, apierrors.NewBadRequest("impersonating user extras is not supported")
 	}
 	out := user{Name: name, Groups: append([]string{}, groups...)}
-	if name != "system:anonymous" && !out.in("system:authenticated") {
+	if name != anonymousUser && !out.in(authenticatedGrp) {
 		out.Groups = append(out.Groups, "system:authenticated")
 	}
 	return out, nil

@@ -29,12 +29,17 @@ const (
 	NameGarbageCollector = "garbagecollector"
 	NameNamespace        = "namespace"
 	NameNodeIPAM         = "nodeipam"
+	// NameRootCACertPublisher keeps kube-root-ca.crt in every namespace.
+	NameRootCACertPublisher = "root-ca-cert-publisher"
+	// NameClusterRoleAggregation fills aggregated ClusterRoles.
+	NameClusterRoleAggregation = "clusterrole-aggregation"
 )
 
 // AllControllers lists every controller this package has.
 var AllControllers = []string{
 	NameReplicaSet, NameDeployment, NameEndpoints,
 	NameServiceAccount, NameGarbageCollector, NameNamespace, NameNodeIPAM,
+	NameRootCACertPublisher, NameClusterRoleAggregation,
 }
 
 // Defaults applied by NewConfig.
@@ -75,6 +80,11 @@ type Config struct {
 	// NodeCIDRMaskSize is the prefix length of each Node's range.
 	NodeCIDRMaskSize int `yaml:"nodeCIDRMaskSize" json:"nodeCIDRMaskSize"`
 
+	// RootCAFile is the cluster CA bundle the root-ca-cert-publisher puts
+	// in every namespace's kube-root-ca.crt; empty takes the CA of the
+	// kubeconfig (the CA that signed the apiserver's certificate).
+	RootCAFile string `yaml:"rootCAFile,omitempty" json:"rootCAFile,omitempty"`
+
 	// MetricsAddress is host:port of a plain-HTTP listener serving
 	// /healthz, /readyz and /metrics; empty disables it.
 	MetricsAddress string `yaml:"metricsAddress" json:"metricsAddress"`
@@ -111,9 +121,9 @@ func ParseConfig(data []byte, baseDir string) (*Config, error) {
 	return roleconfig.Parse("controller-manager", data, baseDir, NewConfig)
 }
 
-// FilePaths points at the kubeconfig path, which ParseConfig resolves
+// FilePaths points at the kubeconfig and root CA paths, which ParseConfig resolves
 // against the config file's folder.
-func (c *Config) FilePaths() []*string { return []*string{&c.Kubeconfig} }
+func (c *Config) FilePaths() []*string { return []*string{&c.Kubeconfig, &c.RootCAFile} }
 
 // ConfigError lists every problem found in a Config (ParseConfig's and
 // NewManager's validation error).

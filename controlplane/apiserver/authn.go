@@ -50,11 +50,9 @@ func errUnauthorized() error { return apierrors.NewUnauthorized("Unauthorized") 
 // token. A request with no credentials is anonymous only for publicPaths;
 // every other failure is a 401.
 func (s *Server) authenticate(r *http.Request, path string) (user, error) {
-	certErr := errNoCredentials
-	if u, err := s.certUser(r); err == nil {
+	u, certErr := s.certUser(r)
+	if certErr == nil {
 		return u, nil
-	} else {
-		certErr = err
 	}
 	if tok, ok := bearerToken(r); ok {
 		if s.cfg.Identity.ServiceAccount == nil {
@@ -92,13 +90,15 @@ func bearerToken(r *http.Request) (string, bool) {
 // certUser authenticates the client certificate: verified by the TLS
 // layer, or here against Identity.ClientCAs.
 func (s *Server) certUser(r *http.Request) (user, error) {
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+	if r.TLS == nil {
 		return user{}, errNoCredentials
 	}
 	var leaf *x509.Certificate
 	switch {
 	case len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0:
 		leaf = r.TLS.VerifiedChains[0][0]
+	case len(r.TLS.PeerCertificates) == 0:
+		return user{}, errNoCredentials
 	case s.cfg.Identity.ClientCAs != nil:
 		if err := s.certs.verify(s.cfg.Identity.ClientCAs, r.TLS.PeerCertificates, time.Now()); err != nil {
 			return user{}, err

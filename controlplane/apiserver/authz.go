@@ -8,9 +8,11 @@ import (
 	"strings"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/api/validation/path"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -176,6 +178,34 @@ func (s *Server) bootstrapRBAC(ctx context.Context) error {
 		if _, err := s.create(ctx, res, m.GetNamespace(), it.obj); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("apiserver: bootstrap RBAC: creating %s %s: %w", it.kind, m.GetName(), err)
 		}
+	}
+	return s.dropNodeGrants(ctx)
+}
+
+// dropNodeGrants takes back what an older kforge's bootstrap granted every
+// node through RBAC (the system:nodes group in the system:node binding,
+// and the node-lease RoleBinding), as upstream's reconciliation empties
+// the system:node binding once the Node authorizer is on: a node's rights
+// come from the Node authorizer alone.
+func (s *Server) dropNodeGrants(ctx context.Context) error {
+	crb := s.reg.ByKind(rbacv1.GroupName, "ClusterRoleBinding")
+	_, err := s.guaranteedUpdate(ctx, crb, "", "system:node", "", func(old runtime.Object) (runtime.Object, error) {
+		b := old.(*rbacv1.ClusterRoleBinding)
+		kept := b.Subjects[:0]
+		for _, sub := range b.Subjects {
+			if sub.Kind != rbacv1.GroupKind || sub.Name != rbac.Nodes {
+				kept = append(kept, sub)
+			}
+		}
+		b.Subjects = kept
+		return b, nil
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("apiserver: bootstrap RBAC: the system:node binding: %w", err)
+	}
+	rb := s.reg.ByKind(rbacv1.GroupName, "RoleBinding")
+	if _, err := s.delete(ctx, rb, corev1.NamespaceNodeLease, "system:kforge:node-lease", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("apiserver: bootstrap RBAC: the node-lease binding: %w", err)
 	}
 	return nil
 }

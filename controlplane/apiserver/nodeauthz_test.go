@@ -8,6 +8,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -168,5 +169,31 @@ func TestCanIAsANode(t *testing.T) {
 		if rev.Status.Allowed != tt.want {
 			t.Errorf("can-i %s %s/%s: %v (%s), want %v", tt.verb, tt.resource, tt.name, rev.Status.Allowed, rev.Status.Reason, tt.want)
 		}
+	}
+}
+
+// An older kforge bound system:node to every node; bootstrap takes that
+// back, so upgraded clusters get the Node authorizer's limits too.
+func TestBootstrapDropsOldNodeGrants(t *testing.T) {
+	e := startIdentityServer(t)
+	ctx := context.Background()
+	crbs := e.admin.RbacV1().ClusterRoleBindings()
+	b := must(crbs.Get(ctx, "system:node", metav1.GetOptions{})).get(t)
+	b.Subjects = []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"},
+		{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "someone"}}
+	must(crbs.Update(ctx, b, metav1.UpdateOptions{})).get(t)
+	must(e.admin.RbacV1().RoleBindings(corev1.NamespaceNodeLease).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "system:kforge:node-lease"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:node"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:nodes"}}}, metav1.CreateOptions{})).get(t)
+	if err := e.srv.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b = must(crbs.Get(ctx, "system:node", metav1.GetOptions{})).get(t)
+	if len(b.Subjects) != 1 || b.Subjects[0].Name != "someone" {
+		t.Errorf("system:node subjects after bootstrap: %+v", b.Subjects)
+	}
+	if _, err := e.admin.RbacV1().RoleBindings(corev1.NamespaceNodeLease).Get(ctx, "system:kforge:node-lease", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the node-lease binding after bootstrap: %v", err)
 	}
 }

@@ -17,7 +17,9 @@
 // deleted through discovery and the metadata client, then removes its
 // "kubernetes" finalizer) and node IPAM (a /24 by default from
 // clusterCIDR into each Node's spec.podCIDR, taken back when the Node
-// is deleted; on only when clusterCIDR is set).
+// is deleted; on only when clusterCIDR is set), the root-ca-cert-publisher
+// (the kube-root-ca.crt ConfigMap in every namespace) and the ClusterRole
+// aggregation controller (the rules of roles with an aggregationRule).
 //
 // Every controller follows kubernetes/sample-controller: event handlers
 // only enqueue keys, workers drain a rate-limited workqueue, and each

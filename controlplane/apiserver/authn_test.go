@@ -348,3 +348,35 @@ func TestOIDCDiscovery(t *testing.T) {
 		t.Fatalf("the published key does not verify the token (%d keys for kid %q)", len(keys), tok.Headers[0].KeyID)
 	}
 }
+
+// `kubectl auth can-i --as=system:serviceaccount:NS:NAME` runs with the
+// account's groups, as upstream's impersonation gives them.
+func TestImpersonatingAServiceAccount(t *testing.T) {
+	e := startIdentityServer(t)
+	ctx := context.Background()
+	must(e.admin.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "all-sas-view"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:serviceaccounts:default"}},
+	}, metav1.CreateOptions{})).get(t)
+	c, k := e.ca.issue(t, "kubernetes-admin", []string{"system:masters"}, false)
+	cfg := &rest.Config{Host: e.host, TLSClientConfig: rest.TLSClientConfig{CAData: e.ca.pem, CertData: c, KeyData: k},
+		Impersonate: rest.ImpersonationConfig{UserName: "system:serviceaccount:default:app"}}
+	as := must(kubernetes.NewForConfig(cfg)).get(t)
+	who := must(as.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})).get(t)
+	if got := strings.Join(who.Status.UserInfo.Groups, ","); got != "system:serviceaccounts,system:serviceaccounts:default,system:authenticated" {
+		t.Errorf("groups %s", got)
+	}
+	if _, err := as.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("the account's group binding: %v", err)
+	}
+	// Impersonating one needs the verb on serviceaccounts in its namespace.
+	bc, bk := e.ca.issue(t, "bob", nil, false)
+	bcfg := &rest.Config{Host: e.host, TLSClientConfig: rest.TLSClientConfig{CAData: e.ca.pem, CertData: bc, KeyData: bk},
+		Impersonate: rest.ImpersonationConfig{UserName: "system:serviceaccount:default:app"}}
+	asBob := must(kubernetes.NewForConfig(bcfg)).get(t)
+	_, err := asBob.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `cannot impersonate resource "serviceaccounts" in API group "" in the namespace "default"`) {
+		t.Errorf("bob impersonating an account: %v", err)
+	}
+}

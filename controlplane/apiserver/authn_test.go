@@ -193,6 +193,7 @@ func TestServiceAccountTokenLifecycle(t *testing.T) {
 	if _, err := e.admin.CoreV1().Pods("default").Get(ctx, "p", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("pod still there: %v", err)
 	}
+	syncCache(t, e.srv)
 	if _, err := app.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); !apierrors.IsUnauthorized(err) {
 		t.Fatalf("a token for a deleted pod: %v", err)
 	}
@@ -378,5 +379,16 @@ func TestImpersonatingAServiceAccount(t *testing.T) {
 	_, err := asBob.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `cannot impersonate resource "serviceaccounts" in API group "" in the namespace "default"`) {
 		t.Errorf("bob impersonating an account: %v", err)
+	}
+}
+
+// syncCache waits until the object cache has seen every write so far:
+// a token is accepted on what the cache holds.
+func syncCache(t *testing.T, s *Server) {
+	t.Helper()
+	ctx := context.Background()
+	rev, err := s.store.Revision(ctx)
+	if err != nil || !s.cache.WaitFor(ctx, rev, 10*time.Second) {
+		t.Fatalf("the object cache did not catch up with revision %d: %v", rev, err)
 	}
 }

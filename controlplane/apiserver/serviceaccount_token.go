@@ -28,6 +28,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"kforge.dev/kforge/controlplane/apiserver/storage"
 )
 
 // Service-account token lifetimes, as upstream's TokenRequest: the
@@ -239,22 +241,36 @@ func (s *Server) authenticateToken(ctx context.Context, raw string) (user, error
 }
 
 // tokenUser checks a verified token's bindings against storage and
-// returns the service account's user.
+// returns the service account's user. The objects are read from the
+// object cache, which follows etcd's watch: a token is accepted on what
+// the cache holds (so it may outlive its pod by the cache's lag, a few
+// milliseconds; upstream caches the whole answer for seconds), and
+// refused only on what a linearizable read finds.
 func (s *Server) tokenUser(ctx context.Context, k *k8sClaims) (user, error) {
 	check := func(kind, plural, ns string, r *ref) error {
 		res := s.reg.Lookup("", "v1", plural)
-		obj, err := s.get(ctx, res, ns, r.Name)
-		if err != nil {
-			return fmt.Errorf("the %s %s the token is bound to: %w", kind, r.Name, err)
+		problem := func(kv storage.KV, err error) error {
+			if err != nil {
+				return fmt.Errorf("the %s %s the token is bound to: %w", kind, r.Name, err)
+			}
+			obj, err := decodeStored(res, kv)
+			if err != nil {
+				return err
+			}
+			m := obj.(metav1.Object)
+			if m.GetUID() != r.UID {
+				return fmt.Errorf("the %s %s the token is bound to was replaced (UID %s, token has %s)", kind, r.Name, m.GetUID(), r.UID)
+			}
+			if dt := m.GetDeletionTimestamp(); dt != nil && dt.Time.Before(time.Now()) {
+				return fmt.Errorf("the %s %s the token is bound to is being deleted", kind, r.Name)
+			}
+			return nil
 		}
-		m := obj.(metav1.Object)
-		if m.GetUID() != r.UID {
-			return fmt.Errorf("the %s %s the token is bound to was replaced (UID %s, token has %s)", kind, r.Name, m.GetUID(), r.UID)
+		key := res.Key(ns, r.Name)
+		if kv, ok := s.cache.Get(key); ok && problem(kv, nil) == nil {
+			return nil
 		}
-		if dt := m.GetDeletionTimestamp(); dt != nil && dt.Time.Before(time.Now()) {
-			return fmt.Errorf("the %s %s the token is bound to is being deleted", kind, r.Name)
-		}
-		return nil
+		return problem(s.store.Get(ctx, key))
 	}
 	if err := check("service account", "serviceaccounts", k.Namespace, &k.ServiceAccount); err != nil {
 		return user{}, err

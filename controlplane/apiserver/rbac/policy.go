@@ -293,6 +293,14 @@ func Bootstrap() *Policy {
 	add(clusterRole("system:node", NodeRules()...), nil)
 	p.ClusterRoleBindings = append(p.ClusterRoleBindings, clusterBinding("system:node", "system:node", nil))
 
+	// Delegated authentication and authorization (a webhook or an
+	// extension server checking its callers' tokens), bound to no one,
+	// as upstream.
+	add(clusterRole("system:auth-delegator",
+		allow("create", "authentication.k8s.io", "tokenreviews"),
+		allow("create", "authorization.k8s.io", "subjectaccessreviews"),
+	), nil)
+
 	// Service accounts may read the issuer's OIDC discovery documents.
 	add(clusterRole("system:service-account-issuer-discovery",
 		allowURLs("get", "/.well-known/openid-configuration", "/.well-known/openid-configuration/",

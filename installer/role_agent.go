@@ -30,6 +30,7 @@ var agentRole = &Role{
 		c.ClusterDNS = dns.String()
 		c.ClusterDomain = cp.Cluster.Spec.Network.ClusterDomain
 		c.PodCIDRSource = nodeagent.PodCIDRFromNode
+		c.CNI.ClusterCIDR = cp.Cluster.Spec.Network.PodCIDR
 		c.APIServerProxy = nodeagent.APIServerProxy{CAFile: pkiPath("cluster-ca.crt")}
 		for _, m := range cp.Cluster.Masters() {
 			c.APIServerProxy.Backends = append(c.APIServerProxy.Backends, v1alpha1.HostPort(m.Address, 6443))
@@ -47,6 +48,8 @@ var agentRole = &Role{
 	},
 	Wait:     APIServerWait,
 	NeedsAPI: true,
+	// Pods, sandboxes, routes, the masquerade table and the CNI bridge.
+	Cleanup: "cleanup",
 }
 
 // clusterDNSIP is the cluster DNS Service's address: the 10th of the

@@ -60,6 +60,8 @@ type Agent struct {
 	svcFactory  informers.SharedInformerFactory // services, for the env vars
 	pods        corelisters.PodLister
 	services    corelisters.ServiceLister
+	nodes       corelisters.NodeLister // all Nodes, with a cluster CIDR only
+	podNetKick  chan struct{}
 	synced      []cache.InformerSynced
 	queue       workqueue.TypedRateLimitingInterface[string]
 	broadcaster events.EventBroadcaster
@@ -165,6 +167,10 @@ func newAgent(cfg *Config, kc *rest.Config, log *slog.Logger, o options) (*Agent
 		a.rt.c.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	if err := a.watchNodes(); err != nil {
+		a.rt.c.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	a.broadcaster = events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
 	a.recorder = a.broadcaster.NewRecorder(scheme.Scheme, "kubelet")
 	a.metrics = newAgentMetrics(a.registry, a.runningPods)
@@ -223,14 +229,18 @@ func (a *Agent) Ready() bool { return a.ready.Load() }
 // Registry is the agent's metrics registry.
 func (a *Agent) Registry() *prometheus.Registry { return a.registry }
 
-// Handler serves /healthz (the process is up), /readyz (Ready) and
-// /metrics.
+// Handler serves /healthz (the process is up), /readyz (Ready, and the
+// Node it reports is Ready: what kforge up waits for) and /metrics.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !a.Ready() {
 			http.Error(w, "not ready: node not registered, informers not synced, or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		if !a.nodeReady.Load() {
+			http.Error(w, "not ready: the Node is not Ready (container runtime unreachable, or no pod CIDR yet)", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
@@ -269,6 +279,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	// The node-local apiserver load balancer first: the kubeconfig may
 	// point at it.
+	var proxy *lb.Balancer
 	if len(a.cfg.APIServerProxy.Backends) > 0 {
 		b, err := lb.New(a.cfg.APIServerProxy.lbConfig(), a.log)
 		if err != nil {
@@ -278,6 +289,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("agent: apiserver proxy: %w", err)
 		}
 		defer b.Close()
+		proxy = b
+		// Registering before a backend passed its first check would only
+		// be refused and retried 2 s later.
+		_ = wait.PollUntilContextTimeout(runCtx, 50*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+			return b.Ready(), nil
+		})
 		bg.Go(func() {
 			select {
 			case err := <-b.Err():
@@ -306,6 +323,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil // cancelled
 	}
 	a.setPodCIDR(node)
+	if proxy != nil {
+		f, err := a.followAPIServers(proxy)
+		if err != nil {
+			return fmt.Errorf("agent: apiserver proxy: %w", err)
+		}
+		f.Start(runCtx.Done())
+		defer f.Shutdown()
+	}
 	if err := a.renewLease(runCtx); err != nil {
 		a.log.Warn("lease", "err", err)
 	}
@@ -341,6 +366,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}, a.cfg.StatusUpdateInterval)
 	})
 	bg.Go(func() { a.watchExits(runCtx) })
+	if a.nodes != nil {
+		bg.Go(func() { a.runPodNetwork(runCtx) })
+	}
 	bg.Go(func() {
 		wait.UntilWithContext(runCtx, func(ctx context.Context) {
 			if err := a.cleanupOrphans(ctx); err != nil && ctx.Err() == nil {

@@ -93,6 +93,7 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 	if err := s.admitServiceAccount(ctx, res, obj); err != nil {
 		return nil, err
 	}
+	admitCreate(obj)
 	if errs := validateObject(res, obj, nil); len(errs) > 0 {
 		s.releaseClusterIP(ctx, obj)
 		return nil, apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), m.GetName(), errs)

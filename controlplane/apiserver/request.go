@@ -74,7 +74,7 @@ func (s *Server) parseRequest(r *http.Request, parts []string) (*request, error)
 		}
 	case http.MethodPost:
 		req.verb = "create"
-		if req.name != "" && req.sub != "binding" && req.sub != "token" {
+		if req.name != "" && req.sub != "binding" && req.sub != "token" && req.sub != "eviction" {
 			return nil, apierrors.NewMethodNotSupported(req.gr(), "POST to a named "+req.res.Singular)
 		}
 	case http.MethodPut:
@@ -134,6 +134,7 @@ var subresourceVerbs = map[string]map[string]bool{
 	"scale":    {"get": true, "update": true, "patch": true},
 	"binding":  {"create": true},
 	"token":    {"create": true},
+	"eviction": {"create": true},
 	"finalize": {"update": true},
 }
 

@@ -15,11 +15,22 @@
 // propagation, and orphaning when the owner carries the "orphan"
 // finalizer), the namespace controller (empties a namespace being
 // deleted through discovery and the metadata client, then removes its
-// "kubernetes" finalizer) and node IPAM (a /24 by default from
+// "kubernetes" finalizer), node IPAM (a /24 by default from
 // clusterCIDR into each Node's spec.podCIDR, taken back when the Node
 // is deleted; on only when clusterCIDR is set), the root-ca-cert-publisher
-// (the kube-root-ca.crt ConfigMap in every namespace) and the ClusterRole
-// aggregation controller (the rules of roles with an aggregationRule).
+// (the kube-root-ca.crt ConfigMap in every namespace), the ClusterRole
+// aggregation controller (the rules of roles with an aggregationRule),
+// the DaemonSet controller
+// (a pod per eligible node with the daemon tolerations and node-name
+// affinity, templates as ControllerRevisions, RollingUpdate within
+// maxUnavailable or maxSurge, OnDelete) and the node lifecycle controller
+// (a node whose Lease and Ready heartbeat stand still for
+// nodeMonitorGracePeriod turns Unknown; taints follow the conditions and
+// spec.unschedulable; a NoExecute taint manager deletes the pods that do
+// not tolerate a node's NoExecute taints, after their tolerationSeconds).
+//
+// Events go through one events.k8s.io/v1 broadcaster per process, each
+// controller recording under upstream's reporting name (events.go).
 //
 // Every controller follows kubernetes/sample-controller: event handlers
 // only enqueue keys, workers drain a rate-limited workqueue, and each
@@ -27,6 +38,6 @@
 // deep-copies before changing anything and writes status through the
 // status subresource. All controllers share one informer factory.
 //
-// Not here yet: node lifecycle, DaemonSets, HPA, and foreground
-// deletion in the garbage collector.
+// Not here yet: HPA, Jobs, StatefulSets, pod garbage collection, and
+// foreground deletion in the garbage collector.
 package controllers

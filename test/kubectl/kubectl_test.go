@@ -308,7 +308,7 @@ func TestSelectors(t *testing.T) {
 	}{
 		{[]string{"-l", "app=a"}, "a c"},
 		{[]string{"-l", "app=a,tier=x"}, "a"},
-		{[]string{"-l", "app!=a"}, "b"},
+		{[]string{"-l", "app!=a"}, "b kube-root-ca.crt"},
 		{[]string{"-l", "tier in (x,y)"}, "a b"},
 		{[]string{"-l", "!tier"}, "c kube-root-ca.crt"},
 		{[]string{"-l", "tier"}, "a b"},

@@ -82,6 +82,10 @@ func (f *Forwarder) Resolve(ctx context.Context, req *dns.Msg) *dns.Msg {
 	if !resp.Truncated {
 		f.cache.put(key, resp, now)
 	}
+	if f.cache != nil && f.cache.size > 0 {
+		// Served as the cache will serve it: never longer than maxTTL.
+		capTTL(resp, f.cache.maxTTL)
+	}
 	return resp
 }
 
@@ -233,13 +237,7 @@ func (c *Cache) put(k cacheKey, m *dns.Msg, now time.Time) {
 		return
 	}
 	m = m.Copy()
-	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
-		for _, rr := range sec {
-			if h := rr.Header(); h.Rrtype != dns.TypeOPT && time.Duration(h.Ttl)*time.Second > ttl {
-				h.Ttl = uint32(ttl / time.Second)
-			}
-		}
-	}
+	capTTL(m, ttl)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.size {
@@ -249,6 +247,17 @@ func (c *Cache) put(k cacheKey, m *dns.Msg, now time.Time) {
 		}
 	}
 	c.entries[k] = cacheEntry{msg: m, stored: now, expires: now.Add(ttl)}
+}
+
+// capTTL lowers m's record TTLs to ttl at most.
+func capTTL(m *dns.Msg, ttl time.Duration) {
+	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
+		for _, rr := range sec {
+			if h := rr.Header(); h.Rrtype != dns.TypeOPT && time.Duration(h.Ttl)*time.Second > ttl {
+				h.Ttl = uint32(ttl / time.Second)
+			}
+		}
+	}
 }
 
 // ttlOf is how long m may be kept.

@@ -21,12 +21,12 @@ const ednsSize = 1232
 // Store, following the Kubernetes DNS specification, and every other name
 // through the Forwarder. It is a dns.Handler.
 type Resolver struct {
-	store *Store
-	zone  string // the cluster domain, lower case, fully qualified
-	ttl   uint32
+	store  *Store
+	zone   string // the cluster domain, lower case, fully qualified
+	ttl    uint32
 	serial uint32
-	fwd   *Forwarder
-	m     *metrics
+	fwd    *Forwarder
+	m      *metrics
 
 	// synced is false until the Store holds the API's contents; until
 	// then cluster names get SERVFAIL rather than a false NXDOMAIN.
@@ -398,6 +398,9 @@ func (r *Resolver) lookupPod(q dns.Question, labels []string) ([]dns.RR, []dns.R
 
 // dashedAddr parses 10-0-0-1 or 2001-db8--1.
 func dashedAddr(s string) (netip.Addr, bool) {
+	if strings.ContainsAny(s, ":.%") {
+		return netip.Addr{}, false
+	}
 	if strings.Count(s, "-") == 3 {
 		a, err := netip.ParseAddr(strings.ReplaceAll(s, "-", "."))
 		return a, err == nil && a.Is4()

@@ -23,10 +23,10 @@ type Store struct {
 	slices   cache.Indexer
 }
 
-// serviceIndexers are the indexes the resolver needs on Services.
+// serviceIndexers are the indexes the resolver needs on Services besides
+// the namespace index informers have.
 func serviceIndexers() cache.Indexers {
 	return cache.Indexers{
-		indexByNS: cache.MetaNamespaceIndexFunc,
 		indexByIP: func(obj any) ([]string, error) {
 			svc, ok := obj.(*corev1.Service)
 			if !ok {
@@ -72,8 +72,10 @@ func sliceIndexers() cache.Indexers {
 // NewMemoryStore is a Store over fresh in-memory indexers holding objs
 // (Services and EndpointSlices): the resolver's view without an API.
 func NewMemoryStore(objs ...any) *Store {
+	svcIdx := serviceIndexers()
+	svcIdx[indexByNS] = cache.MetaNamespaceIndexFunc
 	s := &Store{
-		services: cache.NewIndexer(cache.MetaNamespaceKeyFunc, serviceIndexers()),
+		services: cache.NewIndexer(cache.MetaNamespaceKeyFunc, svcIdx),
 		slices:   cache.NewIndexer(cache.MetaNamespaceKeyFunc, sliceIndexers()),
 	}
 	for _, o := range objs {

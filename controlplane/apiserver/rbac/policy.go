@@ -255,6 +255,11 @@ func Bootstrap() *Policy {
 		allow(read, core, "services", "endpoints", "pods", "namespaces"),
 		allow(read, discovery, "endpointslices"),
 	}, eventWrites...)...), users(DNSUser))
+	// Each DNS instance creates the kube-dns Service when missing and
+	// keeps its own EndpointSlice of it.
+	addRole(role(metav1.NamespaceSystem, "system:kforge:dns",
+		allow("get create", core, "services"),
+		allow("get create update patch delete", discovery, "endpointslices")), users(DNSUser))
 
 	return p
 }

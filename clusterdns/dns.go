@@ -51,6 +51,8 @@ type DNS struct {
 
 	ready atomic.Bool
 	kick  chan struct{} // asks the registration loop to run now
+
+	nodeWarned bool // the last registration found our Node not Ready (registerLoop only)
 }
 
 // New builds an instance from cfg (validated here) with a client from

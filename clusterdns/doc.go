@@ -42,8 +42,11 @@
 // Each instance creates the kube-dns Service when it is missing (no
 // selector, the configured ClusterIP) and keeps one EndpointSlice of its
 // own (SVC-NODE, managed-by kforge-dns) pointing at its node address,
-// ready while it is; a clean shutdown removes it, then keeps answering
-// for a lame-duck period while proxies catch up.
+// ready while it is synced and its Node is Ready; a clean shutdown removes
+// it, then keeps answering for a lame-duck period while proxies catch up.
+// A ready instance marks not ready its peers' endpoints on Nodes that are
+// missing or not Ready (the same rule, so instances never undo each
+// other's writes): a worker that died cannot remove its own slice.
 //
 // The server is built on github.com/miekg/dns rather than CoreDNS
 // embedded as a library: CoreDNS v1.15.0 needs the same k8s.io modules,

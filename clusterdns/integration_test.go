@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 
 	"kforge.dev/kforge/clusterdns"
 	"kforge.dev/kforge/controlplane/local"
@@ -96,10 +97,35 @@ type instance struct {
 	done   chan error
 }
 
-// startDNS runs an instance for node with the role's own identity (the
-// dns client certificate), forwarding to upstream.
+// readyNode creates Node name with Ready=True, as its agent would.
+func readyNode(t *testing.T, cp *controlPlane, name string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := cp.admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The controller manager writes the new Node too (its pod range).
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := cp.admin.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue,
+			LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(), Reason: "KubeletReady"}}
+		_, err = cp.admin.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startDNS runs an instance for node (a Ready Node made here) with the
+// role's own identity (the dns client certificate), forwarding to
+// upstream.
 func startDNS(t *testing.T, cp *controlPlane, node, upstream string) *instance {
 	t.Helper()
+	readyNode(t, cp, node)
 	cfg := clusterdns.NewConfig()
 	cfg.Kubeconfig = "unused"
 	cfg.NodeName = node
@@ -358,19 +384,66 @@ func sliceNames(ctx context.Context, c kubernetes.Interface, want ...string) err
 	return nil
 }
 
-// A deleted kube-dns Service comes back at the next resync.
-func TestServiceRecreated(t *testing.T) {
+// Registration repairs what goes wrong: a deleted kube-dns Service comes
+// back at the next resync, and the slice of an instance whose Node is gone
+// (killed without cleaning up) is marked not ready.
+func TestRegistrationRepairs(t *testing.T) {
 	cp := upControlPlane(t)
 	ctx := context.Background()
+	ready := true
+	ghost, node, name, proto, port := "ghost", "ghost", "dns", corev1.ProtocolUDP, int32(53)
+	if _, err := cp.admin.DiscoveryV1().EndpointSlices("kube-system").Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-dns-" + ghost, Labels: map[string]string{
+			discoveryv1.LabelServiceName: "kube-dns", discoveryv1.LabelManagedBy: clusterdns.ManagedBy}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.2.3"}, NodeName: &node,
+			Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Ports: []discoveryv1.EndpointPort{{Name: &name, Protocol: &proto, Port: &port}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	_ = startDNS(t, cp, "w1", "127.0.0.1:9")
 	eventually(t, "kube-dns created", func() error {
 		_, err := cp.admin.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
 		return err
 	})
+	eventually(t, "the ghost's endpoint retired", func() error {
+		s, err := cp.admin.DiscoveryV1().EndpointSlices("kube-system").Get(ctx, "kube-dns-"+ghost, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if c := s.Endpoints[0].Conditions; c.Ready == nil || *c.Ready {
+			return fmt.Errorf("conditions %+v", c)
+		}
+		return nil
+	})
+	// Its own Node not Ready: the instance registers as not ready, the
+	// same rule it applies to its peers.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := cp.admin.CoreV1().Nodes().Get(ctx, "w1", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		n.Status.Conditions[0].Status = corev1.ConditionFalse
+		_, err = cp.admin.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "w1 not ready", func() error {
+		s, err := cp.admin.DiscoveryV1().EndpointSlices("kube-system").Get(ctx, "kube-dns-w1", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if c := s.Endpoints[0].Conditions; c.Ready == nil || *c.Ready {
+			return fmt.Errorf("conditions %+v", c)
+		}
+		return nil
+	})
 	if err := cp.admin.CoreV1().Services("kube-system").Delete(ctx, "kube-dns", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// The resync puts it back.
 	eventually(t, "kube-dns recreated", func() error {
 		svc, err := cp.admin.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
 		if err != nil {

@@ -152,8 +152,88 @@ func (d *DNS) register(ctx context.Context, ready bool) error {
 	if err := d.ensureService(ctx); err != nil {
 		return fmt.Errorf("service %s/%s: %w", d.cfg.Service.Namespace, d.cfg.Service.Name, err)
 	}
+	if ready {
+		// The same rule peers apply (retireDeadPeers): an instance on a
+		// Node that is missing or not Ready is not ready, so instances
+		// never undo each other's writes.
+		ok, err := d.nodeReady(ctx, d.cfg.NodeName)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", d.cfg.NodeName, err)
+		}
+		if !ok && !d.nodeWarned {
+			d.log.Warn("this instance's Node is missing or not Ready: registered as not ready", "node", d.cfg.NodeName)
+		}
+		d.nodeWarned = !ok
+		ready = ok
+	}
 	if err := d.ensureSlice(ctx, ready, false); err != nil {
 		return fmt.Errorf("endpointslice: %w", err)
 	}
+	if ready {
+		return d.retireDeadPeers(ctx)
+	}
 	return nil
+}
+
+// retireDeadPeers marks not ready the endpoints other instances left
+// behind on a Node that is gone or not Ready: an instance that was killed,
+// or whose worker went down, cannot remove its own slice, and the proxies
+// would go on sending it queries. Its instance sets it ready again once it
+// runs on a Ready node.
+func (d *DNS) retireDeadPeers(ctx context.Context) error {
+	own := SliceName(d.cfg.Service.Name, d.cfg.NodeName)
+	nodeOK := map[string]bool{}
+	for _, s := range d.store.endpointSlices(d.cfg.Service.Namespace, d.cfg.Service.Name) {
+		if s.Name == own || s.Labels[discoveryv1.LabelManagedBy] != ManagedBy {
+			continue
+		}
+		var upd *discoveryv1.EndpointSlice
+		for i, ep := range s.Endpoints {
+			if ep.NodeName == nil || (ep.Conditions.Ready != nil && !*ep.Conditions.Ready) {
+				continue
+			}
+			ok, seen := nodeOK[*ep.NodeName]
+			if !seen {
+				var err error
+				if ok, err = d.nodeReady(ctx, *ep.NodeName); err != nil {
+					return fmt.Errorf("node %s: %w", *ep.NodeName, err)
+				}
+				nodeOK[*ep.NodeName] = ok
+			}
+			if ok {
+				continue
+			}
+			if upd == nil {
+				upd = s.DeepCopy()
+			}
+			no := false
+			upd.Endpoints[i].Conditions.Ready, upd.Endpoints[i].Conditions.Serving = &no, &no
+		}
+		if upd == nil {
+			continue
+		}
+		if _, err := d.client.DiscoveryV1().EndpointSlices(s.Namespace).Update(ctx, upd, metav1.UpdateOptions{}); err != nil &&
+			!apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("retiring %s: %w", s.Name, err)
+		}
+		d.log.Warn("marked a DNS instance on a missing or not-ready node not ready", "endpointslice", s.Name)
+	}
+	return nil
+}
+
+// nodeReady reports whether Node name exists with Ready=True.
+func (d *DNS) nodeReady(ctx context.Context, name string) (bool, error) {
+	n, err := d.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue, nil
+		}
+	}
+	return false, nil
 }

@@ -16,6 +16,7 @@ var (
 		"status":   {"get", "patch", "update"},
 		"scale":    {"get", "patch", "update"},
 		"binding":  {"create"},
+		"eviction": {"create"},
 		"finalize": {"update"},
 		// Served by the node agent; until it lands they answer 503.
 		"log":         {"get"},
@@ -65,6 +66,8 @@ func (reg *Registry) APIResourceList(group, ver string) (*metav1.APIResourceList
 				res.Group, res.Version, res.Kind = scaleGVK.Group, scaleGVK.Version, scaleGVK.Kind
 			case "binding":
 				res.Kind = "Binding"
+			case "eviction":
+				res.Group, res.Version, res.Kind = evictionGVK.Group, evictionGVK.Version, evictionGVK.Kind
 			case "log", "exec", "attach", "portforward":
 				res.Kind = map[string]string{"log": "Pod", "exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions"}[sub]
 			}

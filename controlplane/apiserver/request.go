@@ -74,7 +74,7 @@ func (s *Server) parseRequest(r *http.Request, parts []string) (*request, error)
 		}
 	case http.MethodPost:
 		req.verb = "create"
-		if req.name != "" && req.sub != "binding" {
+		if req.name != "" && req.sub != "binding" && req.sub != "eviction" {
 			return nil, apierrors.NewMethodNotSupported(req.gr(), "POST to a named "+req.res.Singular)
 		}
 	case http.MethodPut:
@@ -133,6 +133,7 @@ var subresourceVerbs = map[string]map[string]bool{
 	"status":   {"get": true, "update": true, "patch": true},
 	"scale":    {"get": true, "update": true, "patch": true},
 	"binding":  {"create": true},
+	"eviction": {"create": true},
 	"finalize": {"update": true},
 }
 

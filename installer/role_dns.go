@@ -50,4 +50,7 @@ var dnsRole = &Role{
 	},
 	Wait:     APIServerWait,
 	NeedsAPI: true,
+	// One worker at a time, so the kube-dns Service always has a ready
+	// instance through an upgrade.
+	Serial: true,
 }

@@ -350,6 +350,20 @@ func TestDNSAgainstTheAPI(t *testing.T) {
 		t.Errorf("malformed query: %v, %v", &formerr, err)
 	}
 
+	// The answers are counted.
+	mresp, err := http.Get("http://" + a.d.HealthAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, want := range []string{`kforge_dns_requests_total{rcode="NOERROR",zone="cluster"}`, `kforge_dns_requests_total{rcode="NXDOMAIN",zone="cluster"}`,
+		`kforge_dns_requests_total{rcode="NOERROR",zone="forward"}`, `kforge_dns_cache_requests_total{result="miss"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
 	// A second instance registers beside the first; stopping it removes
 	// its slice and leaves the first.
 	b := startDNS(t, cp, "w2", up)

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/validation/path"
@@ -175,11 +177,73 @@ func (s *Server) bootstrapRBAC(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("apiserver: bootstrap RBAC: %w", err)
 		}
-		if _, err := s.create(ctx, res, m.GetNamespace(), it.obj); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("apiserver: bootstrap RBAC: creating %s %s: %w", it.kind, m.GetName(), err)
+		_, err = s.create(ctx, res, m.GetNamespace(), it.obj)
+		if apierrors.IsAlreadyExists(err) {
+			err = s.reconcileBootstrap(ctx, res, m.GetNamespace(), m.GetName(), it.obj)
+		}
+		if err != nil {
+			return fmt.Errorf("apiserver: bootstrap RBAC: %s %s: %w", it.kind, m.GetName(), err)
 		}
 	}
 	return s.dropNodeGrants(ctx)
+}
+
+// autoupdateAnnotation set to "false" on a bootstrap role or binding keeps
+// the apiserver from adding to it, as upstream.
+const autoupdateAnnotation = "rbac.authorization.kubernetes.io/autoupdate"
+
+// reconcileBootstrap brings an existing bootstrap role or binding up to
+// what this version grants, as upstream's reconciliation does: rules and
+// subjects it lacks are added, nothing is removed (an operator's additions
+// stay), and one annotated autoupdate=false is left alone. So an upgraded
+// cluster's roles gain the rights new code needs. Roles with an
+// aggregationRule are the aggregation controller's to fill.
+func (s *Server) reconcileBootstrap(ctx context.Context, res *Resource, ns, name string, want runtime.Object) error {
+	_, err := s.guaranteedUpdate(ctx, res, ns, name, "", func(old runtime.Object) (runtime.Object, error) {
+		m, err := meta.Accessor(old)
+		if err != nil {
+			return nil, err
+		}
+		if m.GetAnnotations()[autoupdateAnnotation] == "false" {
+			return nil, errNoChange
+		}
+		changed := false
+		switch cur := old.(type) {
+		case *rbacv1.ClusterRole:
+			if cur.AggregationRule == nil {
+				cur.Rules, changed = addMissing(cur.Rules, want.(*rbacv1.ClusterRole).Rules)
+			}
+		case *rbacv1.Role:
+			cur.Rules, changed = addMissing(cur.Rules, want.(*rbacv1.Role).Rules)
+		case *rbacv1.ClusterRoleBinding:
+			cur.Subjects, changed = addMissing(cur.Subjects, want.(*rbacv1.ClusterRoleBinding).Subjects)
+		case *rbacv1.RoleBinding:
+			cur.Subjects, changed = addMissing(cur.Subjects, want.(*rbacv1.RoleBinding).Subjects)
+		}
+		if !changed {
+			return nil, errNoChange
+		}
+		return old, nil
+	})
+	if errors.Is(err, errNoChange) {
+		return nil
+	}
+	return err
+}
+
+// errNoChange ends a reconcile update that has nothing to write.
+var errNoChange = errors.New("no change")
+
+// addMissing appends to have each of want's items it does not hold.
+func addMissing[T any](have, want []T) ([]T, bool) {
+	changed := false
+	for _, w := range want {
+		if !slices.ContainsFunc(have, func(h T) bool { return equality.Semantic.DeepEqual(h, w) }) {
+			have = append(have, w)
+			changed = true
+		}
+	}
+	return have, changed
 }
 
 // dropNodeGrants takes back what an older kforge's bootstrap granted every

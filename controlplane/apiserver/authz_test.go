@@ -324,6 +324,33 @@ func TestRBACBootstrapKeepsEditsAndRecreates(t *testing.T) {
 	if _, err := e.admin.RbacV1().ClusterRoleBindings().Get(ctx, "system:kforge:dns", metav1.GetOptions{}); err != nil {
 		t.Fatalf("deleted binding not recreated: %v", err)
 	}
+
+	// A role from an older version lacks a rule this version grants: the
+	// next bootstrap adds it and keeps the operator's extra one; a role
+	// annotated autoupdate=false is left as it is.
+	after.Rules = after.Rules[1:]
+	if _, err := crs.Update(ctx, after, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sched, err := crs.Get(ctx, "system:kube-scheduler", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched.Annotations = map[string]string{"rbac.authorization.kubernetes.io/autoupdate": "false"}
+	sched.Rules = sched.Rules[:1]
+	if _, err := crs.Update(ctx, sched, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Bootstrap(ctx); err != nil {
+		t.Fatalf("third bootstrap: %v", err)
+	}
+	again, err := crs.Get(ctx, "system:kforge:dns", metav1.GetOptions{})
+	if err != nil || len(again.Rules) != len(dns.Rules) {
+		t.Fatalf("bootstrap did not restore the missing rule: %d rules, want %d (%v)", len(again.Rules), len(dns.Rules), err)
+	}
+	if s2, _ := crs.Get(ctx, "system:kube-scheduler", metav1.GetOptions{}); len(s2.Rules) != 1 {
+		t.Errorf("a role annotated autoupdate=false was changed: %d rules", len(s2.Rules))
+	}
 }
 
 // Until the index has loaded, a non-master is never allowed: it waits,

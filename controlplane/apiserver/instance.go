@@ -28,6 +28,7 @@ type Instance struct {
 
 	serving *tls.Config
 	etcdTLS *tls.Config
+	nodeTLS *tls.Config // toward the node agents; nil without kubeletClient
 	// storeOpts transform values at rest (encryption).
 	storeOpts []storage.Option
 
@@ -69,6 +70,16 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: etcd client TLS: %w", err)
 	}
+	var nodeTLS *tls.Config
+	if kc := cfg.KubeletClient; kc.CertFile != "" {
+		ca := kc.CAFile
+		if ca == "" {
+			ca = cfg.TLS.ClientCAFile
+		}
+		if nodeTLS, err = NodeClientTLS(kc.CertFile, kc.KeyFile, ca); err != nil {
+			return nil, err
+		}
+	}
 	entries, err := cfg.Encryption.Load()
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: encryption: %w", err)
@@ -78,6 +89,7 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 		return nil, err
 	}
 	return &Instance{
+		nodeTLS:   nodeTLS,
 		storeOpts: storeOpts,
 		cfg:       cfg,
 		log:       log,
@@ -133,6 +145,7 @@ func (in *Instance) Start(ctx context.Context) error {
 		Commit:         in.cfg.Commit,
 		DisableMetrics: !in.cfg.Metrics.Enabled,
 		Limits:         in.cfg.Limits,
+		NodeClientTLS:  in.nodeTLS,
 	})
 	if err != nil {
 		cli.Close()

@@ -62,6 +62,10 @@ type Options struct {
 	// Limits bound requests in flight, their duration, patches, HTTP/2
 	// streams and watches; zero fields take NewLimits' defaults.
 	Limits Limits
+	// NodeClientTLS is the client side of TLS toward the node agents
+	// (NodeClientTLS builds it): without it the subresources they serve
+	// (pods/log, exec, attach, portforward, nodes/proxy) answer 503.
+	NodeClientTLS *tls.Config
 }
 
 // Server is the Kubernetes-compatible API server: the HTTP handler over the
@@ -99,6 +103,10 @@ type Server struct {
 	// an advertise address.
 	lease     *storage.LeasedKey
 	leaseOnce sync.Once
+
+	// nodeTransport reaches the node agents (nodeproxy.go); nil without
+	// Options.NodeClientTLS.
+	nodeTransport *http.Transport
 }
 
 // New builds a Server. Call Bootstrap before serving.
@@ -150,6 +158,9 @@ func New(o Options) (*Server, error) {
 	}
 	if !o.DisableMetrics {
 		s.metrics = newMetrics(s.OpenWatches)
+	}
+	if o.NodeClientTLS != nil {
+		s.nodeTransport = newNodeTransport(o.NodeClientTLS)
 	}
 	return s, nil
 }
@@ -256,6 +267,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u, err := s.impersonate(r.Context(), r, u)
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	if isNodeAgentRequest(strings.Split(path, "/")) {
+		// Long-running and possibly upgraded: no deadline wrapper, which
+		// would hide the connection.
+		s.serveAuthenticated(w, r, path, u)
 		return
 	}
 	if isWatchRequest(r) {

@@ -21,6 +21,9 @@ const (
 	ProxyUser         = "system:kube-proxy"
 	IngressUser       = "system:kforge:ingress"
 	DNSUser           = "system:kforge:dns"
+	// KubeletClientUser is the apiserver's identity toward the node
+	// agents (pods/log, exec, attach, portforward, nodes/proxy).
+	KubeletClientUser = "kforge:apiserver-kubelet-client"
 )
 
 // Policy is the bootstrap set of roles and bindings. The apiserver creates
@@ -231,7 +234,17 @@ func Bootstrap() *Policy {
 		allow(read, core, "configmaps", "secrets", "services", "endpoints", "namespaces"),
 		allow("create", core, "serviceaccounts/token"),
 		allow("get", core, "persistentvolumeclaims", "persistentvolumes"),
+		// The agent API authorizes its clients by asking.
+		allow("create", "authorization.k8s.io", "subjectaccessreviews"),
 	}, eventWrites...)...), groups(Nodes))
+
+	// Full use of the node agents' API, as upstream's role of that name;
+	// the apiserver's kubelet client holds it.
+	add(clusterRole("system:kubelet-api-admin",
+		allow(read+" proxy", core, "nodes"),
+		allow("*", core, "nodes/proxy", "nodes/metrics", "nodes/stats", "nodes/log", "nodes/spec",
+			"nodes/healthz", "nodes/pods", "nodes/configz"),
+	), users(KubeletClientUser))
 	addRole(role(corev1.NamespaceNodeLease, "system:kforge:node-lease",
 		allow("get list watch create update patch delete", coord, "leases")), groups(Nodes))
 

@@ -146,4 +146,3 @@ var subresourceVerbs = map[string]map[string]bool{
 	"binding":  {"create": true},
 	"finalize": {"update": true},
 }
-

@@ -253,7 +253,8 @@ func TestAgentAPI(t *testing.T) {
 	if errs := cfg.Validate(); len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	runAgent(t, cfg, rc, &nsExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, path: hostNS})
+	cniExec := &nsExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, path: hostNS}
+	stopAgent := runAgent(t, cfg, rc, cniExec)
 	ctx := t.Context()
 
 	// The Node publishes the API's port.
@@ -509,6 +510,27 @@ func TestAgentAPI(t *testing.T) {
 	if code := get(kubeletClient, "/containerLogs/default/nope/talk"); code != http.StatusNotFound {
 		t.Errorf("logs of a missing pod: %d, want 404", code)
 	}
+
+	// A restarted agent reopens the running container's output: what it
+	// writes next still reaches the same log file.
+	stopAgent()
+	runAgent(t, cfg, rc, cniExec)
+	eventually(t, "output after an agent restart", itWaitLong, func() error {
+		var out, errOut bytes.Buffer
+		err := kubectlExecutor(t, rc, execReq("sh", "-c", "echo after-restart > /proc/1/fd/1")).
+			StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut})
+		if err != nil {
+			return fmt.Errorf("exec: %v (%s)", err, errOut.String())
+		}
+		b, err := cs.CoreV1().Pods("default").GetLogs("talk", &corev1.PodLogOptions{}).DoRaw(ctx)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), "after-restart\n") {
+			return fmt.Errorf("log %q", b)
+		}
+		return nil
+	})
 }
 
 // paramCodec encodes subresource options into queries.

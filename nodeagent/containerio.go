@@ -154,15 +154,23 @@ func (r *runtime) containerIOFor(cid string) *containerIO {
 // reattach reopens the FIFOs of a running container that the agent holds
 // no IO for (it was restarted): output resumes into the same log file.
 func (r *runtime) reattach(ctx context.Context, c client.Container, labels map[string]string) {
-	if r.containerIOFor(c.ID()) != nil || labels[labelLogPath] == "" {
+	if labels[labelLogPath] == "" {
 		return
 	}
+	// One reattach per container at a time: two readers would split its
+	// output.
 	r.ioMu.Lock()
-	closing := r.closing
-	r.ioMu.Unlock()
-	if closing {
+	if r.closing || r.ios[c.ID()] != nil || r.reattaching[c.ID()] {
+		r.ioMu.Unlock()
 		return
 	}
+	r.reattaching[c.ID()] = true
+	r.ioMu.Unlock()
+	defer func() {
+		r.ioMu.Lock()
+		delete(r.reattaching, c.ID())
+		r.ioMu.Unlock()
+	}()
 	cio2, err := r.newContainerIO(c.ID(), labels[labelLogPath], labels[labelStdin] != "", labels[labelStdin] == "once", labels[labelTTY] == "true")
 	if err != nil {
 		r.log.Warn("reopening a container's log", "container", c.ID(), "err", err)

@@ -58,6 +58,7 @@ type runtime struct {
 	logMaxFiles int
 	ioMu        sync.Mutex
 	ios         map[string]*containerIO // container ID → its held IO
+	reattaching map[string]bool         // containers being reattached
 	closing     bool                    // closeIO began: no reattach, FIFOs kept
 	ioWG        sync.WaitGroup
 }
@@ -71,6 +72,7 @@ func newRuntime(cfg *Config, log *slog.Logger) (*runtime, error) {
 		c: c, snapshotter: cfg.Containerd.Snapshotter, imageDir: cfg.ImageDir,
 		fifoDir: filepath.Join(cfg.RunDir, "fifo"), log: log, imported: map[string]time.Time{},
 		logMaxBytes: cfg.containerLogMaxBytes(), logMaxFiles: cfg.ContainerLogMaxFiles, ios: map[string]*containerIO{},
+		reattaching: map[string]bool{},
 	}, nil
 }
 

@@ -49,18 +49,26 @@ lint:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
-# Boots the local lab (seven hosts), installs the control plane on it with
-# `kforge up` (PKI, HA etcd, apiservers, the lb) and says how to reach it.
-# Workers get no daemons yet.
-demo: build
+# Boots the local lab (seven hosts), installs the cluster on it with
+# `kforge up` (PKI, HA etcd, apiservers, the lb, scheduler, controller
+# manager, node agents), runs examples/web.yaml on the workers and says how
+# to reach it. kubectl: the one on PATH, else the real one built from
+# test/kubectl (minutes, once).
+KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo bin/kubectl)
+bin/kubectl:
+	cd test/kubectl && $(GO) build -o ../../bin/kubectl .
+
+demo: build $(KUBECTL)
 	./bin/kforge lab up --dir kforge-lab
 	./bin/kforge up -f kforge-lab/cluster.yaml
+	$(KUBECTL) --kubeconfig kforge-lab/admin.kubeconfig apply -f examples/web.yaml
+	$(KUBECTL) --kubeconfig kforge-lab/admin.kubeconfig rollout status deployment/web --timeout=3m
 	@echo
-	@echo "The cluster is up (control plane only: no worker daemons yet). Try:"
-	@echo "  kubectl --kubeconfig kforge-lab/admin.kubeconfig get ns"
+	@echo "The cluster is up and runs a 3-replica web Deployment on the workers. Try:"
+	@echo "  $(KUBECTL) --kubeconfig kforge-lab/admin.kubeconfig get nodes,pods -o wide"
 	@echo "  ./bin/kforge status -f kforge-lab/cluster.yaml"
-	@echo "  ./bin/kforge lab ssh m1 -- systemctl status kforge-etcd kforge-apiserver"
-	@echo "(kubectl: any v1.3x, or the real one built from test/kubectl: go build -C test/kubectl -o ../../bin/kubectl .)"
+	@echo "  ./bin/kforge lab ssh --dir kforge-lab w1 -- busybox wget -qO- http://POD_IP:8080/"
+	@echo "  ./bin/kforge lab ssh --dir kforge-lab w1 -- ctr -n k8s.io containers ls"
 	@echo "Stop it with: make demo-down"
 
 demo-down: build

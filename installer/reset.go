@@ -37,10 +37,25 @@ type ResetResult struct {
 // release its lease. Units of roles this version no longer knows go next.
 var resetScript = `for u in ` + roleUnits(true) + `; do [ -e ` + templates.UnitDir + `/$u ] && { systemctl disable --now --quiet $u || true; }; done
 for f in ` + templates.UnitDir + `/kforge-*.service; do [ -e "$f" ] || continue; systemctl disable --now --quiet "$(basename "$f")" || true; done
-rm -f ` + templates.UnitDir + `/kforge-*.service
+` + roleCleanups() + `rm -f ` + templates.UnitDir + `/kforge-*.service
 systemctl daemon-reload
 systemctl reset-failed 'kforge-*' 2>/dev/null || true
 rm -rf ` + templates.ConfigDir + ` ` + templates.StateDir + ` ` + templates.BinaryPath
+
+// roleCleanups runs, for each role whose config is on the host, the
+// role's cleanup subcommand; a failure is reported and reset goes on.
+func roleCleanups() string {
+	var b strings.Builder
+	for _, r := range Roles {
+		if r.Cleanup == "" {
+			continue
+		}
+		cfg := templates.ConfigPath(r.Name)
+		fmt.Fprintf(&b, "if [ -f %s ] && [ -x %s ]; then %s %s %s --config %s || echo \"kforge reset: %s cleanup failed\" >&2; fi\n",
+			cfg, templates.BinaryPath, templates.BinaryPath, r.Name, r.Cleanup, cfg, r.Name)
+	}
+	return b.String()
+}
 
 // ResetPhase uninstalls kforge from every reachable host.
 type ResetPhase struct {

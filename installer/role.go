@@ -59,6 +59,12 @@ type Role struct {
 	LeaderLease string
 	// Skip says why the role runs nowhere in this cluster ("" when it runs).
 	Skip func(c *v1alpha1.Cluster) string
+	// Cleanup, when set, is the role's own cleanup subcommand (`kforge
+	// NAME CLEANUP --config /etc/kforge/NAME.yaml`), which reset runs on
+	// each host holding the role's config once every unit has stopped and
+	// before the files go: what the daemon made outside kforge's folders
+	// (containers, network state) is the daemon's to remove.
+	Cleanup string
 	// RejoinWhenWiped marks etcd: a member whose data dir is empty while
 	// the others have data is removed and added anew before it starts.
 	RejoinWhenWiped bool

@@ -30,6 +30,7 @@ var agentRole = &Role{
 		c.ClusterDNS = dns.String()
 		c.ClusterDomain = cp.Cluster.Spec.Network.ClusterDomain
 		c.PodCIDRSource = nodeagent.PodCIDRFromNode
+		c.CNI.ClusterCIDR = cp.Cluster.Spec.Network.PodCIDR
 		c.APIServerProxy = nodeagent.APIServerProxy{CAFile: pkiPath("cluster-ca.crt")}
 		c.Server = nodeagent.Server{Address: nodeagent.DefaultServerAddress, CertFile: pkiPath("agent-server.crt"),
 			KeyFile: pkiPath("agent-server.key"), ClientCAFile: pkiPath("cluster-ca.crt")}
@@ -49,6 +50,8 @@ var agentRole = &Role{
 	},
 	Wait:     APIServerWait,
 	NeedsAPI: true,
+	// Pods, sandboxes, routes, the masquerade table and the CNI bridge.
+	Cleanup: "cleanup",
 }
 
 // clusterDNSIP is the cluster DNS Service's address: the 10th of the

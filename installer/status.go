@@ -19,6 +19,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"k8s.io/client-go/util/cert"
@@ -222,15 +224,20 @@ func Status(ctx context.Context, o StatusOptions) (*StatusResult, error) {
 	}
 
 	// Nodes.
-	section("NODES")
-	if n, err := countNodes(ctx, pr, inv, c.APIServerURL()); err != nil {
+	section("NODES\tSTATUS\tPODS\tVERSION")
+	if nodes, err := nodeSummaries(ctx, pr, inv, c.APIServerURL()); err != nil {
 		problem("nodes: %v", err)
 		fmt.Fprintf(w, "✗ %s\n", oneLine(err.Error()))
-	} else if len(n) == 0 {
+	} else if len(nodes) == 0 {
 		fmt.Fprintf(w, "none registered yet\n")
 	} else {
-		for _, name := range n {
-			fmt.Fprintf(w, "%s\n", name)
+		for _, n := range nodes {
+			mark := "✓"
+			if !n.Ready {
+				mark = "✗"
+				problem("node %s: %s", n.Name, n.Status)
+			}
+			fmt.Fprintf(w, "%s\t%s %s\t%d\t%s\n", n.Name, mark, n.Status, n.Pods, n.Version)
 		}
 	}
 
@@ -429,21 +436,69 @@ func kubernetesEndpoints(ctx context.Context, pr *NetProber, inv *pki.Inventory,
 	return out, nil
 }
 
-// countNodes lists the Nodes through the API with the admin certificate.
-func countNodes(ctx context.Context, pr *NetProber, inv *pki.Inventory, base string) ([]string, error) {
-	var list struct {
-		Items []struct {
-			Metadata struct {
-				Name string `json:"name"`
-			} `json:"metadata"`
-		} `json:"items"`
-	}
-	if err := apiGet(ctx, pr, inv, base, "/api/v1/nodes", &list); err != nil {
+// nodeSummary is one Node as status shows it.
+type nodeSummary struct {
+	Name    string
+	Ready   bool
+	Status  string // "Ready", or what is wrong: NotReady (reason), pressure, cordoned
+	Pods    int    // pods bound to it that have not finished
+	Version string
+}
+
+// nodeSummaries reads the Nodes and the pods through the API with the
+// admin certificate: each Node's Ready condition (with its reason when not
+// True), the pressure conditions that are True, whether it is cordoned,
+// and how many unfinished pods it has.
+func nodeSummaries(ctx context.Context, pr *NetProber, inv *pki.Inventory, base string) ([]nodeSummary, error) {
+	var nodes corev1.NodeList
+	if err := apiGet(ctx, pr, inv, base, "/api/v1/nodes", &nodes); err != nil {
 		return nil, err
 	}
-	var out []string
-	for _, it := range list.Items {
-		out = append(out, it.Metadata.Name)
+	var pods corev1.PodList
+	if err := apiGet(ctx, pr, inv, base, "/api/v1/pods", &pods); err != nil {
+		return nil, err
+	}
+	perNode := map[string]int{}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			perNode[p.Spec.NodeName]++
+		}
+	}
+	var out []nodeSummary
+	for _, n := range nodes.Items {
+		s := nodeSummary{Name: n.Name, Pods: perNode[n.Name], Version: n.Status.NodeInfo.KubeletVersion}
+		var notes []string
+		ready := false
+		for _, c := range n.Status.Conditions {
+			switch {
+			case c.Type == corev1.NodeReady:
+				ready = c.Status == corev1.ConditionTrue
+				if !ready {
+					why := string(c.Status)
+					if c.Reason != "" {
+						why = c.Reason
+					}
+					notes = append(notes, "NotReady ("+why+")")
+				}
+			case c.Status == corev1.ConditionTrue: // MemoryPressure, DiskPressure, PIDPressure, NetworkUnavailable
+				notes = append(notes, string(c.Type))
+			}
+		}
+		if len(n.Status.Conditions) == 0 {
+			notes = append(notes, "NotReady (no status yet)")
+		}
+		if n.Spec.Unschedulable {
+			notes = append(notes, "SchedulingDisabled")
+		}
+		s.Ready = ready
+		s.Status = "Ready"
+		if len(notes) > 0 {
+			s.Status = strings.Join(notes, ", ")
+			if ready {
+				s.Status = "Ready, " + s.Status
+			}
+		}
+		out = append(out, s)
 	}
 	return out, nil
 }

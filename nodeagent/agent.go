@@ -62,6 +62,8 @@ type Agent struct {
 	svcFactory  informers.SharedInformerFactory // services, for the env vars
 	pods        corelisters.PodLister
 	services    corelisters.ServiceLister
+	nodes       corelisters.NodeLister // all Nodes, with a cluster CIDR only
+	podNetKick  chan struct{}
 	synced      []cache.InformerSynced
 	queue       workqueue.TypedRateLimitingInterface[string]
 	broadcaster events.EventBroadcaster
@@ -173,6 +175,10 @@ func newAgent(cfg *Config, kc *rest.Config, log *slog.Logger, o options) (*Agent
 		a.rt.c.Close()
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	if err := a.watchNodes(); err != nil {
+		a.rt.c.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	a.broadcaster = events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
 	a.recorder = a.broadcaster.NewRecorder(scheme.Scheme, "kubelet")
 	a.metrics = newAgentMetrics(a.registry, a.runningPods)
@@ -270,14 +276,18 @@ func (a *Agent) Ready() bool { return a.ready.Load() }
 // Registry is the agent's metrics registry.
 func (a *Agent) Registry() *prometheus.Registry { return a.registry }
 
-// Handler serves /healthz (the process is up), /readyz (Ready) and
-// /metrics.
+// Handler serves /healthz (the process is up), /readyz (Ready, and the
+// Node it reports is Ready: what kforge up waits for) and /metrics.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !a.Ready() {
 			http.Error(w, "not ready: node not registered, informers not synced, or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		if !a.nodeReady.Load() {
+			http.Error(w, "not ready: the Node is not Ready (container runtime unreachable, or no pod CIDR yet)", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
@@ -398,6 +408,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}, a.cfg.StatusUpdateInterval)
 	})
 	bg.Go(func() { a.watchExits(runCtx) })
+	if a.nodes != nil {
+		bg.Go(func() { a.runPodNetwork(runCtx) })
+	}
 	bg.Go(func() {
 		wait.UntilWithContext(runCtx, func(ctx context.Context) {
 			if err := a.cleanupOrphans(ctx); err != nil && ctx.Err() == nil {

@@ -60,7 +60,7 @@ func cniConfList(cfg *Config, podCIDR string) ([]byte, error) {
 		"type":        "bridge",
 		"bridge":      cfg.CNI.Bridge,
 		"isGateway":   true,
-		"ipMasq":      cfg.CNI.Masquerade,
+		"ipMasq":      cfg.CNI.Masquerade && cfg.CNI.ClusterCIDR == "", // else the agent's own rule
 		"hairpinMode": true,
 		"ipam": map[string]any{
 			"type":    "host-local",

@@ -3,6 +3,7 @@ package nodeagent
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -192,8 +193,17 @@ type CNI struct {
 	Bridge string `yaml:"bridge" json:"bridge"`
 	// MTU of the bridge and pod interfaces; 0 lets the plugin choose.
 	MTU int `yaml:"mtu" json:"mtu"`
-	// Masquerade NATs traffic from pods to outside the pod CIDR.
+	// Masquerade NATs traffic from pods to outside the pod range: the
+	// cluster's (ClusterCIDR) when set, else the node's.
 	Masquerade bool `yaml:"masquerade" json:"masquerade"`
+	// ClusterCIDR is the whole cluster's pod range, of which each node's
+	// pod CIDR is a part. When set, the agent routes every other node's pod
+	// CIDR to that node's InternalIP and masquerades only traffic leaving
+	// this range (its own nftables table), so pods on different nodes see
+	// each other's addresses. Empty leaves routing between nodes to the
+	// network, and the bridge plugin masquerades everything leaving the
+	// node's pod CIDR.
+	ClusterCIDR string `yaml:"clusterCIDR,omitempty" json:"clusterCIDR,omitempty"`
 }
 
 // NewConfig returns a Config with every default filled in. Kubeconfig and
@@ -321,6 +331,13 @@ func (c *Config) Validate() field.ErrorList {
 	}
 	if c.CNI.MTU < 0 {
 		add("cni.mtu", "must not be negative")
+	}
+	if c.CNI.ClusterCIDR != "" {
+		if p, err := netip.ParsePrefix(c.CNI.ClusterCIDR); err != nil {
+			add("cni.clusterCIDR", "%q is not a CIDR", c.CNI.ClusterCIDR)
+		} else if !p.Addr().Is4() {
+			add("cni.clusterCIDR", "%q: only IPv4 pod ranges are supported", c.CNI.ClusterCIDR)
+		}
 	}
 	switch c.PodCIDRSource {
 	case PodCIDRFromNode:

@@ -16,7 +16,10 @@
 //     pod a network namespace pinned under runDir, attached with libcni
 //     (plus loopback), and hosts, resolv.conf (cluster DNS, search
 //     NS.svc.DOMAIN svc.DOMAIN DOMAIN, ndots:5, per dnsPolicy/dnsConfig)
-//     and hostname files;
+//     and hostname files; with a cluster CIDR, a route to every other
+//     node's pod CIDR via its InternalIP (marked proto 66) and an nftables
+//     table (kforge-agent) masquerading only what leaves the cluster's pod
+//     range (podnet.go);
 //   - the pods bound to the node (a field-selected informer on
 //     spec.nodeName): volumes (emptyDir incl. medium Memory, configMap,
 //     secret, downwardAPI, projected, hostPath), init containers in order,
@@ -31,7 +34,8 @@
 //   - restart safety: every container carries labels naming its pod,
 //     container and attempt, and each pod's sandbox is recorded in its
 //     folder, so a restarted agent adopts running containers and removes
-//     those whose pod is gone.
+//     those whose pod is gone; Cleanup (kforge agent cleanup, run by
+//     kforge reset) removes every pod and the pod network.
 //
 // Images come from containerd or from OCI archives in imageDir, imported
 // on demand; nothing is pulled from a registry.
@@ -54,6 +58,6 @@
 // namespace.
 //
 // Not here yet: node lifecycle taints, registry pulls, hostPort checks and
-// admission (OutOfcpu), and preStop/postStart hooks. The service proxy and
-// cluster DNS will be subpackages.
+// admission (OutOfcpu), and preStop/postStart hooks. The node-local
+// apiserver load balancer (apiServerProxy) is the lb package, embedded.
 package nodeagent

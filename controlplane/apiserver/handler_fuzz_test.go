@@ -159,6 +159,8 @@ func FuzzPatchHandler(f *testing.F) {
 	f.Add(uint8(0), uint8(0), uint8(0), uint8(0), "", []byte(`[{"op":"copy","from":"/data","path":"/data/a"},{"op":"copy","from":"/data","path":"/data/b"}]`))
 	f.Add(uint8(6), uint8(1), uint8(1), uint8(0), "", []byte(`{"status":{"phase":"Terminating"}}`))
 	f.Add(uint8(7), uint8(0), uint8(1), uint8(0), "", []byte(`{}`))
+	f.Add(uint8(0), uint8(0), uint8(0), uint8(0), "", []byte(`[{"op":"replace","path":"","value":null},{"op":"move","path":"/a"}]`))
+	f.Add(uint8(0), uint8(0), uint8(0), uint8(0), "", []byte(`[{"op":"add","path":"/metadata/labels","value":null}]`))
 	f.Fuzz(func(t *testing.T, target, sub, patchType, user uint8, query string, body []byte) {
 		ct := fuzzPatchTypes[int(patchType)%len(fuzzPatchTypes)]
 		fuzzServe(t, srv, http.MethodPatch, pick(target, sub), "dryRun=All&"+query, ct, body, user)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -292,7 +293,9 @@ func withTimeout(w http.ResponseWriter, r *http.Request, d time.Duration, wg *sy
 		defer wg.Done()
 		defer func() {
 			if p := recover(); p != nil {
-				panicc <- p
+				// Re-raised on the serving goroutine, with the stack of
+				// the goroutine that panicked (as upstream's timeout filter).
+				panicc <- fmt.Sprintf("%v\n%s", p, debug.Stack())
 			}
 		}()
 		h(tw, r)

@@ -112,6 +112,24 @@ func decodeJSONPatch(body []byte) (jsonpatch.Patch, error) {
 		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf(
 			"The allowed maximum operations in a JSON patch is %d, got %d", maxJSONPatchOperations, len(p)))
 	}
+	// The library dereferences a missing value (a replace of the whole
+	// document with none panics in it), so an operation lacking the member
+	// RFC 6902 requires of it is refused here.
+	for i, op := range p {
+		need := ""
+		switch op.Kind() {
+		case "add", "replace", "test":
+			need = "value"
+		case "move", "copy":
+			need = "from"
+		}
+		if _, ok := op[need]; need != "" && !ok {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("json patch: operation %d (%s) has no %q member", i, op.Kind(), need))
+		}
+		if path, _ := op.Path(); path == "" && need == "value" && op["value"] == nil {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("json patch: operation %d (%s) would make the whole object null", i, op.Kind()))
+		}
+	}
 	return p, nil
 }
 

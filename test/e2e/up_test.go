@@ -199,6 +199,13 @@ func TestUp(t *testing.T) {
 		}
 	})
 
+	t.Run("a Deployment runs on the workers", func(t *testing.T) {
+		testWorkload(t, workloadEnv{kubectlBin: kc, kubeconfig: kubeconfig, ssh: func(host, cmd string) (string, error) {
+			out, _, err := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, host, "--", cmd)
+			return out, err
+		}})
+	})
+
 	t.Run("status is healthy", func(t *testing.T) {
 		out, _, err := kforge(t, bin, nil, "status", "-f", spec)
 		if err != nil {
@@ -209,8 +216,8 @@ func TestUp(t *testing.T) {
 				t.Errorf("status lacks %q", w)
 			}
 		}
-		if n := len(regexp.MustCompile(`(?m)^w[123]$`).FindAllString(out, -1)); n != 3 {
-			t.Errorf("status lists %d worker Nodes, want 3:\n%s", n, out)
+		if n := len(regexp.MustCompile(`(?m)^w[123] +✓ Ready +\d+ +\S+$`).FindAllString(out, -1)); n != 3 {
+			t.Errorf("status lists %d Ready worker Nodes, want 3:\n%s", n, out)
 		}
 		// Every master publishes itself in the kubernetes Endpoints.
 		if n := len(regexp.MustCompile(`(?m)^198\.18\.0\.1[123] +m[123] +✓ listed$`).FindAllString(out, -1)); n != 3 {
@@ -495,6 +502,15 @@ func TestUp(t *testing.T) {
 				"ls -d /etc/kforge /var/lib/kforge /usr/local/bin/kforge /etc/systemd/system/kforge-* 2>/dev/null; systemctl list-units --all --no-legend 'kforge-*'; true")
 			if strings.TrimSpace(out) != "" {
 				t.Errorf("%s after reset: %s", h.Name, out)
+			}
+		}
+		// The workers ran pods until the reset: none of their containers,
+		// sandboxes, routes, bridge or logs are left.
+		for _, w := range []string{"w1", "w2", "w3"} {
+			out, _, _ := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, w, "--",
+				"ctr -n k8s.io containers ls -q; ip route show proto 66; ip -o link show cni0 2>/dev/null; find /var/log/pods /run/kforge /etc/cni/net.d -mindepth 1 2>/dev/null; true")
+			if strings.TrimSpace(out) != "" {
+				t.Errorf("%s after reset still has pod state:\n%s", w, out)
 			}
 		}
 	})

@@ -40,5 +40,32 @@ whose pod is gone. It serves /healthz, /readyz and /metrics on healthAddress
 		},
 	}
 	cmd.Flags().StringVar(&f.config, "config", nodeagent.DefaultConfigPath, "the agent role config file")
+	cmd.AddCommand(newAgentCleanupCommand(streams, g))
+	return cmd
+}
+
+func newAgentCleanupCommand(streams Streams, g *globalFlags) *cobra.Command {
+	var f agentFlags
+	cmd := &cobra.Command{
+		Use:   "cleanup",
+		Short: "Remove every pod and the pod network the agent made on this host",
+		Long: `cleanup undoes what the node agent made outside its unit: it stops (5 s grace)
+and removes every pod's containers in containerd, tears down each sandbox
+(CNI DEL, network namespace, volumes), deletes the routes to other nodes'
+pods and the masquerade table, the CNI network list and bridge, and the
+agent's state, run and pod log folders. Images stay in containerd. Stop the
+agent first: kforge reset runs this on each worker after stopping the units.
+It goes on past failures, reports them all, and can be run again.`,
+		Example: `  systemctl stop kforge-agent && kforge agent cleanup --config /etc/kforge/agent.yaml`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := nodeagent.LoadConfig(f.config)
+			if err != nil {
+				return err
+			}
+			return nodeagent.Cleanup(cmd.Context(), cfg, g.logger(streams.ErrOut))
+		},
+	}
+	cmd.Flags().StringVar(&f.config, "config", nodeagent.DefaultConfigPath, "the agent role config file")
 	return cmd
 }

@@ -386,6 +386,30 @@ func TestAgentAPI(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitStatus() != 3 || out.String() != "out\n" || !strings.Contains(errOut.String(), "err\n") {
 		t.Fatalf("exec exit 3: %v; stdout %q stderr %q", err, out.String(), errOut.String())
 	}
+	// What the refused WebSocket try costs kubectl: exec round trips with
+	// its fallback executor and with SPDY alone (reported, not asserted).
+	spdyOnly := func(req *rest.Request) remotecommand.Executor {
+		ex, err := remotecommand.NewSPDYExecutor(rc, "POST", req.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ex
+	}
+	for _, m := range []struct {
+		name string
+		ex   func(*rest.Request) remotecommand.Executor
+	}{{"kubectl (WebSocket, then SPDY)", func(r *rest.Request) remotecommand.Executor { return kubectlExecutor(t, rc, r) }}, {"SPDY only", spdyOnly}} {
+		const n = 5
+		start := time.Now()
+		for range n {
+			var o bytes.Buffer
+			if err := m.ex(execReq("true")).StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: strings.NewReader(""), Stdout: &o, Stderr: io.Discard}); err != nil {
+				t.Fatalf("exec true (%s): %v", m.name, err)
+			}
+		}
+		t.Logf("exec round trip through the apiserver, %s: %s", m.name, (time.Since(start) / n).Round(100*time.Microsecond))
+	}
+
 	// exec -t: the command gets a terminal.
 	out.Reset()
 	ttyReq := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace("default").Name("talk").SubResource("exec").

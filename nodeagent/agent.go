@@ -336,6 +336,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	// The node-local apiserver load balancer first: the kubeconfig may
 	// point at it.
+	var proxy *lb.Balancer
 	if len(a.cfg.APIServerProxy.Backends) > 0 {
 		b, err := lb.New(a.cfg.APIServerProxy.lbConfig(), a.log)
 		if err != nil {
@@ -345,6 +346,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("agent: apiserver proxy: %w", err)
 		}
 		defer b.Close()
+		proxy = b
+		// Registering before a backend passed its first check would only
+		// be refused and retried 2 s later.
+		_ = wait.PollUntilContextTimeout(runCtx, 50*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+			return b.Ready(), nil
+		})
 		bg.Go(func() {
 			select {
 			case err := <-b.Err():
@@ -373,6 +380,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil // cancelled
 	}
 	a.setPodCIDR(node)
+	if proxy != nil {
+		f, err := a.followAPIServers(proxy)
+		if err != nil {
+			return fmt.Errorf("agent: apiserver proxy: %w", err)
+		}
+		f.Start(runCtx.Done())
+		defer f.Shutdown()
+	}
 	if err := a.renewLease(runCtx); err != nil {
 		a.log.Warn("lease", "err", err)
 	}

@@ -57,7 +57,7 @@
 // port-forwards by dialing 127.0.0.1:PORT inside the pod's network
 // namespace.
 //
-// Not here yet: node lifecycle taints, registry pulls, hostPort checks and
+// Not here yet: registry pulls, hostPort checks and
 // admission (OutOfcpu), and preStop/postStart hooks. The node-local
 // apiserver load balancer (apiServerProxy) is the lb package, embedded.
 package nodeagent

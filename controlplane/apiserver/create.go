@@ -90,6 +90,7 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 	if err := s.prepareForCreate(ctx, res, obj); err != nil {
 		return nil, err
 	}
+	admitCreate(obj)
 	if errs := validateObject(res, obj, nil); len(errs) > 0 {
 		s.releaseClusterIP(ctx, obj)
 		return nil, apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), m.GetName(), errs)

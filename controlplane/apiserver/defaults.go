@@ -39,9 +39,7 @@ func (s *Server) prepareForCreate(ctx context.Context, res *Resource, obj runtim
 	case *appsv1.DaemonSet:
 		o.Status = appsv1.DaemonSetStatus{}
 		defaultPodSpec(&o.Spec.Template.Spec)
-		if o.Spec.UpdateStrategy.Type == "" {
-			o.Spec.UpdateStrategy.Type = appsv1.RollingUpdateDaemonSetStrategyType
-		}
+		defaultDaemonSetStrategy(o)
 		if o.Spec.RevisionHistoryLimit == nil {
 			o.Spec.RevisionHistoryLimit = ptr(int32(10))
 		}
@@ -110,6 +108,9 @@ func (s *Server) prepareForUpdate(ctx context.Context, res *Resource, obj, old r
 			o.Spec.Replicas = ptr(int32(1))
 		}
 		defaultPodSpec(&o.Spec.Template.Spec)
+	case *appsv1.DaemonSet:
+		defaultPodSpec(&o.Spec.Template.Spec)
+		defaultDaemonSetStrategy(o)
 	case *corev1.Service:
 		prev := old.(*corev1.Service)
 		defaultServicePorts(o)
@@ -250,4 +251,27 @@ func tracksGeneration(res *Resource) bool {
 		return true
 	}
 	return false
+}
+
+// defaultDaemonSetStrategy is upstream's: RollingUpdate with
+// maxUnavailable 1 and maxSurge 0.
+func defaultDaemonSetStrategy(ds *appsv1.DaemonSet) {
+	u := &ds.Spec.UpdateStrategy
+	if u.Type == "" {
+		u.Type = appsv1.RollingUpdateDaemonSetStrategyType
+	}
+	if u.Type != appsv1.RollingUpdateDaemonSetStrategyType {
+		return
+	}
+	if u.RollingUpdate == nil {
+		u.RollingUpdate = &appsv1.RollingUpdateDaemonSet{}
+	}
+	if u.RollingUpdate.MaxUnavailable == nil {
+		one := intstr.FromInt32(1)
+		u.RollingUpdate.MaxUnavailable = &one
+	}
+	if u.RollingUpdate.MaxSurge == nil {
+		zero := intstr.FromInt32(0)
+		u.RollingUpdate.MaxSurge = &zero
+	}
 }

@@ -16,6 +16,7 @@ var (
 		"status":   {"get", "patch", "update"},
 		"scale":    {"get", "patch", "update"},
 		"binding":  {"create"},
+		"eviction": {"create"},
 		"finalize": {"update"},
 		// Proxied to the node agent (nodeproxy.go).
 		"log":         {"get"},
@@ -66,6 +67,8 @@ func (reg *Registry) APIResourceList(group, ver string) (*metav1.APIResourceList
 				res.Group, res.Version, res.Kind = scaleGVK.Group, scaleGVK.Version, scaleGVK.Kind
 			case "binding":
 				res.Kind = "Binding"
+			case "eviction":
+				res.Group, res.Version, res.Kind = evictionGVK.Group, evictionGVK.Version, evictionGVK.Kind
 			case "log", "exec", "attach", "portforward", "proxy":
 				res.Kind = map[string]string{"log": "Pod", "exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions", "proxy": "NodeProxyOptions"}[sub]
 			}

@@ -20,7 +20,11 @@
 //     subresource answers only its verbs (request.go).
 //   - Validation upstream's registry strategies do (validation.go):
 //     object metadata, immutable fields, Service, workload and RBAC rules;
-//     defaults and Secret stringData (defaults.go).
+//     defaults and Secret stringData (defaults.go). Mutating admission on
+//     create (admission.go): TaintNodesByCondition's not-ready:NoSchedule
+//     taint on new Nodes and DefaultTolerationSeconds' 300 s not-ready
+//     and unreachable tolerations on new Pods. pods/eviction (policy/v1,
+//     eviction.go) deletes the pod with the Eviction's options.
 //   - Limits (limits.go, set in the config's limits section): requests in
 //     flight (429), a deadline per request (504, watches exempt), JSON
 //     patch operations and copy size, HTTP/2 streams, watches per user.

@@ -132,7 +132,7 @@ func DefaultResources() []*Resource {
 				return fields.Set{"spec.unschedulable": boolString(o.(*corev1.Node).Spec.Unschedulable)}
 			}},
 		{Group: "", Version: "v1", Kind: "Pod", Plural: "pods", ShortNames: []string{"po"}, Categories: all, Namespaced: true,
-			Subresources: []string{"status", "binding", "log", "exec", "attach", "portforward"},
+			Subresources: []string{"status", "binding", "eviction", "log", "exec", "attach", "portforward"},
 			New:          newOf[corev1.Pod](), NewList: newOf[corev1.PodList](),
 			Fields: func(o runtime.Object) fields.Set {
 				p := o.(*corev1.Pod)
@@ -168,6 +168,8 @@ func DefaultResources() []*Resource {
 			Subresources: []string{"status", "scale"}, New: newOf[appsv1.ReplicaSet](), NewList: newOf[appsv1.ReplicaSetList]()},
 		{Group: "apps", Version: "v1", Kind: "DaemonSet", Plural: "daemonsets", ShortNames: []string{"ds"}, Categories: all, Namespaced: true,
 			Subresources: []string{"status"}, New: newOf[appsv1.DaemonSet](), NewList: newOf[appsv1.DaemonSetList]()},
+		{Group: "apps", Version: "v1", Kind: "ControllerRevision", Plural: "controllerrevisions", Namespaced: true,
+			New: newOf[appsv1.ControllerRevision](), NewList: newOf[appsv1.ControllerRevisionList]()},
 		{Group: "networking.k8s.io", Version: "v1", Kind: "Ingress", Plural: "ingresses", ShortNames: []string{"ing"}, Namespaced: true,
 			Subresources: []string{"status"}, New: newOf[networkingv1.Ingress](), NewList: newOf[networkingv1.IngressList]()},
 		{Group: "networking.k8s.io", Version: "v1", Kind: "IngressClass", Plural: "ingressclasses",

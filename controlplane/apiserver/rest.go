@@ -63,6 +63,11 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 				writeJSON(w, code, &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess, Code: int32(code)})
 				return
 			}
+		case req.sub == "eviction":
+			if warnings, err = s.evict(ctx, req, r, body); err == nil {
+				writeJSON(w, http.StatusCreated, &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess, Code: http.StatusCreated})
+				return
+			}
 		case req.sub == "scale":
 			obj, warnings, err = s.updateScale(ctx, req, r, body)
 			gvk = scaleGVK

@@ -29,12 +29,15 @@ const (
 	NameGarbageCollector = "garbagecollector"
 	NameNamespace        = "namespace"
 	NameNodeIPAM         = "nodeipam"
+	NameNodeLifecycle    = "nodelifecycle"
+	NameDaemonSet        = "daemonset"
 )
 
 // AllControllers lists every controller this package has.
 var AllControllers = []string{
 	NameReplicaSet, NameDeployment, NameEndpoints,
 	NameServiceAccount, NameGarbageCollector, NameNamespace, NameNodeIPAM,
+	NameNodeLifecycle, NameDaemonSet,
 }
 
 // Defaults applied by NewConfig.
@@ -48,6 +51,8 @@ const (
 	DefaultMetricsAddress = "127.0.0.1:10257"
 	DefaultResync         = 10 * time.Minute
 	DefaultNodeCIDRMask   = 24
+	// DefaultNodeMonitorGracePeriod is upstream's node-monitor-grace-period.
+	DefaultNodeMonitorGracePeriod = 40 * time.Second
 )
 
 // Config is the controller-manager role's configuration. Build one with
@@ -75,6 +80,11 @@ type Config struct {
 	// NodeCIDRMaskSize is the prefix length of each Node's range.
 	NodeCIDRMaskSize int `yaml:"nodeCIDRMaskSize" json:"nodeCIDRMaskSize"`
 
+	// NodeMonitorGracePeriod is how long a Node's heartbeats (its Lease
+	// and its Ready condition) may stand still before the node lifecycle
+	// controller marks it Unknown and taints it unreachable.
+	NodeMonitorGracePeriod time.Duration `yaml:"nodeMonitorGracePeriod" json:"nodeMonitorGracePeriod"`
+
 	// MetricsAddress is host:port of a plain-HTTP listener serving
 	// /healthz, /readyz and /metrics; empty disables it.
 	MetricsAddress string `yaml:"metricsAddress" json:"metricsAddress"`
@@ -95,6 +105,8 @@ func NewConfig() *Config {
 		Resync:           DefaultResync,
 		MetricsAddress:   DefaultMetricsAddress,
 		NodeCIDRMaskSize: DefaultNodeCIDRMask,
+
+		NodeMonitorGracePeriod: DefaultNodeMonitorGracePeriod,
 	}
 }
 
@@ -152,6 +164,9 @@ func (c *Config) Validate() field.ErrorList {
 			errs = append(errs, field.Invalid(field.NewPath("nodeCIDRMaskSize"), c.NodeCIDRMaskSize,
 				fmt.Sprintf("does not fit in %s (from /%d to /30)", c.ClusterCIDR, ones)))
 		}
+	}
+	if c.NodeMonitorGracePeriod <= 0 {
+		errs = append(errs, field.Invalid(field.NewPath("nodeMonitorGracePeriod"), c.NodeMonitorGracePeriod.String(), "must be positive"))
 	}
 	if c.MetricsAddress != "" {
 		if err := roleconfig.CheckListenAddress(c.MetricsAddress); err != nil {

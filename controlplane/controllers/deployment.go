@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/events"
 )
 
 // Labels and annotations the Deployment controller shares with upstream.
@@ -43,11 +44,12 @@ type DeploymentController struct {
 	client   kubernetes.Interface
 	dLister  appslisters.DeploymentLister
 	rsLister appslisters.ReplicaSetLister
+	recorder events.EventRecorder
 }
 
 // NewDeploymentController wires the controller to the shared informers.
 func NewDeploymentController(client kubernetes.Interface, dInf appsinformers.DeploymentInformer, rsInf appsinformers.ReplicaSetInformer, log *slog.Logger, m *metrics) (*DeploymentController, error) {
-	c := &DeploymentController{client: client, dLister: dInf.Lister(), rsLister: rsInf.Lister()}
+	c := &DeploymentController{client: client, dLister: dInf.Lister(), rsLister: rsInf.Lister(), recorder: noEvents}
 	c.loop = newLoop(NameDeployment, log, m, c.sync, dInf.Informer().HasSynced, rsInf.Informer().HasSynced)
 	if _, err := dInf.Informer().AddEventHandler(c.handler()); err != nil {
 		return nil, err
@@ -313,6 +315,9 @@ func (c *DeploymentController) ensureNewRS(ctx context.Context, d *appsv1.Deploy
 	if err != nil {
 		return nil, err
 	}
+	if createReplicas > 0 {
+		c.recordScaling(d, got.Name, 0, createReplicas)
+	}
 	return got, c.setDeploymentRevision(ctx, d, want)
 }
 
@@ -334,13 +339,28 @@ func (c *DeploymentController) setDeploymentRevision(ctx context.Context, d *app
 	return nil
 }
 
-func (c *DeploymentController) scale(ctx context.Context, rs *appsv1.ReplicaSet, n int32) (*appsv1.ReplicaSet, error) {
-	if replicas(rs.Spec.Replicas) == n {
+func (c *DeploymentController) scale(ctx context.Context, d *appsv1.Deployment, rs *appsv1.ReplicaSet, n int32) (*appsv1.ReplicaSet, error) {
+	from := replicas(rs.Spec.Replicas)
+	if from == n {
 		return rs, nil
 	}
 	cp := rs.DeepCopy()
 	cp.Spec.Replicas = &n
-	return c.client.AppsV1().ReplicaSets(cp.Namespace).Update(ctx, cp, metav1.UpdateOptions{})
+	got, err := c.client.AppsV1().ReplicaSets(cp.Namespace).Update(ctx, cp, metav1.UpdateOptions{})
+	if err == nil {
+		c.recordScaling(d, rs.Name, from, n)
+	}
+	return got, err
+}
+
+// recordScaling records upstream's ScalingReplicaSet event on d.
+func (c *DeploymentController) recordScaling(d *appsv1.Deployment, rs string, from, to int32) {
+	dir := "up"
+	if to < from {
+		dir = "down"
+	}
+	c.recorder.Eventf(d, nil, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaling",
+		"Scaled %s replica set %s from %d to %d", dir, rs, from, to)
 }
 
 func (c *DeploymentController) rolloutRecreate(ctx context.Context, d *appsv1.Deployment, newRS *appsv1.ReplicaSet, old []*appsv1.ReplicaSet) error {
@@ -349,7 +369,7 @@ func (c *DeploymentController) rolloutRecreate(ctx context.Context, d *appsv1.De
 	running := false
 	for i, rs := range old {
 		if replicas(rs.Spec.Replicas) != 0 {
-			got, err := c.scale(ctx, rs, 0)
+			got, err := c.scale(ctx, d, rs, 0)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -366,7 +386,7 @@ func (c *DeploymentController) rolloutRecreate(ctx context.Context, d *appsv1.De
 		rs, err := c.ensureNewRS(ctx, d, newRS, old, want)
 		if err != nil {
 			errs = append(errs, err)
-		} else if rs, err = c.scale(ctx, rs, want); err != nil {
+		} else if rs, err = c.scale(ctx, d, rs, want); err != nil {
 			errs = append(errs, err)
 		} else {
 			newRS = rs
@@ -407,7 +427,7 @@ func (c *DeploymentController) rolloutRolling(ctx context.Context, d *appsv1.Dep
 	if err != nil {
 		return errors.Join(err, c.syncStatus(ctx, d, newRS, append(old, nilSafe(newRS)...)))
 	}
-	if rs, err = c.scale(ctx, rs, target); err != nil {
+	if rs, err = c.scale(ctx, d, rs, target); err != nil {
 		return err
 	}
 	newRS = rs
@@ -457,7 +477,7 @@ func (c *DeploymentController) scaleDownOld(ctx context.Context, d *appsv1.Deplo
 			continue
 		}
 		drop := min(unhealthy, maxScaleDown)
-		got, err := c.scale(ctx, rs, n-drop)
+		got, err := c.scale(ctx, d, rs, n-drop)
 		if err != nil {
 			return err
 		}
@@ -479,7 +499,7 @@ func (c *DeploymentController) scaleDownOld(ctx context.Context, d *appsv1.Deplo
 			continue
 		}
 		drop := min(n, budget)
-		got, err := c.scale(ctx, rs, n-drop)
+		got, err := c.scale(ctx, d, rs, n-drop)
 		if err != nil {
 			return err
 		}

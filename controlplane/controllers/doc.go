@@ -15,9 +15,19 @@
 // propagation, and orphaning when the owner carries the "orphan"
 // finalizer), the namespace controller (empties a namespace being
 // deleted through discovery and the metadata client, then removes its
-// "kubernetes" finalizer) and node IPAM (a /24 by default from
+// "kubernetes" finalizer), node IPAM (a /24 by default from
 // clusterCIDR into each Node's spec.podCIDR, taken back when the Node
-// is deleted; on only when clusterCIDR is set).
+// is deleted; on only when clusterCIDR is set), the DaemonSet controller
+// (a pod per eligible node with the daemon tolerations and node-name
+// affinity, templates as ControllerRevisions, RollingUpdate within
+// maxUnavailable or maxSurge, OnDelete) and the node lifecycle controller
+// (a node whose Lease and Ready heartbeat stand still for
+// nodeMonitorGracePeriod turns Unknown; taints follow the conditions and
+// spec.unschedulable; a NoExecute taint manager deletes the pods that do
+// not tolerate a node's NoExecute taints, after their tolerationSeconds).
+//
+// Events go through one events.k8s.io/v1 broadcaster per process, each
+// controller recording under upstream's reporting name (events.go).
 //
 // Every controller follows kubernetes/sample-controller: event handlers
 // only enqueue keys, workers drain a rate-limited workqueue, and each
@@ -25,6 +35,6 @@
 // deep-copies before changing anything and writes status through the
 // status subresource. All controllers share one informer factory.
 //
-// Not here yet: node lifecycle, DaemonSets, HPA, and foreground
-// deletion in the garbage collector.
+// Not here yet: HPA, Jobs, StatefulSets, pod garbage collection, and
+// foreground deletion in the garbage collector.
 package controllers

@@ -57,6 +57,17 @@ func (e *expectations) expectDeletions(key string, podKeys []string) {
 	e.m[key] = x
 }
 
+// expect records n creations and the deletions of podKeys at once.
+func (e *expectations) expect(key string, n int, podKeys []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	x := &expectation{adds: n, deletes: map[string]bool{}, at: time.Now()}
+	for _, k := range podKeys {
+		x.deletes[k] = true
+	}
+	e.m[key] = x
+}
+
 func (e *expectations) creationObserved(key string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -39,8 +39,9 @@ type gcKind struct {
 // GarbageCollector deletes dependents whose owners are all gone
 // (background propagation) and releases the dependents of owners deleted
 // with the orphan finalizer. It knows Pods, ReplicaSets, EndpointSlices
-// as dependents and Deployments, ReplicaSets and Services as owners; an
-// owner of any other kind is taken to exist.
+// and ControllerRevisions as dependents and Deployments, ReplicaSets,
+// Services and DaemonSets as owners; an owner of any other kind is taken
+// to exist.
 //
 // Queue keys are "dep|RESOURCE|NS/NAME" (check a dependent) and
 // "orphan|RESOURCE|NS/NAME" (release an owner's dependents).
@@ -110,11 +111,32 @@ func NewGarbageCollector(client kubernetes.Interface, f informers.SharedInformer
 			_, err := client.CoreV1().Services(s.Namespace).Update(ctx, s, metav1.UpdateOptions{})
 			return err
 		}}
-	c.dependents = []*gcKind{pods, rss, eps}
-	c.owners = []*gcKind{deps, rss, svcs}
+	dss := &gcKind{resource: "daemonsets", apiVersion: "apps/v1", kind: "DaemonSet", informer: f.Apps().V1().DaemonSets().Informer(),
+		get: func(ctx context.Context, ns, n string) (runtime.Object, error) {
+			return client.AppsV1().DaemonSets(ns).Get(ctx, n, metav1.GetOptions{})
+		},
+		update: func(ctx context.Context, o runtime.Object) error {
+			d := o.(*dsT)
+			_, err := client.AppsV1().DaemonSets(d.Namespace).Update(ctx, d, metav1.UpdateOptions{})
+			return err
+		}}
+	revs := &gcKind{resource: "controllerrevisions", apiVersion: "apps/v1", kind: "ControllerRevision", informer: f.Apps().V1().ControllerRevisions().Informer(),
+		get: func(ctx context.Context, ns, n string) (runtime.Object, error) {
+			return client.AppsV1().ControllerRevisions(ns).Get(ctx, n, metav1.GetOptions{})
+		},
+		update: func(ctx context.Context, o runtime.Object) error {
+			r := o.(*revT)
+			_, err := client.AppsV1().ControllerRevisions(r.Namespace).Update(ctx, r, metav1.UpdateOptions{})
+			return err
+		},
+		delete: func(ctx context.Context, ns, n string, o metav1.DeleteOptions) error {
+			return client.AppsV1().ControllerRevisions(ns).Delete(ctx, n, o)
+		}}
+	c.dependents = []*gcKind{pods, rss, eps, revs}
+	c.owners = []*gcKind{deps, rss, svcs, dss}
 
 	var synced []cache.InformerSynced
-	for _, k := range []*gcKind{pods, rss, eps, deps, svcs} {
+	for _, k := range []*gcKind{pods, rss, eps, deps, svcs, dss, revs} {
 		synced = append(synced, k.informer.HasSynced)
 	}
 	c.loop = newLoop(NameGarbageCollector, log, m, c.sync, synced...)

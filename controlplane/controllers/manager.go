@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
 
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
@@ -125,6 +126,13 @@ func (m *Manager) Run(ctx context.Context) error {
 // factory and blocks until ctx ends and every controller has returned.
 func (m *Manager) runControllers(ctx context.Context) error {
 	f := informers.NewSharedInformerFactory(m.client, m.cfg.Resync)
+	// One event broadcaster for the process; each controller records
+	// through its own recorder, named as upstream's.
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: m.client.EventsV1()})
+	if err := broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
+		return fmt.Errorf("controller-manager: events: %w", err)
+	}
+	defer broadcaster.Shutdown()
 	var runners []runner
 	add := func(name string, build func() (runner, error)) error {
 		if !m.cfg.Enabled(name) {
@@ -147,10 +155,18 @@ func (m *Manager) runControllers(ctx context.Context) error {
 	log := m.log
 	if err := errors.Join(
 		add(NameReplicaSet, func() (runner, error) {
-			return NewReplicaSetController(m.client, f.Apps().V1().ReplicaSets(), f.Core().V1().Pods(), log, m.metrics)
+			c, err := NewReplicaSetController(m.client, f.Apps().V1().ReplicaSets(), f.Core().V1().Pods(), log, m.metrics)
+			if err == nil {
+				c.recorder = newRecorder(broadcaster, reporterReplicaSet)
+			}
+			return c, err
 		}),
 		add(NameDeployment, func() (runner, error) {
-			return NewDeploymentController(m.client, f.Apps().V1().Deployments(), f.Apps().V1().ReplicaSets(), log, m.metrics)
+			c, err := NewDeploymentController(m.client, f.Apps().V1().Deployments(), f.Apps().V1().ReplicaSets(), log, m.metrics)
+			if err == nil {
+				c.recorder = newRecorder(broadcaster, reporterDeployment)
+			}
+			return c, err
 		}),
 		add(NameEndpoints, func() (runner, error) {
 			return NewEndpointsController(m.client, f.Core().V1().Services(), f.Core().V1().Pods(),
@@ -167,6 +183,22 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		}),
 		addIf(m.cfg.ClusterCIDR != "", NameNodeIPAM, func() (runner, error) {
 			return NewNodeIPAMController(m.client, f.Core().V1().Nodes(), m.cfg.ClusterCIDR, m.cfg.NodeCIDRMaskSize, log, m.metrics)
+		}),
+		add(NameDaemonSet, func() (runner, error) {
+			c, err := NewDaemonSetController(m.client, f.Apps().V1().DaemonSets(), f.Apps().V1().ControllerRevisions(),
+				f.Core().V1().Pods(), f.Core().V1().Nodes(), log, m.metrics)
+			if err == nil {
+				c.recorder = newRecorder(broadcaster, reporterDaemonSet)
+			}
+			return c, err
+		}),
+		add(NameNodeLifecycle, func() (runner, error) {
+			c, err := NewNodeLifecycleController(m.client, f.Core().V1().Nodes(), f.Coordination().V1().Leases(), f.Core().V1().Pods(),
+				m.cfg.NodeMonitorGracePeriod, log, m.metrics)
+			if err == nil {
+				c.recorder = newRecorder(broadcaster, reporterNodeLifecycle)
+			}
+			return c, err
 		}),
 	); err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/events"
 )
 
 // burstReplicas caps the pods one sync creates or deletes.
@@ -33,13 +34,14 @@ type ReplicaSetController struct {
 	pods     corelisters.PodLister
 	exp      *expectations
 	now      func() time.Time
+	recorder events.EventRecorder
 }
 
 // NewReplicaSetController wires the controller to the shared informers.
 func NewReplicaSetController(client kubernetes.Interface, rsInf appsinformers.ReplicaSetInformer, podInf coreinformers.PodInformer, log *slog.Logger, m *metrics) (*ReplicaSetController, error) {
 	c := &ReplicaSetController{
 		client: client, rsLister: rsInf.Lister(), pods: podInf.Lister(),
-		exp: newExpectations(), now: time.Now,
+		exp: newExpectations(), now: time.Now, recorder: noEvents,
 	}
 	c.loop = newLoop(NameReplicaSet, log, m, c.sync, rsInf.Informer().HasSynced, podInf.Informer().HasSynced)
 	if _, err := rsInf.Informer().AddEventHandler(c.handler()); err != nil {
@@ -211,6 +213,7 @@ func (c *ReplicaSetController) manageReplicas(ctx context.Context, key string, r
 		for range diff {
 			if err := c.createPod(ctx, rs); err != nil {
 				c.exp.creationObserved(key) // it will never show up
+				c.recorder.Eventf(rs, nil, corev1.EventTypeWarning, "FailedCreate", "Create", "Error creating: %v", err)
 				errs = append(errs, err)
 				if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 					break
@@ -231,9 +234,12 @@ func (c *ReplicaSetController) manageReplicas(ctx context.Context, key string, r
 			if err != nil {
 				c.exp.deletionObserved(key, keys[i])
 				if !apierrors.IsNotFound(err) {
+					c.recorder.Eventf(rs, nil, corev1.EventTypeWarning, "FailedDelete", "Delete", "Error deleting: %v", err)
 					errs = append(errs, err)
 				}
+				continue
 			}
+			c.recorder.Eventf(rs, nil, corev1.EventTypeNormal, "SuccessfulDelete", "Delete", "Deleted pod: %s", p.Name)
 		}
 		return errors.Join(errs...)
 	}
@@ -253,7 +259,10 @@ func (c *ReplicaSetController) createPod(ctx context.Context, rs *appsv1.Replica
 		},
 		Spec: t.Spec,
 	}
-	_, err := c.client.CoreV1().Pods(rs.Namespace).Create(ctx, p, metav1.CreateOptions{})
+	got, err := c.client.CoreV1().Pods(rs.Namespace).Create(ctx, p, metav1.CreateOptions{})
+	if err == nil {
+		c.recorder.Eventf(rs, nil, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created pod: %s", got.Name)
+	}
 	return err
 }
 

@@ -13,4 +13,6 @@ type (
 	sliceT  = discoveryv1.EndpointSlice
 	deployT = appsv1.Deployment
 	svcT    = corev1.Service
+	dsT     = appsv1.DaemonSet
+	revT    = appsv1.ControllerRevision
 )

@@ -19,8 +19,8 @@ import (
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
-// Balancer is a TCP load balancer over a fixed set of backends with
-// active HTTPS health checks. It is the lb role's component and, built
+// Balancer is a TCP load balancer over a set of backends with active
+// HTTPS health checks; SetBackends replaces the set while it runs. It is the lb role's component and, built
 // from a Config with MetricsAddress "", the agent's node-local LB.
 //
 // Use: New, Start, then Addr, Ready, Backends, Handler; Close once.
@@ -30,7 +30,9 @@ type Balancer struct {
 	metrics *metrics
 	checker *http.Client
 
-	backends []*backend
+	// backends is the current set, replaced whole by SetBackends (under
+	// mu) and read without a lock on every connection.
+	backends atomic.Pointer[[]*backend]
 	rr       atomic.Uint64 // rotates the start of every pick
 
 	ln        net.Listener
@@ -47,6 +49,7 @@ type Balancer struct {
 	loops      sync.WaitGroup
 	conns      sync.WaitGroup
 	stopChecks context.CancelFunc
+	checkCtx   context.Context // parent of every checker; nil before Start
 
 	// connCtx is cancelled when Close gives up waiting: dials in flight
 	// stop at once.
@@ -65,6 +68,7 @@ type Balancer struct {
 // every connection; fails and oks belong to its checker goroutine.
 type backend struct {
 	addr    string
+	stop    context.CancelFunc // ends its checker; nil before Start
 	healthy atomic.Bool
 	active  atomic.Int64
 	total   atomic.Uint64
@@ -120,10 +124,12 @@ func New(cfg *Config, log *slog.Logger) (*Balancer, error) {
 		open: map[*proxyConn]struct{}{},
 	}
 	b.cfg.Backends = append([]string(nil), cfg.Backends...)
+	bes := make([]*backend, 0, len(b.cfg.Backends))
 	for _, addr := range b.cfg.Backends {
-		b.backends = append(b.backends, &backend{addr: addr})
+		bes = append(bes, &backend{addr: addr})
 		b.metrics.add(addr)
 	}
+	b.backends.Store(&bes)
 	b.connCtx, b.cancelConns = context.WithCancel(context.Background())
 	return b, nil
 }
@@ -176,15 +182,91 @@ func (b *Balancer) Start(ctx context.Context) error {
 	}
 
 	checkCtx, cancel := context.WithCancel(context.Background())
-	b.stopChecks = cancel
-	for _, be := range b.backends {
-		b.loops.Add(1)
-		go b.checkLoop(checkCtx, be)
+	b.mu.Lock()
+	b.checkCtx, b.stopChecks = checkCtx, cancel
+	for _, be := range b.list() {
+		b.startCheck(be)
 	}
+	b.mu.Unlock()
 	b.accepting = make(chan struct{})
 	go b.acceptLoop()
 	b.log.Info("load balancer started", "listen", ln.Addr().String(), "backends", b.cfg.Backends)
 	return nil
+}
+
+// list is the current backends.
+func (b *Balancer) list() []*backend { return *b.backends.Load() }
+
+// startCheck starts be's checker; b.mu is held and Start has run.
+func (b *Balancer) startCheck(be *backend) {
+	ctx, cancel := context.WithCancel(b.checkCtx)
+	be.stop = cancel
+	b.loops.Add(1)
+	go b.checkLoop(ctx, be)
+}
+
+// SetBackends replaces the backends with addrs (host:port, in order).
+// Backends that stay keep their health and connections; new ones start
+// unhealthy until their checks pass, as at start; removed ones stop being
+// checked and their open connections are closed, so clients reconnect to
+// one that remains. An empty addrs is refused: a balancer with no backend
+// serves nobody, and the caller's source of addresses is more likely
+// wrong than the cluster empty. It reports whether the set changed.
+func (b *Balancer) SetBackends(addrs []string) (bool, error) {
+	if len(addrs) == 0 {
+		return false, errors.New("lb: refusing an empty backend list")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closing.Load() {
+		return false, errors.New("lb: closing")
+	}
+	old := b.list()
+	byAddr := make(map[string]*backend, len(old))
+	for _, be := range old {
+		byAddr[be.addr] = be
+	}
+	next := make([]*backend, 0, len(addrs))
+	seen := map[string]bool{}
+	changed := len(addrs) != len(old)
+	for i, a := range addrs {
+		if seen[a] {
+			continue
+		}
+		seen[a] = true
+		if i >= len(old) || old[i].addr != a {
+			changed = true
+		}
+		if be := byAddr[a]; be != nil {
+			next = append(next, be)
+			continue
+		}
+		be := &backend{addr: a}
+		b.metrics.add(a)
+		if b.checkCtx != nil {
+			b.startCheck(be)
+		}
+		next = append(next, be)
+	}
+	if !changed {
+		return false, nil
+	}
+	b.backends.Store(&next)
+	for _, be := range old {
+		if seen[be.addr] {
+			continue
+		}
+		if be.stop != nil {
+			be.stop()
+		}
+		be.healthy.Store(false)
+		n := b.shutConnsToLocked(be)
+		b.metrics.remove(be.addr)
+		b.log.Warn("backend removed", "backend", be.addr, "connectionsReset", n)
+	}
+	b.cfg.Backends = append([]string(nil), addrs...)
+	b.log.Info("backends replaced", "backends", addrs)
+	return true, nil
 }
 
 // fail reports an error on Err without blocking.
@@ -216,7 +298,7 @@ func (b *Balancer) Ready() bool {
 	if b.closing.Load() {
 		return false
 	}
-	for _, be := range b.backends {
+	for _, be := range b.list() {
 		if be.healthy.Load() {
 			return true
 		}
@@ -224,10 +306,11 @@ func (b *Balancer) Ready() bool {
 	return false
 }
 
-// Backends returns a snapshot of every backend, in config order.
+// Backends returns a snapshot of every backend, in the order given.
 func (b *Balancer) Backends() []BackendStatus {
-	out := make([]BackendStatus, 0, len(b.backends))
-	for _, be := range b.backends {
+	bes := b.list()
+	out := make([]BackendStatus, 0, len(bes))
+	for _, be := range bes {
 		out = append(out, BackendStatus{
 			Address:           be.addr,
 			Healthy:           be.healthy.Load(),
@@ -253,7 +336,9 @@ func (b *Balancer) Registry() *prometheus.Registry { return b.metrics.reg }
 // on a Balancer that was never started only releases its resources.
 func (b *Balancer) Close() {
 	b.closeOnce.Do(func() {
+		b.mu.Lock() // SetBackends starts no checker once closing is seen
 		b.closing.Store(true)
+		b.mu.Unlock()
 		if b.ln != nil {
 			b.ln.Close()
 			<-b.accepting
@@ -388,6 +473,11 @@ func (b *Balancer) setServer(pc *proxyConn, be *backend, server net.Conn) bool {
 func (b *Balancer) shutConnsTo(be *backend) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.shutConnsToLocked(be)
+}
+
+// shutConnsToLocked is shutConnsTo with b.mu held.
+func (b *Balancer) shutConnsToLocked(be *backend) int {
 	n := 0
 	for pc := range b.open {
 		if pc.backend == be {
@@ -478,7 +568,7 @@ func pipe(dst, src net.Conn) error {
 // It returns nil when none is healthy or every dial failed.
 func (b *Balancer) dial() (*backend, net.Conn) {
 	d := net.Dialer{Timeout: b.cfg.DialTimeout}
-	tried := make(map[*backend]bool, len(b.backends))
+	tried := make(map[*backend]bool, 3)
 	for {
 		be := b.pick(tried)
 		if be == nil {
@@ -499,11 +589,12 @@ func (b *Balancer) dial() (*backend, net.Conn) {
 
 // pick returns the next healthy backend not yet tried, or nil.
 func (b *Balancer) pick(tried map[*backend]bool) *backend {
-	n := len(b.backends)
+	bes := b.list()
+	n := len(bes)
 	start := int(b.rr.Add(1) % uint64(n))
 	var best *backend
 	for i := range n {
-		be := b.backends[(start+i)%n]
+		be := bes[(start+i)%n]
 		if tried[be] || !be.healthy.Load() {
 			continue
 		}

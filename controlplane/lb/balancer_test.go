@@ -398,7 +398,7 @@ func TestDialRetryAndHalfClose(t *testing.T) {
 	cfg.HealthCheck.Period = time.Hour // one check at start, which fails once: below the threshold
 	cfg.HealthCheck.Timeout = 500 * time.Millisecond
 	b := startBalancer(t, cfg)
-	for _, be := range b.backends {
+	for _, be := range b.list() {
 		be.healthy.Store(true)
 	}
 
@@ -544,4 +544,62 @@ func TestBackendMarkedDownResetsItsConnections(t *testing.T) {
 	}
 	resp.Body.Close()
 	eventually(t, 2*time.Second, "m1's connections counted gone", func() bool { return b.Backends()[0].ActiveConnections == 0 })
+}
+
+func TestSetBackendsWhileRunning(t *testing.T) {
+	fakes, ca := startFakes(t, 3)
+	cfg := testConfig(fakes[:2], ca)
+	cfg.HealthCheck.Period = 100 * time.Millisecond
+	cfg.HealthCheck.Timeout = 90 * time.Millisecond
+	b := startBalancer(t, cfg)
+	eventually(t, 5*time.Second, "m1 and m2 healthy", func() bool { return allHealthy(b) })
+	c := client(ca)
+
+	// A long connection to m1, which is about to be removed.
+	conn, err := tls.Dial("tcp", b.Addr().String(), &tls.Config{RootCAs: c.Transport.(*http.Transport).TLSClientConfig.RootCAs, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	if _, err := b.SetBackends(nil); err == nil {
+		t.Error("an empty backend list was accepted")
+	}
+	if changed, err := b.SetBackends([]string{fakes[0].addr(), fakes[1].addr()}); err != nil || changed {
+		t.Errorf("the same list: changed %v, %v; want false, nil", changed, err)
+	}
+	// m1 out, m3 in: m2 keeps its health at once, m3 turns healthy after
+	// its checks, and only m2 and m3 serve.
+	changed, err := b.SetBackends([]string{fakes[1].addr(), fakes[2].addr(), fakes[1].addr()})
+	if err != nil || !changed {
+		t.Fatalf("SetBackends: changed %v, %v", changed, err)
+	}
+	h := healthy(b)
+	if len(h) != 2 || !h[fakes[1].addr()] {
+		t.Fatalf("right after the change: %v, want m2 healthy and m3 not yet", h)
+	}
+	eventually(t, 5*time.Second, "m3 healthy", func() bool { return allHealthy(b) })
+	seen := map[string]int{}
+	for range 20 {
+		name, err := whoami(c, b.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[name]++
+	}
+	if seen["m1"] != 0 || seen["m2"] == 0 || seen["m3"] == 0 {
+		t.Errorf("answers after the change: %v, want m2 and m3 only", seen)
+	}
+	// The connection that went to the removed backend (or to m2: the pick
+	// rotates) ends or still works; it never hangs.
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	_, _ = conn.Write([]byte("GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n"))
+	buf := make([]byte, 256)
+	if _, err := conn.Read(buf); err != nil && strings.Contains(err.Error(), "timeout") {
+		t.Errorf("a connection to a removed backend hung: %v", err)
+	}
+	status, body := httpGet(t, "http://"+b.MetricsAddr().String()+"/metrics")
+	if status != 200 || strings.Contains(body, `kforge_lb_backend_up{backend="`+fakes[0].addr()+`"}`) {
+		t.Errorf("metrics still report the removed backend's health (status %d)", status)
+	}
 }

@@ -22,6 +22,11 @@
 //     Connections open to a backend when it is taken out are reset, so
 //     their clients reconnect to a healthy one rather than wait on a hung
 //     or cut-off master.
+//   - SetBackends replaces the backends while running (the agent's
+//     node-local LB follows the kubernetes Service's EndpointSlices):
+//     those that stay keep their health and connections, new ones are
+//     checked before use, removed ones stop being checked and their
+//     connections are reset.
 //   - The metrics server on MetricsAddress (plain HTTP, 127.0.0.1:9443 by
 //     default; keep it on loopback or a management address): /healthz,
 //     /readyz (ready while at least one backend is healthy) and /metrics

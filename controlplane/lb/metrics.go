@@ -62,6 +62,14 @@ func (m *metrics) add(addr string) {
 	m.checkFailures.WithLabelValues(addr)
 }
 
+// remove drops a removed backend's health series. Its connection series
+// stay: connections closing after the removal still count down to 0.
+func (m *metrics) remove(addr string) {
+	m.up.DeleteLabelValues(addr)
+	m.dialFailures.DeleteLabelValues(addr)
+	m.checkFailures.DeleteLabelValues(addr)
+}
+
 func (m *metrics) connected(addr string) {
 	m.connections.WithLabelValues(addr).Inc()
 	m.active.WithLabelValues(addr).Inc()

@@ -343,7 +343,7 @@ func TestSchedulerOnRealAPIServer(t *testing.T) {
 			if e.Reason == "Scheduled" && e.Regarding.Name == "infra" && e.Note == "Successfully assigned default/infra to node-c" {
 				scheduled = true
 			}
-			if e.Reason == "FailedScheduling" && e.Regarding.Name == "big" && e.Type == corev1.EventTypeWarning {
+			if e.Reason == "FailedScheduling" && e.Regarding.Name == "big" && e.Type == corev1.EventTypeWarning && e.Note == wantMsg {
 				failed = true
 			}
 		}
@@ -390,15 +390,20 @@ func TestSchedulerOnRealAPIServer(t *testing.T) {
 	if h, err := leaseHolder(cs); err != nil || h != standby {
 		t.Errorf("lease holder %q (%v), want %s", h, err, standby)
 	}
-	_, body = get(t, "http://"+instances[standby].s.HealthAddr().String()+"/metrics")
-	for _, line := range []string{
-		`kforge_scheduler_schedule_attempts_total{result="scheduled"} 1`,
-		`kforge_scheduler_schedule_attempts_total{result="error"} 0`,
-	} {
-		if !strings.Contains(body, line) {
-			t.Errorf("new leader /metrics lacks %s", line)
+	// The scheduler counts a placement after the bind returns, so a
+	// client can see the pod bound a moment before the counter moves.
+	waitFor(t, 10*time.Second, "the new leader's metrics", func() (bool, error) {
+		_, body = get(t, "http://"+instances[standby].s.HealthAddr().String()+"/metrics")
+		for _, line := range []string{
+			`kforge_scheduler_schedule_attempts_total{result="scheduled"} 1`,
+			`kforge_scheduler_schedule_attempts_total{result="error"} 0`,
+		} {
+			if !strings.Contains(body, line) {
+				return false, fmt.Errorf("new leader /metrics lacks %s", line)
+			}
 		}
-	}
+		return true, nil
+	})
 
 	// Without leader election a single instance schedules at once and
 	// still shuts down cleanly.

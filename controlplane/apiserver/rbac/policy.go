@@ -247,6 +247,10 @@ func Bootstrap() *Policy {
 	), users(KubeletClientUser))
 	addRole(role(corev1.NamespaceNodeLease, "system:kforge:node-lease",
 		allow("get list watch create update patch delete", coord, "leases")), groups(Nodes))
+	// The agent's node-local apiserver load balancer follows the
+	// kubernetes Service's EndpointSlices, which live in default.
+	addRole(role(metav1.NamespaceDefault, "system:kforge:node-apiserver-endpoints",
+		allow(read, discovery, "endpointslices")), groups(Nodes))
 
 	// The service proxy.
 	add(clusterRole("system:node-proxier", append([]rbacv1.PolicyRule{

@@ -414,25 +414,16 @@ func TestAgentAPI(t *testing.T) {
 	out.Reset()
 	ttyReq := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace("default").Name("talk").SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{Container: "talk", Command: []string{"sh", "-c", "test -t 0 && test -t 1 && echo a-terminal"}, Stdin: true, Stdout: true, TTY: true}, paramCodec)
-	// Input stays open as a terminal's would (its end hangs the terminal
-	// up) until the answer is in.
+	// Input stays open while the command runs, as a terminal's would (its
+	// end hangs the terminal up).
 	ttyIn, ttyInW := io.Pipe()
-	ttyOut := newNotifyWriter("a-terminal")
-	ttyDone := make(chan error, 1)
-	go func() {
-		ttyDone <- kubectlExecutor(t, rc, ttyReq).StreamWithContext(ctx, remotecommand.StreamOptions{
-			Stdin: ttyIn, Stdout: ttyOut, Tty: true})
-	}()
-	select {
-	case <-ttyOut.seen:
-		ttyInW.Close()
-		if err := <-ttyDone; err != nil {
-			t.Errorf("exec -t: %v", err)
-		}
-	case err := <-ttyDone:
-		t.Errorf("exec -t ended without the answer: %v; output %q", err, ttyOut.String())
-	}
+	var ttyOut bytes.Buffer
+	err = kubectlExecutor(t, rc, ttyReq).StreamWithContext(ctx, remotecommand.StreamOptions{
+		Stdin: ttyIn, Stdout: &ttyOut, Tty: true})
 	ttyInW.Close()
+	if err != nil || strings.TrimSpace(ttyOut.String()) != "a-terminal" {
+		t.Errorf("exec -t: %v; output %q", err, ttyOut.String())
+	}
 	waitLine(followed, "to-pid-1")
 	stopFollow()
 	followWG.Wait()

@@ -36,7 +36,8 @@ var apiserverRole = &Role{
 		c.Etcd.KeyFile = pkiPath("apiserver-etcd-client.key")
 		c.KubeletClient = apiserver.KubeletClient{CertFile: pkiPath("apiserver-kubelet-client.crt"), KeyFile: pkiPath("apiserver-kubelet-client.key")}
 		c.ServiceCIDR = cp.Cluster.Spec.Network.ServiceCIDR
-		c.ServiceAccount = apiserver.ServiceAccount{KeyFile: pkiPath("sa.key"), PublicKeyFile: pkiPath("sa.pub")}
+		c.ServiceAccount = apiserver.ServiceAccount{KeyFile: pkiPath("sa.key"), PublicKeyFile: pkiPath("sa.pub"),
+			Issuer: "https://kubernetes.default.svc." + cp.Cluster.Spec.Network.ClusterDomain}
 		c.Encryption.ProviderConfigFile = pkiPath(encryptionFileName)
 		return c, nil
 	},

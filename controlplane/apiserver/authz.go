@@ -8,10 +8,12 @@ import (
 	"strings"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/validation/path"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -27,6 +29,7 @@ func (s *Server) startIndexes(ctx context.Context) (stop func()) {
 		ctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() { s.authz.Run(ctx) })
+		wg.Go(func() { s.store.Follow(ctx, "node-graph", podsPrefix, s.nodes, s.log) })
 		wg.Go(func() { s.store.Follow(ctx, "cache", "/registry/", s.cache, s.log) })
 		stop = func() {
 			cancel()
@@ -75,7 +78,7 @@ func (s *Server) authorize(r *http.Request, req *request) error {
 			}
 		}
 	}
-	allowed, reason, err := s.rbacAllows(r.Context(), at)
+	allowed, reason, err := s.allows(r.Context(), at)
 	if err != nil || allowed {
 		return err
 	}
@@ -102,7 +105,7 @@ func (s *Server) authorizeNonResource(ctx context.Context, u user, method, path 
 		return nil
 	}
 	verb := strings.ToLower(method)
-	allowed, reason, err := s.rbacAllows(ctx, rbac.Attributes{User: rbac.User{Name: u.Name, Groups: u.Groups}, Verb: verb, Path: path})
+	allowed, reason, err := s.allows(ctx, rbac.Attributes{User: rbac.User{Name: u.Name, Groups: u.Groups}, Verb: verb, Path: path})
 	if err != nil || allowed {
 		return err
 	}
@@ -111,6 +114,25 @@ func (s *Server) authorizeNonResource(ctx context.Context, u user, method, path 
 		what += ": " + reason
 	}
 	return apierrors.NewForbidden(schema.GroupResource{}, "", errors.New(what))
+}
+
+// allows asks the authorizer chain, as upstream's
+// --authorization-mode=Node,RBAC: the Node authorizer (nodeauthz.go),
+// then RBAC. Every authorization decision goes through it.
+func (s *Server) allows(ctx context.Context, at rbac.Attributes) (bool, string, error) {
+	ok, nodeReason, err := s.nodeAuthorize(ctx, at)
+	if err != nil || ok {
+		return ok, "", err
+	}
+	ok, reason, err := s.rbacAllows(ctx, at)
+	if !ok && nodeReason != "" {
+		if reason == "" {
+			reason = nodeReason
+		} else {
+			reason = nodeReason + "; " + reason
+		}
+	}
+	return ok, reason, err
 }
 
 // rbacAllows waits (briefly) for the RBAC index to sync, then asks it: a
@@ -156,6 +178,34 @@ func (s *Server) bootstrapRBAC(ctx context.Context) error {
 		if _, err := s.create(ctx, res, m.GetNamespace(), it.obj); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("apiserver: bootstrap RBAC: creating %s %s: %w", it.kind, m.GetName(), err)
 		}
+	}
+	return s.dropNodeGrants(ctx)
+}
+
+// dropNodeGrants takes back what an older kforge's bootstrap granted every
+// node through RBAC (the system:nodes group in the system:node binding,
+// and the node-lease RoleBinding), as upstream's reconciliation empties
+// the system:node binding once the Node authorizer is on: a node's rights
+// come from the Node authorizer alone.
+func (s *Server) dropNodeGrants(ctx context.Context) error {
+	crb := s.reg.ByKind(rbacv1.GroupName, "ClusterRoleBinding")
+	_, err := s.guaranteedUpdate(ctx, crb, "", "system:node", "", func(old runtime.Object) (runtime.Object, error) {
+		b := old.(*rbacv1.ClusterRoleBinding)
+		kept := b.Subjects[:0]
+		for _, sub := range b.Subjects {
+			if sub.Kind != rbacv1.GroupKind || sub.Name != rbac.Nodes {
+				kept = append(kept, sub)
+			}
+		}
+		b.Subjects = kept
+		return b, nil
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("apiserver: bootstrap RBAC: the system:node binding: %w", err)
+	}
+	rb := s.reg.ByKind(rbacv1.GroupName, "RoleBinding")
+	if _, err := s.delete(ctx, rb, corev1.NamespaceNodeLease, "system:kforge:node-lease", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("apiserver: bootstrap RBAC: the node-lease binding: %w", err)
 	}
 	return nil
 }

@@ -88,10 +88,14 @@ func TestRBACNoBindingsIs403AndDiscoveryWorks(t *testing.T) {
 	if !apierrors.IsForbidden(err) || err.Error() != `forbidden: User "bob" cannot post path "/apis"` {
 		t.Fatalf("post /apis: %v", err)
 	}
-	// No certificate is still 401, for discovery too.
+	// No certificate is 401, for discovery too; /version alone is
+	// public (system:public-info-viewer).
 	anon, _ := kubernetes.NewForConfig(&rest.Config{Host: e.host, TLSClientConfig: rest.TLSClientConfig{CAData: e.ca.pem}})
-	if _, err := anon.Discovery().ServerVersion(); !apierrors.IsUnauthorized(err) {
+	if _, err := anon.Discovery().ServerVersion(); err != nil {
 		t.Fatalf("anonymous version: %v", err)
+	}
+	if _, err := anon.Discovery().ServerGroups(); !apierrors.IsUnauthorized(err) {
+		t.Fatalf("anonymous discovery: %v", err)
 	}
 	if _, err := anon.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); !apierrors.IsUnauthorized(err) {
 		t.Fatalf("anonymous list: %v", err)

@@ -18,6 +18,7 @@ var (
 		"binding":  {"create"},
 		"eviction": {"create"},
 		"finalize": {"update"},
+		"token":    {"create"},
 		// Proxied to the node agent (nodeproxy.go).
 		"log":         {"get"},
 		"proxy":       {"create", "delete", "get", "patch", "update"},
@@ -67,6 +68,8 @@ func (reg *Registry) APIResourceList(group, ver string) (*metav1.APIResourceList
 				res.Group, res.Version, res.Kind = scaleGVK.Group, scaleGVK.Version, scaleGVK.Kind
 			case "binding":
 				res.Kind = "Binding"
+			case "token":
+				res.Group, res.Version, res.Kind = tokenRequestGVK.Group, tokenRequestGVK.Version, tokenRequestGVK.Kind
 			case "eviction":
 				res.Group, res.Version, res.Kind = evictionGVK.Group, evictionGVK.Version, evictionGVK.Kind
 			case "log", "exec", "attach", "portforward", "proxy":

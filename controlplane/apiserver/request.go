@@ -80,7 +80,7 @@ func (s *Server) parseRequest(r *http.Request, parts []string) (*request, error)
 		}
 	case http.MethodPost:
 		req.verb = "create"
-		if req.name != "" && req.sub != "binding" && req.sub != "eviction" && !nodeAgentSubresources[req.sub] {
+		if req.name != "" && req.sub != "binding" && req.sub != "token" && req.sub != "eviction" && !nodeAgentSubresources[req.sub] {
 			return nil, apierrors.NewMethodNotSupported(req.gr(), "POST to a named "+req.res.Singular)
 		}
 	case http.MethodPut:
@@ -144,6 +144,7 @@ var subresourceVerbs = map[string]map[string]bool{
 	"status":   {"get": true, "update": true, "patch": true},
 	"scale":    {"get": true, "update": true, "patch": true},
 	"binding":  {"create": true},
+	"token":    {"create": true},
 	"eviction": {"create": true},
 	"finalize": {"update": true},
 }

@@ -63,6 +63,9 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 				writeJSON(w, code, &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess, Code: int32(code)})
 				return
 			}
+		case req.sub == "token":
+			obj, warnings, err = s.createToken(ctx, req, r, body)
+			gvk, code = tokenRequestGVK, http.StatusCreated
 		case req.sub == "eviction":
 			if warnings, err = s.evict(ctx, req, r, body); err == nil {
 				writeJSON(w, http.StatusCreated, &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess, Code: http.StatusCreated})

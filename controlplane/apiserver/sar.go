@@ -70,7 +70,8 @@ func (s *Server) reviewLocalSubjectAccess(ctx context.Context, _ user, obj runti
 }
 
 // decideAccess answers a review's spec as a request of that user would
-// be: system:masters may do anything, everyone else what RBAC grants.
+// be: system:masters may do anything, everyone else what the authorizer
+// chain (the Node authorizer, then RBAC) allows.
 func (s *Server) decideAccess(ctx context.Context, spec *authorizationv1.SubjectAccessReviewSpec) (authorizationv1.SubjectAccessReviewStatus, error) {
 	var none authorizationv1.SubjectAccessReviewStatus
 	if spec.User == "" && len(spec.Groups) == 0 {
@@ -93,7 +94,7 @@ func (s *Server) decideAccess(ctx context.Context, spec *authorizationv1.Subject
 	if u.in(rbac.Masters) {
 		return authorizationv1.SubjectAccessReviewStatus{Allowed: true, Reason: "member of " + rbac.Masters}, nil
 	}
-	allowed, reason, err := s.rbacAllows(ctx, at)
+	allowed, reason, err := s.allows(ctx, at)
 	if err != nil {
 		return none, err
 	}

@@ -333,11 +333,17 @@ func Bootstrap() *Policy {
 		allow("get update patch", netw, "ingresses/status"),
 	}, eventWrites...)...), users(IngressUser))
 
-	// Cluster DNS: names from Services, their endpoints and pods.
+	// Cluster DNS: names from Services, their endpoints and pods; Nodes
+	// to tell an instance on a dead worker.
 	add(clusterRole("system:kforge:dns", append([]rbacv1.PolicyRule{
-		allow(read, core, "services", "endpoints", "pods", "namespaces"),
+		allow(read, core, "services", "endpoints", "pods", "namespaces", "nodes"),
 		allow(read, discovery, "endpointslices"),
 	}, eventWrites...)...), users(DNSUser))
+	// Each DNS instance creates the kube-dns Service when missing and
+	// keeps its own EndpointSlice of it.
+	addRole(role(metav1.NamespaceSystem, "system:kforge:dns",
+		allow("get create", core, "services"),
+		allow("get create update patch delete", discovery, "endpointslices")), users(DNSUser))
 
 	return p
 }

@@ -531,8 +531,12 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, sb *sandbox
 	if init {
 		l[labelInit] = "true"
 	}
-	logPath := filepath.Join(a.cfg.PodLogDir, pod.Namespace+"_"+pod.Name+"_"+string(pod.UID), c.Name, strconv.Itoa(attempt)+".log")
-	rec, err := a.rt.createAndStart(ctx, img, containerSpec{id: id, labels: l, specOps: opts, logPath: logPath})
+	logPath := logPathFor(a.cfg.PodLogDir, pod.Namespace, pod.Name, string(pod.UID), c.Name, attempt)
+	if c.TTY {
+		opts = append(opts, oci.WithTTY)
+	}
+	rec, err := a.rt.createAndStart(ctx, img, containerSpec{id: id, labels: l, specOps: opts, logPath: logPath,
+		stdin: c.Stdin, stdinOnce: c.Stdin && c.StdinOnce, tty: c.TTY})
 	if err != nil {
 		var se *startError
 		if errors.As(err, &se) {

@@ -54,6 +54,10 @@ type Config struct {
 	TLS ServingTLS `yaml:"tls" json:"tls"`
 	// Etcd says how to reach the etcd members, always with mutual TLS.
 	Etcd Etcd `yaml:"etcd" json:"etcd"`
+	// KubeletClient is the apiserver's client certificate toward the node
+	// agents, for pods/log, exec, attach, portforward and nodes/proxy;
+	// without it those answer 503.
+	KubeletClient KubeletClient `yaml:"kubeletClient,omitempty" json:"kubeletClient,omitempty"`
 	// ServiceCIDR is the range ClusterIPs are allocated from.
 	ServiceCIDR string `yaml:"serviceCIDR" json:"serviceCIDR"`
 	// ServiceAccount holds the token signing key pair, the issuer and the
@@ -87,6 +91,15 @@ type ServingTLS struct {
 	KeyFile  string `yaml:"keyFile" json:"keyFile"`
 	// ClientCAFile is the cluster CA: client certificates it signed are users.
 	ClientCAFile string `yaml:"clientCAFile" json:"clientCAFile"`
+}
+
+// KubeletClient is the apiserver's identity toward the node agents (the
+// PKI's apiserver-kubelet-client). The agents' serving certificates are
+// verified against CAFile, the TLS client CA (the cluster CA) when empty.
+type KubeletClient struct {
+	CertFile string `yaml:"certFile,omitempty" json:"certFile,omitempty"`
+	KeyFile  string `yaml:"keyFile,omitempty" json:"keyFile,omitempty"`
+	CAFile   string `yaml:"caFile,omitempty" json:"caFile,omitempty"`
 }
 
 // Etcd is the apiserver's etcd client configuration.
@@ -200,6 +213,7 @@ func (c *Config) FilePaths() []*string {
 		&c.Etcd.CAFile, &c.Etcd.CertFile, &c.Etcd.KeyFile,
 		&c.ServiceAccount.KeyFile, &c.ServiceAccount.PublicKeyFile,
 		&c.Encryption.ProviderConfigFile,
+		&c.KubeletClient.CertFile, &c.KubeletClient.KeyFile, &c.KubeletClient.CAFile,
 	}
 }
 
@@ -289,6 +303,10 @@ func (c *Config) Validate() field.ErrorList {
 		if a == "" {
 			add(field.Required(saPath.Child("audiences").Index(i), "an audience may not be empty"))
 		}
+	}
+
+	if kc := c.KubeletClient; (kc.CertFile == "") != (kc.KeyFile == "") || (kc.CAFile != "" && kc.CertFile == "") {
+		add(field.Required(field.NewPath("kubeletClient"), "certFile and keyFile go together (caFile needs them)"))
 	}
 
 	if c.EventTTL < time.Second {

@@ -19,8 +19,9 @@ var (
 		"eviction": {"create"},
 		"finalize": {"update"},
 		"token":    {"create"},
-		// Served by the node agent; until it lands they answer 503.
+		// Proxied to the node agent (nodeproxy.go).
 		"log":         {"get"},
+		"proxy":       {"create", "delete", "get", "patch", "update"},
 		"exec":        {"create", "get"},
 		"attach":      {"create", "get"},
 		"portforward": {"create", "get"},
@@ -71,8 +72,8 @@ func (reg *Registry) APIResourceList(group, ver string) (*metav1.APIResourceList
 				res.Group, res.Version, res.Kind = tokenRequestGVK.Group, tokenRequestGVK.Version, tokenRequestGVK.Kind
 			case "eviction":
 				res.Group, res.Version, res.Kind = evictionGVK.Group, evictionGVK.Version, evictionGVK.Kind
-			case "log", "exec", "attach", "portforward":
-				res.Kind = map[string]string{"log": "Pod", "exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions"}[sub]
+			case "log", "exec", "attach", "portforward", "proxy":
+				res.Kind = map[string]string{"log": "Pod", "exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions", "proxy": "NodeProxyOptions"}[sub]
 			}
 			list.APIResources = append(list.APIResources, res)
 		}

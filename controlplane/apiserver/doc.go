@@ -51,8 +51,15 @@
 //     authorizer over a graph of pods and what they use (nodeauthz.go),
 //     NodeRestriction admission (nodeauthz_admission.go), then RBAC from
 //     an index of the stored roles and bindings (rbac); impersonation,
-//     escalation checks, the bootstrap policy, and the access reviews
-//     kubectl auth uses.
+//     escalation checks, the bootstrap policy, the access reviews
+//     kubectl auth uses, and SubjectAccessReview and
+//     LocalSubjectAccessReview for any user from the same chain (sar.go;
+//     the node agents ask them about their API's clients).
+//   - The node agent's subresources (nodeproxy.go): pods/log, exec,
+//     attach, portforward and nodes/proxy proxied, upgrades included, to
+//     the agent API of the pod's node with the kubelet client
+//     certificate; long-running, so exempt from deadlines and the
+//     in-flight cap.
 //   - Namespace lifecycle (namespace.go): the "kubernetes" finalizer,
 //     Terminating on delete, no creates in a terminating namespace, the
 //     system namespaces kept; the controller manager empties and

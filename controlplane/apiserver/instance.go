@@ -28,6 +28,7 @@ type Instance struct {
 
 	serving *tls.Config
 	etcdTLS *tls.Config
+	nodeTLS *tls.Config // toward the node agents; nil without kubeletClient
 	// storeOpts transform values at rest (encryption).
 	storeOpts []storage.Option
 	identity  Identity
@@ -77,6 +78,16 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 			return nil, fmt.Errorf("apiserver: %w", err)
 		}
 	}
+	var nodeTLS *tls.Config
+	if kc := cfg.KubeletClient; kc.CertFile != "" {
+		ca := kc.CAFile
+		if ca == "" {
+			ca = cfg.TLS.ClientCAFile
+		}
+		if nodeTLS, err = NodeClientTLS(kc.CertFile, kc.KeyFile, ca); err != nil {
+			return nil, err
+		}
+	}
 	entries, err := cfg.Encryption.Load()
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: encryption: %w", err)
@@ -86,6 +97,7 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 		return nil, err
 	}
 	return &Instance{
+		nodeTLS:   nodeTLS,
 		storeOpts: storeOpts,
 		identity:  Identity{ClientCAs: pool, ServiceAccount: tokens},
 		cfg:       cfg,
@@ -145,6 +157,7 @@ func (in *Instance) Start(ctx context.Context) error {
 		DisableMetrics: !in.cfg.Metrics.Enabled,
 		Limits:         in.cfg.Limits,
 		Identity:       in.identity,
+		NodeClientTLS:  in.nodeTLS,
 	})
 	if err != nil {
 		cli.Close()

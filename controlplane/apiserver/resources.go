@@ -127,7 +127,7 @@ func DefaultResources() []*Resource {
 			Fields: func(o runtime.Object) fields.Set {
 				return fields.Set{"status.phase": string(o.(*corev1.Namespace).Status.Phase)}
 			}},
-		{Group: "", Version: "v1", Kind: "Node", Plural: "nodes", ShortNames: []string{"no"}, Subresources: []string{"status"},
+		{Group: "", Version: "v1", Kind: "Node", Plural: "nodes", ShortNames: []string{"no"}, Subresources: []string{"status", "proxy"},
 			New: newOf[corev1.Node](), NewList: newOf[corev1.NodeList](),
 			Fields: func(o runtime.Object) fields.Set {
 				return fields.Set{"spec.unschedulable": boolString(o.(*corev1.Node).Spec.Unschedulable)}
@@ -185,7 +185,7 @@ func DefaultResources() []*Resource {
 			New: newOf[rbacv1.RoleBinding](), NewList: newOf[rbacv1.RoleBindingList]()},
 		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBinding", Plural: "clusterrolebindings",
 			New: newOf[rbacv1.ClusterRoleBinding](), NewList: newOf[rbacv1.ClusterRoleBindingList]()},
-	}, slices.Concat(reviewResources(), selfSubjectReviewResources(), tokenReviewResources())...)
+	}, slices.Concat(reviewResources(), selfSubjectReviewResources(), tokenReviewResources(), subjectAccessReviewResources())...)
 }
 
 // scaleGVK is the kind of every /scale subresource.

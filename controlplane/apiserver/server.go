@@ -65,6 +65,10 @@ type Options struct {
 	// Identity says who callers are (authn.go): client certificates and
 	// service-account tokens.
 	Identity Identity
+	// NodeClientTLS is the client side of TLS toward the node agents
+	// (NodeClientTLS builds it): without it the subresources they serve
+	// (pods/log, exec, attach, portforward, nodes/proxy) answer 503.
+	NodeClientTLS *tls.Config
 }
 
 // Server is the Kubernetes-compatible API server: the HTTP handler over the
@@ -106,6 +110,10 @@ type Server struct {
 	// an advertise address.
 	lease     *storage.LeasedKey
 	leaseOnce sync.Once
+
+	// nodeTransport reaches the node agents (nodeproxy.go); nil without
+	// Options.NodeClientTLS.
+	nodeTransport *http.Transport
 }
 
 // New builds a Server. Call Bootstrap before serving.
@@ -157,6 +165,9 @@ func New(o Options) (*Server, error) {
 	}
 	if !o.DisableMetrics {
 		s.metrics = newMetrics(s.OpenWatches)
+	}
+	if o.NodeClientTLS != nil {
+		s.nodeTransport = newNodeTransport(o.NodeClientTLS)
 	}
 	return s, nil
 }
@@ -252,6 +263,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u, err = s.impersonate(r.Context(), r, u)
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	if isNodeAgentRequest(strings.Split(path, "/")) {
+		// Long-running and possibly upgraded: no deadline wrapper, which
+		// would hide the connection.
+		s.serveAuthenticated(w, r, path, u)
 		return
 	}
 	if isWatchRequest(r) {

@@ -322,6 +322,7 @@ func files(inv *pki.Inventory) (map[string]string, error) {
 		{"EtcdPeerCert", HostName + "/etcd-peer", false}, {"EtcdPeerKey", HostName + "/etcd-peer", true},
 		{"APIServerCert", HostName + "/apiserver", false}, {"APIServerKey", HostName + "/apiserver", true},
 		{"EtcdClientCert", HostName + "/apiserver-etcd-client", false}, {"EtcdClientKey", HostName + "/apiserver-etcd-client", true},
+		{"KubeletClientCert", HostName + "/apiserver-kubelet-client", false}, {"KubeletClientKey", HostName + "/apiserver-kubelet-client", true},
 	} {
 		if err := own(e.key, e.id, e.isKey); err != nil {
 			return nil, err
@@ -417,6 +418,7 @@ func apiserverConfig(dir string, inv *pki.Inventory, port int, etcdURL string) (
 	c.TLS = apiserver.ServingTLS{CertFile: f["APIServerCert"], KeyFile: f["APIServerKey"], ClientCAFile: f["ClusterCA"]}
 	c.Etcd.Endpoints = []string{etcdURL}
 	c.Etcd.CAFile, c.Etcd.CertFile, c.Etcd.KeyFile = f["EtcdCA"], f["EtcdClientCert"], f["EtcdClientKey"]
+	c.KubeletClient = apiserver.KubeletClient{CertFile: f["KubeletClientCert"], KeyFile: f["KubeletClientKey"]}
 	c.ServiceCIDR = ServiceCIDR
 	c.ServiceAccount = apiserver.ServiceAccount{KeyFile: f["SAKey"], PublicKeyFile: f["SAPub"]}
 	c.Metrics.Enabled = true

@@ -21,6 +21,9 @@ const (
 	ProxyUser         = "system:kube-proxy"
 	IngressUser       = "system:kforge:ingress"
 	DNSUser           = "system:kforge:dns"
+	// KubeletClientUser is the apiserver's identity toward the node
+	// agents (pods/log, exec, attach, portforward, nodes/proxy).
+	KubeletClientUser = "kforge:apiserver-kubelet-client"
 )
 
 // Policy is the bootstrap set of roles and bindings. The apiserver creates
@@ -306,6 +309,14 @@ func Bootstrap() *Policy {
 		allowURLs("get", "/.well-known/openid-configuration", "/.well-known/openid-configuration/",
 			"/openid/v1/jwks", "/openid/v1/jwks/"),
 	), groups(ServiceAccounts))
+
+	// Full use of the node agents' API, as upstream's role of that name;
+	// the apiserver's kubelet client holds it.
+	add(clusterRole("system:kubelet-api-admin",
+		allow(read+" proxy", core, "nodes"),
+		allow("*", core, "nodes/proxy", "nodes/metrics", "nodes/stats", "nodes/log", "nodes/spec",
+			"nodes/healthz", "nodes/pods", "nodes/configz"),
+	), users(KubeletClientUser))
 
 	// The service proxy.
 	add(clusterRole("system:node-proxier", append([]rbacv1.PolicyRule{

@@ -221,6 +221,7 @@ func testWorkload(t *testing.T, e workloadEnv) {
 		}
 	})
 
+	t.Run("kubectl reaches the pods through the agent", func(t *testing.T) { testAccess(t, e) })
 	testNodeFaults(t, e)
 }
 

@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+	"kforge.dev/kforge/internal/atomicfile"
 )
 
 var everything = labels.Everything()
@@ -255,7 +256,7 @@ func (a *Agent) finishPod(ctx context.Context, pod *corev1.Pod) error {
 		if err != nil {
 			return err
 		}
-		return writeFileAtomic(filepath.Join(a.podDir(pod.UID), sandboxFile), data, 0o600)
+		return atomicfile.Write(filepath.Join(a.podDir(pod.UID), sandboxFile), data, 0o600)
 	}
 	return nil
 }

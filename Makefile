@@ -68,6 +68,8 @@ demo: build $(KUBECTL)
 	@echo "  $(KUBECTL) --kubeconfig kforge-lab/admin.kubeconfig get nodes,pods -o wide"
 	@echo "  ./bin/kforge status -f kforge-lab/cluster.yaml"
 	@echo "  ./bin/kforge lab ssh --dir kforge-lab w1 -- busybox wget -qO- http://POD_IP:8080/"
+	@echo "  $(KUBECTL) --kubeconfig kforge-lab/admin.kubeconfig logs deployment/web"
+	@echo "  $(KUBECTL) --kubeconfig kforge-lab/admin.kubeconfig exec -it deployment/web -- sh"
 	@echo "  ./bin/kforge lab ssh --dir kforge-lab w1 -- ctr -n k8s.io containers ls"
 	@echo "Stop it with: make demo-down"
 

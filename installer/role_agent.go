@@ -32,15 +32,17 @@ var agentRole = &Role{
 		c.PodCIDRSource = nodeagent.PodCIDRFromNode
 		c.CNI.ClusterCIDR = cp.Cluster.Spec.Network.PodCIDR
 		c.APIServerProxy = nodeagent.APIServerProxy{CAFile: pkiPath("cluster-ca.crt")}
+		c.Server = nodeagent.Server{Address: nodeagent.DefaultServerAddress, CertFile: pkiPath("agent-server.crt"),
+			KeyFile: pkiPath("agent-server.key"), ClientCAFile: pkiPath("cluster-ca.crt")}
 		for _, m := range cp.Cluster.Masters() {
 			c.APIServerProxy.Backends = append(c.APIServerProxy.Backends, v1alpha1.HostPort(m.Address, 6443))
 		}
 		return c, nil
 	},
 	Parse:    func(data []byte) error { _, err := nodeagent.ParseConfig(data, "/"); return err },
-	PKIFiles: []string{"cluster-ca.crt", "agent.kubeconfig", "agent-client.crt", "agent-client.key"},
-	// The health listener, and the node-local load balancer.
-	Ports: []int{10248, 6444},
+	PKIFiles: []string{"cluster-ca.crt", "agent.kubeconfig", "agent-client.crt", "agent-client.key", "agent-server.crt", "agent-server.key"},
+	// The health listener, the node-local load balancer, the agent API.
+	Ports: []int{10248, 6444, 10250},
 	After: []string{"containerd.service"},
 	Health: func(ctx context.Context, _ *ControlPlane, h Host) error {
 		_, err := loopbackGet(ctx, h, nodeagent.DefaultHealthAddress, "/readyz")

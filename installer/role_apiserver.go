@@ -34,14 +34,17 @@ var apiserverRole = &Role{
 		c.Etcd.CAFile = pkiPath("etcd-ca.crt")
 		c.Etcd.CertFile = pkiPath("apiserver-etcd-client.crt")
 		c.Etcd.KeyFile = pkiPath("apiserver-etcd-client.key")
+		c.KubeletClient = apiserver.KubeletClient{CertFile: pkiPath("apiserver-kubelet-client.crt"), KeyFile: pkiPath("apiserver-kubelet-client.key")}
 		c.ServiceCIDR = cp.Cluster.Spec.Network.ServiceCIDR
-		c.ServiceAccount = apiserver.ServiceAccount{KeyFile: pkiPath("sa.key"), PublicKeyFile: pkiPath("sa.pub")}
+		c.ServiceAccount = apiserver.ServiceAccount{KeyFile: pkiPath("sa.key"), PublicKeyFile: pkiPath("sa.pub"),
+			Issuer: "https://kubernetes.default.svc." + cp.Cluster.Spec.Network.ClusterDomain}
 		c.Encryption.ProviderConfigFile = pkiPath(encryptionFileName)
 		return c, nil
 	},
 	Parse: func(data []byte) error { _, err := apiserver.ParseConfig(data, "/"); return err },
 	PKIFiles: []string{"cluster-ca.crt", "etcd-ca.crt", "apiserver.crt", "apiserver.key",
-		"apiserver-etcd-client.crt", "apiserver-etcd-client.key", "sa.key", "sa.pub", encryptionFileName},
+		"apiserver-etcd-client.crt", "apiserver-etcd-client.key", "apiserver-kubelet-client.crt", "apiserver-kubelet-client.key",
+		"sa.key", "sa.pub", encryptionFileName},
 	Ports: []int{6443},
 	After: []string{"etcd"},
 	Health: func(ctx context.Context, cp *ControlPlane, h Host) error {

@@ -18,7 +18,7 @@ import (
 )
 
 // NotYet is what `kforge up` says it does not do yet.
-const NotYet = "not there yet: the service proxy, cluster DNS and ingress on the workers"
+const NotYet = "not there yet: ingress on the workers"
 
 // UpOptions configure `kforge up`.
 type UpOptions struct {
@@ -167,8 +167,12 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 	if err != nil {
 		verb = "failed"
 	}
-	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, etcd, apiservers, load balancer, node agents (%d change(s)). %s.",
-		verb, formatDuration(res.Duration), hosts, len(res.Changes), NotYet)
+	roles := make([]string, len(Roles))
+	for i, r := range Roles {
+		roles[i] = r.Name
+	}
+	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
+		verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
 }
 
 func usageText(c *v1alpha1.Cluster, kubeconfig string) string {

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,7 @@ import (
 
 	"kforge.dev/kforge/controlplane/lb"
 	"kforge.dev/kforge/controlplane/roleconfig"
+	"kforge.dev/kforge/nodeagent/server"
 )
 
 // How the agent paces itself.
@@ -72,6 +74,12 @@ type Agent struct {
 	registry *prometheus.Registry
 	metrics  *agentMetrics
 	ln       net.Listener
+	// The agent API (nodeagent/server): its listener and TLS, nil when
+	// off.
+	apiLn   net.Listener
+	api     *server.Server
+	apiTLS  *tls.Config
+	started time.Time
 
 	runtimeVersion atomic.Value // string
 	podCIDR        atomic.Value // string
@@ -174,10 +182,20 @@ func newAgent(cfg *Config, kc *rest.Config, log *slog.Logger, o options) (*Agent
 	a.broadcaster = events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
 	a.recorder = a.broadcaster.NewRecorder(scheme.Scheme, "kubelet")
 	a.metrics = newAgentMetrics(a.registry, a.runningPods)
+	a.started = time.Now()
 	if cfg.HealthAddress != "" {
 		if a.ln, err = net.Listen("tcp", cfg.HealthAddress); err != nil {
 			a.rt.c.Close()
 			return nil, fmt.Errorf("agent: health listener: %w", err)
+		}
+	}
+	if cfg.Server.Enabled() {
+		if err := a.newAPI(client); err != nil {
+			a.rt.c.Close()
+			if a.ln != nil {
+				a.ln.Close()
+			}
+			return nil, err
 		}
 	}
 	return a, nil
@@ -209,6 +227,35 @@ func (a *Agent) enqueueAll() {
 	for _, p := range pods {
 		a.enqueue(p)
 	}
+}
+
+// newAPI builds the agent API and binds its listener; the bound port is
+// what the Node publishes in status.daemonEndpoints.
+func (a *Agent) newAPI(client kubernetes.Interface) error {
+	tc, err := server.TLSConfig(a.cfg.Server.CertFile, a.cfg.Server.KeyFile, a.cfg.Server.ClientCAFile)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	api, err := server.New(server.Options{NodeName: a.cfg.NodeName, Pods: podsAPI{a}, Client: client,
+		Metrics: a.registry, Logger: a.log})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	ln, err := net.Listen("tcp", a.cfg.Server.Address)
+	if err != nil {
+		return fmt.Errorf("agent: API listener: %w", err)
+	}
+	a.api, a.apiTLS, a.apiLn = api, tc, ln
+	a.cfg.serverPort = int32(ln.Addr().(*net.TCPAddr).Port)
+	return nil
+}
+
+// APIAddr is the agent API's address, or nil without it.
+func (a *Agent) APIAddr() net.Addr {
+	if a.apiLn == nil {
+		return nil
+	}
+	return a.apiLn.Addr()
 }
 
 // HealthAddr is the health listener's address, or nil without one.
@@ -257,13 +304,23 @@ func (a *Agent) Handler() http.Handler {
 // that stops it.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.rt.c.Close()
+	// Container output copies stop (FIFOs kept for the next agent) once
+	// the pod workers are done.
+	defer a.rt.closeIO()
 	var bg sync.WaitGroup // every goroutine below; waited for before returning
 	runCtx, cancel := context.WithCancel(ctx)
 	defer func() {
 		cancel()
 		bg.Wait()
 	}()
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
+	if a.api != nil {
+		bg.Go(func() {
+			if err := a.api.Serve(runCtx, a.apiLn, a.apiTLS); err != nil {
+				serveErr <- err
+			}
+		})
+	}
 	if a.ln != nil {
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}
 		bg.Go(func() {
@@ -475,6 +532,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	attrs := []any{"node", a.cfg.NodeName, "containerd", cfg.Containerd.Socket}
 	if addr := a.HealthAddr(); addr != nil {
 		attrs = append(attrs, "health", addr.String())
+	}
+	if addr := a.APIAddr(); addr != nil {
+		attrs = append(attrs, "api", addr.String())
 	}
 	a.log.Warn("agent starting", attrs...)
 	return a.Run(ctx)

@@ -39,6 +39,7 @@ func Cleanup(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		errs = append(errs, err)
 	} else {
 		defer a.rt.c.Close()
+		a.rt.closeIO() // the containers are going: their output is not reopened
 		errs = append(errs, a.removeAllPods(ctx))
 	}
 	errs = append(errs, removeRoutes(), removeMasquerade())

@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	corev1 "k8s.io/api/core/v1"
+	"kforge.dev/kforge/internal/atomicfile"
 )
 
 // cniNetworkName names the agent's network list, and its file in the CNI
@@ -105,7 +106,7 @@ func (n *network) setPodCIDR(podCIDR string) error {
 	}
 	path := filepath.Join(n.cfg.CNI.ConfDir, cniConfFile)
 	if old, err := os.ReadFile(path); err != nil || !bytes.Equal(old, data) {
-		if err := writeFileAtomic(path, data, 0o644); err != nil {
+		if err := atomicfile.Write(path, data, 0o644); err != nil {
 			return fmt.Errorf("cni: %w", err)
 		}
 	}
@@ -211,26 +212,4 @@ func (n *network) del(ctx context.Context, pod *corev1.Pod, id, netns string) er
 		return fmt.Errorf("cni: loopback: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data through a temporary file and a rename, so
-// readers see the old content or the new, never a part.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

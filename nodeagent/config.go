@@ -42,6 +42,13 @@ const (
 	DefaultStatusUpdate      = 10 * time.Second
 	DefaultStatusReport      = time.Minute
 	DefaultPodCIDRSourceNode = PodCIDRFromNode
+	// DefaultServerAddress is the agent API's listener, upstream's
+	// kubelet port.
+	DefaultServerAddress = "0.0.0.0:10250"
+	// DefaultContainerLogMaxSize and DefaultContainerLogMaxFiles bound a
+	// container's log files, as upstream's kubelet defaults.
+	DefaultContainerLogMaxSize  = "10Mi"
+	DefaultContainerLogMaxFiles = 5
 )
 
 // DefaultCNIBinDirs are searched in order: upstream's folder, then
@@ -113,6 +120,17 @@ type Config struct {
 	// /healthz, /readyz and /metrics; empty disables it.
 	HealthAddress string `yaml:"healthAddress" json:"healthAddress"`
 
+	// Server is the agent API (logs, exec, attach, port-forward, stats)
+	// over HTTPS; off without a certificate.
+	Server Server `yaml:"server,omitempty" json:"server,omitempty"`
+
+	// ContainerLogMaxSize is the size (a quantity: 10Mi) past which a
+	// container's log file is rotated.
+	ContainerLogMaxSize string `yaml:"containerLogMaxSize" json:"containerLogMaxSize"`
+	// ContainerLogMaxFiles is how many log files a container keeps, the
+	// current one included.
+	ContainerLogMaxFiles int `yaml:"containerLogMaxFiles" json:"containerLogMaxFiles"`
+
 	// APIServerProxy is the node-local load balancer for the apiservers
 	// that the agent's kubeconfig points at; off without backends.
 	APIServerProxy APIServerProxy `yaml:"apiServerProxy,omitempty" json:"apiServerProxy,omitempty"`
@@ -129,7 +147,29 @@ type Config struct {
 
 	// Version is the kubelet version the Node reports; the binary sets it.
 	Version string `yaml:"-" json:"-"`
+
+	// serverPort is the agent API's bound port, published in the Node's
+	// status.daemonEndpoints; 0 without the API.
+	serverPort int32
 }
+
+// Server configures the agent API: HTTPS with the agent's serving
+// certificate; clients present certificates signed by ClientCAFile and
+// are authorized by the apiserver (SubjectAccessReview).
+type Server struct {
+	// Address is host:port of the listener; 0.0.0.0:10250 by default.
+	Address string `yaml:"address,omitempty" json:"address,omitempty"`
+	// CertFile and KeyFile are the serving certificate; the API is off
+	// without them.
+	CertFile string `yaml:"certFile,omitempty" json:"certFile,omitempty"`
+	KeyFile  string `yaml:"keyFile,omitempty" json:"keyFile,omitempty"`
+	// ClientCAFile is the cluster CA, which signs the clients'
+	// certificates (the apiserver's kubelet client, admins).
+	ClientCAFile string `yaml:"clientCAFile,omitempty" json:"clientCAFile,omitempty"`
+}
+
+// Enabled reports whether the agent API is configured.
+func (s Server) Enabled() bool { return s.CertFile != "" }
 
 // Containerd says how to reach the container runtime.
 type Containerd struct {
@@ -184,6 +224,9 @@ func NewConfig() *Config {
 		PodLogDir:            DefaultPodLogDir,
 		ImageDir:             DefaultImageDir,
 		HealthAddress:        DefaultHealthAddress,
+		Server:               Server{Address: DefaultServerAddress},
+		ContainerLogMaxSize:  DefaultContainerLogMaxSize,
+		ContainerLogMaxFiles: DefaultContainerLogMaxFiles,
 		LeaseDuration:        DefaultLeaseDuration,
 		LeaseRenewInterval:   DefaultLeaseRenew,
 		StatusUpdateInterval: DefaultStatusUpdate,
@@ -207,7 +250,7 @@ func ParseConfig(data []byte, baseDir string) (*Config, error) {
 // FilePaths points at the fields holding a file path resolved against the
 // config file's folder.
 func (c *Config) FilePaths() []*string {
-	return []*string{&c.Kubeconfig, &c.APIServerProxy.CAFile}
+	return []*string{&c.Kubeconfig, &c.APIServerProxy.CAFile, &c.Server.CertFile, &c.Server.KeyFile, &c.Server.ClientCAFile}
 }
 
 // DefaultAPIServerProxyAddress is where the node-local load balancer
@@ -340,6 +383,22 @@ func (c *Config) Validate() field.ErrorList {
 			add("healthAddress", "%v", err)
 		}
 	}
+	if srv := c.Server; srv.Enabled() || srv.KeyFile != "" || srv.ClientCAFile != "" {
+		if srv.CertFile == "" || srv.KeyFile == "" || srv.ClientCAFile == "" {
+			add("server", "certFile, keyFile and clientCAFile go together")
+		}
+		if err := roleconfig.CheckListenAddress(srv.Address); err != nil {
+			add("server.address", "%v", err)
+		}
+	}
+	if q, err := resource.ParseQuantity(c.ContainerLogMaxSize); err != nil {
+		add("containerLogMaxSize", "%q is not a quantity: %v", c.ContainerLogMaxSize, err)
+	} else if q.Value() < 1024 {
+		add("containerLogMaxSize", "must be at least 1Ki")
+	}
+	if c.ContainerLogMaxFiles < 1 {
+		add("containerLogMaxFiles", "must be at least 1")
+	}
 	if c.LeaseDuration < time.Second {
 		add("leaseDuration", "must be at least 1s")
 	}
@@ -353,6 +412,15 @@ func (c *Config) Validate() field.ErrorList {
 		add("statusReportInterval", "must not be shorter than statusUpdateInterval")
 	}
 	return errs
+}
+
+// containerLogMaxBytes is ContainerLogMaxSize in bytes (validated).
+func (c *Config) containerLogMaxBytes() int64 {
+	q, err := resource.ParseQuantity(c.ContainerLogMaxSize)
+	if err != nil {
+		return 10 << 20
+	}
+	return q.Value()
 }
 
 func contains(list []string, s string) bool {

@@ -23,7 +23,8 @@ func TestConfigExampleLoads(t *testing.T) {
 	d := NewConfig()
 	if c.Containerd != d.Containerd || c.CNI.ConfDir != d.CNI.ConfDir || c.RootDir != d.RootDir || c.RunDir != d.RunDir ||
 		c.PodLogDir != d.PodLogDir || c.ImageDir != d.ImageDir || c.HealthAddress != d.HealthAddress || c.MaxPods != d.MaxPods ||
-		c.LeaseDuration != d.LeaseDuration || c.StatusReportInterval != d.StatusReportInterval || c.ClusterDomain != d.ClusterDomain {
+		c.LeaseDuration != d.LeaseDuration || c.StatusReportInterval != d.StatusReportInterval || c.ClusterDomain != d.ClusterDomain ||
+		c.Server.Address != d.Server.Address || c.ContainerLogMaxSize != d.ContainerLogMaxSize || c.ContainerLogMaxFiles != d.ContainerLogMaxFiles {
 		t.Errorf("the example's values differ from the defaults:\n%+v\n%+v", c, d)
 	}
 	readme, err := os.ReadFile("../README.md")
@@ -48,6 +49,9 @@ clusterDNS: dns
 reserved: {cpu: lots, gpu: "1"}
 rootDir: relative
 healthAddress: nowhere
+server: {certFile: agent.crt, address: nowhere}
+containerLogMaxSize: huge
+containerLogMaxFiles: 0
 leaseDuration: 5s
 leaseRenewInterval: 10s
 `
@@ -56,7 +60,8 @@ leaseRenewInterval: 10s
 		t.Fatal("accepted")
 	}
 	for _, want := range []string{"kubeconfig", "nodeAddress", "containerd.socket", "cni.bridge", "podCIDR:", "clusterDNS",
-		"reserved.cpu", "reserved.gpu", "rootDir", "healthAddress", "leaseRenewInterval"} {
+		"reserved.cpu", "reserved.gpu", "rootDir", "healthAddress", "leaseRenewInterval",
+		"server: Invalid value", "server.address", "containerLogMaxSize", "containerLogMaxFiles"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %s:\n%v", want, err)
 		}

@@ -38,11 +38,26 @@
 //     kforge reset) removes every pod and the pod network.
 //
 // Images come from containerd or from OCI archives in imageDir, imported
-// on demand; nothing is pulled from a registry. Container output goes to
-// podLogDir/NS_NAME_UID/CONTAINER/N.log as the runtime writes it (not yet
-// in the CRI log format). Not here yet: the agent API on :10250 (logs,
-// exec, attach, port-forward), node lifecycle taints, registry pulls,
-// hostPort checks and admission (OutOfcpu), preStop/postStart hooks, and
-// log rotation. The node-local apiserver load balancer (apiServerProxy)
-// is the lb package, embedded.
+// on demand; nothing is pulled from a registry.
+//
+// The agent holds each container's stdio (containerio.go): containerd
+// hands stdout and stderr over FIFOs in runDir/fifo, and the agent writes
+// them to podLogDir/NS_NAME_UID/CONTAINER/N.log in the CRI log format,
+// rotated by size (package podlogs), and to attached clients; a container
+// with stdin: true gets a stdin FIFO fed by attached clients, tty: true a
+// terminal. Labels record how the stdio was opened, so a restarted agent
+// reopens the FIFOs of running containers and their output continues in
+// the same file.
+//
+// With a serving certificate configured the agent serves its API (package
+// server) on :10250 and publishes the port in status.daemonEndpoints; the
+// agent's side of it (api.go) finds pods and containers from the informer
+// and containerd, runs streaming execs (stdin, tty, resize; a client that
+// goes away kills the process), attaches to the held stdio, and
+// port-forwards by dialing 127.0.0.1:PORT inside the pod's network
+// namespace.
+//
+// Not here yet: registry pulls, hostPort checks and
+// admission (OutOfcpu), and preStop/postStart hooks. The node-local
+// apiserver load balancer (apiServerProxy) is the lb package, embedded.
 package nodeagent

@@ -172,6 +172,14 @@ func removeAllContainers(t *testing.T, sock string) {
 // config for its admin.
 func startControlPlane(t *testing.T) *rest.Config {
 	t.Helper()
+	rc, _ := startControlPlaneDir(t)
+	return rc
+}
+
+// startControlPlaneDir is startControlPlane that also returns the folder
+// holding its PKI.
+func startControlPlaneDir(t *testing.T) (*rest.Config, string) {
+	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -208,7 +216,7 @@ func startControlPlane(t *testing.T) *rest.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rc
+	return rc, dir
 }
 
 // runAgent runs an agent until the returned stop is called.

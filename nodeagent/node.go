@@ -96,7 +96,7 @@ func nodeStatus(cfg *Config, h hostFacts, runtimeVersion string, runtimeErr erro
 			{Type: corev1.NodeInternalIP, Address: cfg.NodeAddress},
 			{Type: corev1.NodeHostName, Address: cfg.NodeName},
 		},
-		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: 10250}},
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: cfg.serverPort}},
 		NodeInfo: corev1.NodeSystemInfo{
 			MachineID:               h.machineID,
 			SystemUUID:              h.machineID,

@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+	"kforge.dev/kforge/internal/atomicfile"
 )
 
 var everything = labels.Everything()
@@ -255,7 +256,7 @@ func (a *Agent) finishPod(ctx context.Context, pod *corev1.Pod) error {
 		if err != nil {
 			return err
 		}
-		return writeFileAtomic(filepath.Join(a.podDir(pod.UID), sandboxFile), data, 0o600)
+		return atomicfile.Write(filepath.Join(a.podDir(pod.UID), sandboxFile), data, 0o600)
 	}
 	return nil
 }
@@ -531,8 +532,12 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, sb *sandbox
 	if init {
 		l[labelInit] = "true"
 	}
-	logPath := filepath.Join(a.cfg.PodLogDir, pod.Namespace+"_"+pod.Name+"_"+string(pod.UID), c.Name, strconv.Itoa(attempt)+".log")
-	rec, err := a.rt.createAndStart(ctx, img, containerSpec{id: id, labels: l, specOps: opts, logPath: logPath})
+	logPath := logPathFor(a.cfg.PodLogDir, pod.Namespace, pod.Name, string(pod.UID), c.Name, attempt)
+	if c.TTY {
+		opts = append(opts, oci.WithTTY)
+	}
+	rec, err := a.rt.createAndStart(ctx, img, containerSpec{id: id, labels: l, specOps: opts, logPath: logPath,
+		stdin: c.Stdin, stdinOnce: c.Stdin && c.StdinOnce, tty: c.TTY})
 	if err != nil {
 		var se *startError
 		if errors.As(err, &se) {

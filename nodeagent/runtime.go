@@ -52,6 +52,15 @@ type runtime struct {
 
 	importMu sync.Mutex
 	imported map[string]time.Time // archive path → modification time imported
+
+	// Container stdio (containerio.go).
+	logMaxBytes int64
+	logMaxFiles int
+	ioMu        sync.Mutex
+	ios         map[string]*containerIO // container ID → its held IO
+	reattaching map[string]bool         // containers being reattached
+	closing     bool                    // closeIO began: no reattach, FIFOs kept
+	ioWG        sync.WaitGroup
 }
 
 func newRuntime(cfg *Config, log *slog.Logger) (*runtime, error) {
@@ -62,6 +71,8 @@ func newRuntime(cfg *Config, log *slog.Logger) (*runtime, error) {
 	return &runtime{
 		c: c, snapshotter: cfg.Containerd.Snapshotter, imageDir: cfg.ImageDir,
 		fifoDir: filepath.Join(cfg.RunDir, "fifo"), log: log, imported: map[string]time.Time{},
+		logMaxBytes: cfg.containerLogMaxBytes(), logMaxFiles: cfg.ContainerLogMaxFiles, ios: map[string]*containerIO{},
+		reattaching: map[string]bool{},
 	}, nil
 }
 
@@ -249,6 +260,7 @@ func (r *runtime) record(ctx context.Context, c client.Container) (*containerRec
 		if rec.StartedAt.IsZero() {
 			rec.StartedAt = info.CreatedAt
 		}
+		r.reattach(ctx, c, l)
 		return rec, nil
 	case client.Created:
 		// Created but never started: the agent stopped between the two.
@@ -308,14 +320,33 @@ type containerSpec struct {
 	labels  map[string]string
 	specOps []oci.SpecOpts
 	logPath string
+	// stdin opens the container's stdin to attached clients; stdinOnce
+	// closes it when the first client's input ends; tty gives it a
+	// terminal.
+	stdin, stdinOnce, tty bool
 }
 
 // createAndStart creates the container (a fresh snapshot of the image),
-// creates its task with output to logPath, and starts it. A failure to
-// start leaves the container recorded as exited with reason StartError.
+// creates its task with its output held by the agent (to the CRI log at
+// logPath and attached clients), and starts it. A failure to start leaves
+// the container recorded as exited with reason StartError.
 func (r *runtime) createAndStart(ctx context.Context, img client.Image, s containerSpec) (*containerRecord, error) {
 	if err := os.MkdirAll(filepath.Dir(s.logPath), 0o755); err != nil {
 		return nil, fmt.Errorf("log folder: %w", err)
+	}
+	s.labels[labelLogPath] = s.logPath
+	if s.stdin {
+		s.labels[labelStdin] = "true"
+		if s.stdinOnce {
+			s.labels[labelStdin] = "once"
+		}
+	}
+	if s.tty {
+		s.labels[labelTTY] = "true"
+	}
+	cio2, err := r.newContainerIO(s.id, s.logPath, s.stdin, s.stdinOnce, s.tty)
+	if err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
 	}
 	c, err := r.c.NewContainer(ctx, s.id,
 		client.WithImage(img),
@@ -325,7 +356,12 @@ func (r *runtime) createAndStart(ctx context.Context, img client.Image, s contai
 		client.WithNewSpec(s.specOps...),
 	)
 	if err != nil {
+		_ = cio2.log.Close()
 		return nil, fmt.Errorf("containerd: creating container: %w", err)
+	}
+	if err := os.MkdirAll(r.fifoDir, 0o700); err != nil {
+		_ = cio2.log.Close()
+		return nil, err
 	}
 	fail := func(reason string, err error) (*containerRecord, error) {
 		now := time.Now()
@@ -336,10 +372,12 @@ func (r *runtime) createAndStart(ctx context.Context, img client.Image, s contai
 		}
 		return nil, &startError{msg: err.Error()}
 	}
-	t, err := c.NewTask(ctx, cio.LogFile(s.logPath))
+	t, err := c.NewTask(ctx, cio.NewCreator(cio2.streams(r.fifoDir)...))
 	if err != nil {
+		_ = cio2.log.Close()
 		return fail("StartError", err)
 	}
+	r.register(s.id, cio2, t.IO())
 	if err := t.Start(ctx); err != nil {
 		_, _ = t.Delete(ctx, client.WithProcessKill)
 		return fail("StartError", err)

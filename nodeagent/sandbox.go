@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"kforge.dev/kforge/internal/atomicfile"
 )
 
 // sandboxFile records a pod's sandbox in its folder, so a restarted agent
@@ -89,7 +90,7 @@ func (a *Agent) ensureSandbox(ctx context.Context, pod *corev1.Pod) (*sandbox, e
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, sandboxFile), data, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, sandboxFile), data, 0o600); err != nil {
 		return nil, err
 	}
 	return sb, nil
@@ -117,7 +118,7 @@ func (a *Agent) writeEtcFiles(pod *corev1.Pod, sb *sandbox) error {
 		"resolv.conf": podResolvConf(pod, host, a.cfg.ClusterDNS, a.cfg.ClusterDomain),
 		"hostname":    []byte(hostname + "\n"),
 	} {
-		if err := writeFileAtomic(filepath.Join(dir, name), data, 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, name), data, 0o644); err != nil {
 			return err
 		}
 	}

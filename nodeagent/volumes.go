@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"kforge.dev/kforge/internal/atomicfile"
 )
 
 // Volume folders under a pod's folder, named as upstream names its
@@ -275,7 +276,7 @@ func writeVolumeFiles(dir string, files map[string]volumeFile) error {
 				continue
 			}
 		}
-		if err := writeFileAtomic(p, f.data, f.mode.Perm()); err != nil {
+		if err := atomicfile.Write(p, f.data, f.mode.Perm()); err != nil {
 			return err
 		}
 	}

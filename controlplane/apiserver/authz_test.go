@@ -88,10 +88,14 @@ func TestRBACNoBindingsIs403AndDiscoveryWorks(t *testing.T) {
 	if !apierrors.IsForbidden(err) || err.Error() != `forbidden: User "bob" cannot post path "/apis"` {
 		t.Fatalf("post /apis: %v", err)
 	}
-	// No certificate is still 401, for discovery too.
+	// No certificate is 401, for discovery too; /version alone is
+	// public (system:public-info-viewer).
 	anon, _ := kubernetes.NewForConfig(&rest.Config{Host: e.host, TLSClientConfig: rest.TLSClientConfig{CAData: e.ca.pem}})
-	if _, err := anon.Discovery().ServerVersion(); !apierrors.IsUnauthorized(err) {
+	if _, err := anon.Discovery().ServerVersion(); err != nil {
 		t.Fatalf("anonymous version: %v", err)
+	}
+	if _, err := anon.Discovery().ServerGroups(); !apierrors.IsUnauthorized(err) {
+		t.Fatalf("anonymous discovery: %v", err)
 	}
 	if _, err := anon.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); !apierrors.IsUnauthorized(err) {
 		t.Fatalf("anonymous list: %v", err)
@@ -319,6 +323,33 @@ func TestRBACBootstrapKeepsEditsAndRecreates(t *testing.T) {
 	}
 	if _, err := e.admin.RbacV1().ClusterRoleBindings().Get(ctx, "system:kforge:dns", metav1.GetOptions{}); err != nil {
 		t.Fatalf("deleted binding not recreated: %v", err)
+	}
+
+	// A role from an older version lacks a rule this version grants: the
+	// next bootstrap adds it and keeps the operator's extra one; a role
+	// annotated autoupdate=false is left as it is.
+	after.Rules = after.Rules[1:]
+	if _, err := crs.Update(ctx, after, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sched, err := crs.Get(ctx, "system:kube-scheduler", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched.Annotations = map[string]string{"rbac.authorization.kubernetes.io/autoupdate": "false"}
+	sched.Rules = sched.Rules[:1]
+	if _, err := crs.Update(ctx, sched, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Bootstrap(ctx); err != nil {
+		t.Fatalf("third bootstrap: %v", err)
+	}
+	again, err := crs.Get(ctx, "system:kforge:dns", metav1.GetOptions{})
+	if err != nil || len(again.Rules) != len(dns.Rules) {
+		t.Fatalf("bootstrap did not restore the missing rule: %d rules, want %d (%v)", len(again.Rules), len(dns.Rules), err)
+	}
+	if s2, _ := crs.Get(ctx, "system:kube-scheduler", metav1.GetOptions{}); len(s2.Rules) != 1 {
+		t.Errorf("a role annotated autoupdate=false was changed: %d rules", len(s2.Rules))
 	}
 }
 

@@ -54,10 +54,16 @@ type Config struct {
 	TLS ServingTLS `yaml:"tls" json:"tls"`
 	// Etcd says how to reach the etcd members, always with mutual TLS.
 	Etcd Etcd `yaml:"etcd" json:"etcd"`
+	// KubeletClient is the apiserver's client certificate toward the node
+	// agents, for pods/log, exec, attach, portforward and nodes/proxy;
+	// without it those answer 503.
+	KubeletClient KubeletClient `yaml:"kubeletClient,omitempty" json:"kubeletClient,omitempty"`
 	// ServiceCIDR is the range ClusterIPs are allocated from.
 	ServiceCIDR string `yaml:"serviceCIDR" json:"serviceCIDR"`
-	// ServiceAccount holds the token signing key pair. Carried for the
-	// service-account token work; the server does not use it yet.
+	// ServiceAccount holds the token signing key pair, the issuer and the
+	// audiences of service-account tokens. Without the key pair the
+	// server serves no TokenRequest, authenticates no bearer token and
+	// runs no ServiceAccount admission.
 	ServiceAccount ServiceAccount `yaml:"serviceAccount,omitempty" json:"serviceAccount,omitempty"`
 	// Metrics configures /metrics on the API port.
 	Metrics Metrics `yaml:"metrics" json:"metrics"`
@@ -87,6 +93,15 @@ type ServingTLS struct {
 	ClientCAFile string `yaml:"clientCAFile" json:"clientCAFile"`
 }
 
+// KubeletClient is the apiserver's identity toward the node agents (the
+// PKI's apiserver-kubelet-client). The agents' serving certificates are
+// verified against CAFile, the TLS client CA (the cluster CA) when empty.
+type KubeletClient struct {
+	CertFile string `yaml:"certFile,omitempty" json:"certFile,omitempty"`
+	KeyFile  string `yaml:"keyFile,omitempty" json:"keyFile,omitempty"`
+	CAFile   string `yaml:"caFile,omitempty" json:"caFile,omitempty"`
+}
+
 // Etcd is the apiserver's etcd client configuration.
 type Etcd struct {
 	// Endpoints are https:// URLs of every member.
@@ -99,10 +114,33 @@ type Etcd struct {
 	DialTimeout time.Duration `yaml:"dialTimeout" json:"dialTimeout"`
 }
 
-// ServiceAccount is the service-account token key pair.
+// ServiceAccount configures service-account tokens, as kube-apiserver's
+// --service-account-key-file, --service-account-signing-key-file,
+// --service-account-issuer and --api-audiences.
 type ServiceAccount struct {
+	// KeyFile is the ECDSA P-256 signing key (PEM); PublicKeyFile its
+	// public key, which verifies tokens.
 	KeyFile       string `yaml:"keyFile,omitempty" json:"keyFile,omitempty"`
 	PublicKeyFile string `yaml:"publicKeyFile,omitempty" json:"publicKeyFile,omitempty"`
+	// Issuer is the tokens' "iss" and the OIDC discovery issuer;
+	// DefaultServiceAccountIssuer when empty.
+	Issuer string `yaml:"issuer,omitempty" json:"issuer,omitempty"`
+	// Audiences are the API's audiences: a bearer token must name one.
+	// [Issuer] when empty.
+	Audiences []string `yaml:"audiences,omitempty" json:"audiences,omitempty"`
+}
+
+// DefaultServiceAccountIssuer is the issuer for the default cluster
+// domain: https://kubernetes.default.svc.DOMAIN, as upstream's installers
+// set it.
+const DefaultServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
+
+// IssuerOrDefault is Issuer, or the default.
+func (sa ServiceAccount) IssuerOrDefault() string {
+	if sa.Issuer == "" {
+		return DefaultServiceAccountIssuer
+	}
+	return sa.Issuer
 }
 
 // Encryption is encryption at rest, in the model of kube-apiserver's
@@ -175,6 +213,7 @@ func (c *Config) FilePaths() []*string {
 		&c.Etcd.CAFile, &c.Etcd.CertFile, &c.Etcd.KeyFile,
 		&c.ServiceAccount.KeyFile, &c.ServiceAccount.PublicKeyFile,
 		&c.Encryption.ProviderConfigFile,
+		&c.KubeletClient.CertFile, &c.KubeletClient.KeyFile, &c.KubeletClient.CAFile,
 	}
 }
 
@@ -254,6 +293,20 @@ func (c *Config) Validate() field.ErrorList {
 	}
 	if sa.KeyFile == "" && sa.PublicKeyFile != "" {
 		add(field.Required(saPath.Child("keyFile"), "keyFile and publicKeyFile go together: set both or neither"))
+	}
+	if sa.Issuer != "" {
+		if u, err := url.Parse(sa.Issuer); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			add(field.Invalid(saPath.Child("issuer"), sa.Issuer, "must be an https:// URL without query or fragment (OIDC discovery)"))
+		}
+	}
+	for i, a := range sa.Audiences {
+		if a == "" {
+			add(field.Required(saPath.Child("audiences").Index(i), "an audience may not be empty"))
+		}
+	}
+
+	if kc := c.KubeletClient; (kc.CertFile == "") != (kc.KeyFile == "") || (kc.CAFile != "" && kc.CertFile == "") {
+		add(field.Required(field.NewPath("kubeletClient"), "certFile and keyFile go together (caFile needs them)"))
 	}
 
 	if c.EventTTL < time.Second {

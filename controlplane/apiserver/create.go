@@ -90,6 +90,9 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 	if err := s.prepareForCreate(ctx, res, obj); err != nil {
 		return nil, err
 	}
+	if err := s.admitServiceAccount(ctx, res, obj); err != nil {
+		return nil, err
+	}
 	admitCreate(obj)
 	if errs := validateObject(res, obj, nil); len(errs) > 0 {
 		s.releaseClusterIP(ctx, obj)
@@ -97,6 +100,9 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 		return nil, apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), m.GetName(), errs)
 	}
 	if err := s.checkEscalation(ctx, res, obj); err != nil {
+		return nil, err
+	}
+	if err := s.restrictNodeObject(ctx, res, obj, nil); err != nil {
 		return nil, err
 	}
 	obj = s.trackManagedFields(ctx, res, nil, obj)

@@ -18,8 +18,10 @@ var (
 		"binding":  {"create"},
 		"eviction": {"create"},
 		"finalize": {"update"},
-		// Served by the node agent; until it lands they answer 503.
+		"token":    {"create"},
+		// Proxied to the node agent (nodeproxy.go).
 		"log":         {"get"},
+		"proxy":       {"create", "delete", "get", "patch", "update"},
 		"exec":        {"create", "get"},
 		"attach":      {"create", "get"},
 		"portforward": {"create", "get"},
@@ -66,10 +68,12 @@ func (reg *Registry) APIResourceList(group, ver string) (*metav1.APIResourceList
 				res.Group, res.Version, res.Kind = scaleGVK.Group, scaleGVK.Version, scaleGVK.Kind
 			case "binding":
 				res.Kind = "Binding"
+			case "token":
+				res.Group, res.Version, res.Kind = tokenRequestGVK.Group, tokenRequestGVK.Version, tokenRequestGVK.Kind
 			case "eviction":
 				res.Group, res.Version, res.Kind = evictionGVK.Group, evictionGVK.Version, evictionGVK.Kind
-			case "log", "exec", "attach", "portforward":
-				res.Kind = map[string]string{"log": "Pod", "exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions"}[sub]
+			case "log", "exec", "attach", "portforward", "proxy":
+				res.Kind = map[string]string{"log": "Pod", "exec": "PodExecOptions", "attach": "PodAttachOptions", "portforward": "PodPortForwardOptions", "proxy": "NodeProxyOptions"}[sub]
 			}
 			list.APIResources = append(list.APIResources, res)
 		}

@@ -39,10 +39,27 @@
 //     its namespace, from the object cache; the write's compare on the
 //     mod revision proves the copy current, and anything else is decided
 //     again from a linearizable read.
-//   - Authentication by x509 client certificate (CN user, O groups; no
-//     anonymous access), impersonation, RBAC from an index of the stored
-//     roles and bindings (rbac), escalation checks, the bootstrap policy,
-//     and the access reviews kubectl auth uses.
+//   - Authentication (authn.go) by x509 client certificate (CN user, O
+//     groups), verified in the handler so a bad one is a 401 Status, or
+//     by service-account bearer token; no anonymous access beyond the
+//     health checks and /version. Service-account tokens
+//     (serviceaccount_token.go): TokenRequest, ES256 JWTs bound to a
+//     pod, secret or node, TokenReview and OIDC discovery.
+//     ServiceAccount admission (serviceaccount_admission.go): the default
+//     account and the projected kube-api-access volume.
+//   - Authorization as --authorization-mode=Node,RBAC: the Node
+//     authorizer over a graph of pods and what they use (nodeauthz.go),
+//     NodeRestriction admission (nodeauthz_admission.go), then RBAC from
+//     an index of the stored roles and bindings (rbac); impersonation,
+//     escalation checks, the bootstrap policy, the access reviews
+//     kubectl auth uses, and SubjectAccessReview and
+//     LocalSubjectAccessReview for any user from the same chain (sar.go;
+//     the node agents ask them about their API's clients).
+//   - The node agent's subresources (nodeproxy.go): pods/log, exec,
+//     attach, portforward and nodes/proxy proxied, upgrades included, to
+//     the agent API of the pod's node with the kubelet client
+//     certificate; long-running, so exempt from deadlines and the
+//     in-flight cap.
 //   - Namespace lifecycle (namespace.go): the "kubernetes" finalizer,
 //     Terminating on delete, no creates in a terminating namespace, the
 //     system namespaces kept; the controller manager empties and

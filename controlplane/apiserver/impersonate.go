@@ -33,32 +33,44 @@ func (s *Server) impersonate(ctx context.Context, r *http.Request, caller user) 
 		}
 		return caller, nil
 	}
-	check := func(resource, obj string) error {
+	check := func(resource, ns, obj string) error {
 		if caller.in(rbac.Masters) {
 			return nil
 		}
 		at := rbac.Attributes{User: rbac.User{Name: caller.Name, Groups: caller.Groups}, Verb: "impersonate",
-			ResourceRequest: true, APIGroup: "", Resource: resource, Name: obj}
-		allowed, reason, err := s.rbacAllows(ctx, at)
+			ResourceRequest: true, APIGroup: "", Resource: resource, Namespace: ns, Name: obj}
+		allowed, reason, err := s.allows(ctx, at)
 		if err != nil || allowed {
 			return err
 		}
-		what := fmt.Sprintf("User %q cannot impersonate resource %q in API group \"\" at the cluster scope", caller.Name, resource)
+		scope := "at the cluster scope"
+		if ns != "" {
+			scope = fmt.Sprintf("in the namespace %q", ns)
+		}
+		what := fmt.Sprintf("User %q cannot impersonate resource %q in API group \"\" %s", caller.Name, resource, scope)
 		if reason != "" {
 			what += ": " + reason
 		}
 		return apierrors.NewForbidden(schema.GroupResource{Resource: resource}, obj, errors.New(what))
 	}
-	if err := check("users", name); err != nil {
+	// A service account is impersonated as upstream does it: the
+	// "impersonate" verb on serviceaccounts in its namespace, and its
+	// groups when none are asked for.
+	saNS, saName, isSA := serviceAccountUser(name)
+	if isSA {
+		if err := check("serviceaccounts", saNS, saName); err != nil {
+			return user{}, err
+		}
+	} else if err := check("users", "", name); err != nil {
 		return user{}, err
 	}
 	for _, g := range groups {
-		if err := check("groups", g); err != nil {
+		if err := check("groups", "", g); err != nil {
 			return user{}, err
 		}
 	}
 	if uid != "" {
-		if err := check("uids", uid); err != nil {
+		if err := check("uids", "", uid); err != nil {
 			return user{}, err
 		}
 	}
@@ -66,7 +78,10 @@ func (s *Server) impersonate(ctx context.Context, r *http.Request, caller user) 
 		return user{}, apierrors.NewBadRequest("impersonating user extras is not supported")
 	}
 	out := user{Name: name, Groups: append([]string{}, groups...)}
-	if name != "system:anonymous" && !out.in("system:authenticated") {
+	if isSA && len(groups) == 0 {
+		out.Groups = []string{serviceAccountsGroup, serviceAccountsPrefix + saNS}
+	}
+	if name != anonymousUser && !out.in(authenticatedGrp) {
 		out.Groups = append(out.Groups, "system:authenticated")
 	}
 	return out, nil
@@ -81,4 +96,14 @@ func selfSubjectReviewResources() []*Resource {
 			rev.Status.UserInfo = authenticationv1.UserInfo{Username: u.Name, Groups: u.Groups}
 			return rev, nil
 		}}}
+}
+
+// serviceAccountUser splits system:serviceaccount:NS:NAME.
+func serviceAccountUser(name string) (ns, sa string, ok bool) {
+	rest, ok := strings.CutPrefix(name, serviceAccountPrefix)
+	if !ok {
+		return "", "", false
+	}
+	ns, sa, ok = strings.Cut(rest, ":")
+	return ns, sa, ok && ns != "" && sa != "" && !strings.Contains(sa, ":")
 }

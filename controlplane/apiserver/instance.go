@@ -28,8 +28,10 @@ type Instance struct {
 
 	serving *tls.Config
 	etcdTLS *tls.Config
+	nodeTLS *tls.Config // toward the node agents; nil without kubeletClient
 	// storeOpts transform values at rest (encryption).
 	storeOpts []storage.Option
+	identity  Identity
 
 	etcd *clientv3.Client
 	srv  *Server
@@ -69,6 +71,23 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: etcd client TLS: %w", err)
 	}
+	var tokens *TokenIssuer
+	if cfg.ServiceAccount.KeyFile != "" {
+		if tokens, err = LoadTokenIssuer(cfg.ServiceAccount.IssuerOrDefault(), cfg.ServiceAccount.Audiences,
+			cfg.ServiceAccount.KeyFile, cfg.ServiceAccount.PublicKeyFile); err != nil {
+			return nil, fmt.Errorf("apiserver: %w", err)
+		}
+	}
+	var nodeTLS *tls.Config
+	if kc := cfg.KubeletClient; kc.CertFile != "" {
+		ca := kc.CAFile
+		if ca == "" {
+			ca = cfg.TLS.ClientCAFile
+		}
+		if nodeTLS, err = NodeClientTLS(kc.CertFile, kc.KeyFile, ca); err != nil {
+			return nil, err
+		}
+	}
 	entries, err := cfg.Encryption.Load()
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: encryption: %w", err)
@@ -78,15 +97,19 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 		return nil, err
 	}
 	return &Instance{
+		nodeTLS:   nodeTLS,
 		storeOpts: storeOpts,
+		identity:  Identity{ClientCAs: pool, ServiceAccount: tokens},
 		cfg:       cfg,
 		log:       log,
 		serving: &tls.Config{
 			Certificates: []tls.Certificate{pair},
-			ClientCAs:    pool,
-			// A request without a certificate gets 401 from the Server,
-			// not a failed handshake.
-			ClientAuth: tls.VerifyClientCertIfGiven,
+			// The CA names are sent to the client; the Server verifies
+			// the certificate (Identity.ClientCAs), so one that is
+			// missing, expired or from another CA gets a 401 Status, not
+			// a failed handshake.
+			ClientCAs:  pool,
+			ClientAuth: tls.RequestClientCert,
 			MinVersion: tls.VersionTLS12,
 			NextProtos: []string{"h2", "http/1.1"},
 		},
@@ -133,6 +156,8 @@ func (in *Instance) Start(ctx context.Context) error {
 		Commit:         in.cfg.Commit,
 		DisableMetrics: !in.cfg.Metrics.Enabled,
 		Limits:         in.cfg.Limits,
+		Identity:       in.identity,
+		NodeClientTLS:  in.nodeTLS,
 	})
 	if err != nil {
 		cli.Close()

@@ -80,9 +80,9 @@ func (s *Server) handler() http.Handler {
 // serveMetrics authenticates like any request; only system:masters may
 // scrape until RBAC covers non-resource URLs.
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request, scrape http.Handler) {
-	u, ok := authenticate(r)
-	if !ok {
-		writeError(w, apierrors.NewUnauthorized("Unauthorized"))
+	u, err := s.authenticate(r, "metrics")
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	if !u.in("system:masters") {

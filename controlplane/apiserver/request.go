@@ -3,6 +3,7 @@ package apiserver
 import (
 	"fmt"
 	"net/http"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -16,6 +17,8 @@ type request struct {
 	sub  string // subresource
 	verb string // get list watch create update patch delete deletecollection
 	user user
+	// proxyPath is the path after nodes/NAME/proxy/ (nodeproxy.go).
+	proxyPath string
 }
 
 // parseRequest maps a path (without the leading "/") to a resource
@@ -35,6 +38,9 @@ func (s *Server) parseRequest(r *http.Request, parts []string) (*request, error)
 	req := &request{}
 	if len(rest) >= 3 && rest[0] == "namespaces" && !(len(rest) == 3 && (rest[2] == "status" || rest[2] == "finalize")) {
 		req.ns, rest = rest[1], rest[2:]
+	}
+	if len(rest) > 3 && rest[2] == "proxy" {
+		req.proxyPath, rest = strings.Join(rest[3:], "/"), rest[:3]
 	}
 	if len(rest) == 0 || len(rest) > 3 {
 		return nil, notFoundPath(r)
@@ -74,7 +80,7 @@ func (s *Server) parseRequest(r *http.Request, parts []string) (*request, error)
 		}
 	case http.MethodPost:
 		req.verb = "create"
-		if req.name != "" && req.sub != "binding" && req.sub != "eviction" {
+		if req.name != "" && req.sub != "binding" && req.sub != "token" && req.sub != "eviction" && !nodeAgentSubresources[req.sub] {
 			return nil, apierrors.NewMethodNotSupported(req.gr(), "POST to a named "+req.res.Singular)
 		}
 	case http.MethodPut:
@@ -101,9 +107,14 @@ func (s *Server) parseRequest(r *http.Request, parts []string) (*request, error)
 		return nil, apierrors.NewMethodNotSupported(req.gr(), "deletecollection")
 	}
 	if nodeAgentSubresources[req.sub] {
-		if r.Method == http.MethodGet && req.sub == "log" {
+		switch {
+		case req.sub == "proxy":
+			// nodes/proxy: the verb of the method, as upstream.
+		case r.Method == http.MethodGet && req.sub == "log":
 			req.verb = "get"
-		} else {
+		default:
+			// exec, attach and portforward run things: create, also for
+			// a WebSocket upgrade, which is a GET.
 			req.verb = "create"
 		}
 		return req, nil
@@ -133,10 +144,7 @@ var subresourceVerbs = map[string]map[string]bool{
 	"status":   {"get": true, "update": true, "patch": true},
 	"scale":    {"get": true, "update": true, "patch": true},
 	"binding":  {"create": true},
+	"token":    {"create": true},
 	"eviction": {"create": true},
 	"finalize": {"update": true},
 }
-
-// nodeAgentSubresources are proxied to the node agent, which has not
-// landed: they answer 503 with a clear message rather than 404.
-var nodeAgentSubresources = map[string]bool{"log": true, "exec": true, "attach": true, "portforward": true}

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -126,7 +127,7 @@ func DefaultResources() []*Resource {
 			Fields: func(o runtime.Object) fields.Set {
 				return fields.Set{"status.phase": string(o.(*corev1.Namespace).Status.Phase)}
 			}},
-		{Group: "", Version: "v1", Kind: "Node", Plural: "nodes", ShortNames: []string{"no"}, Subresources: []string{"status"},
+		{Group: "", Version: "v1", Kind: "Node", Plural: "nodes", ShortNames: []string{"no"}, Subresources: []string{"status", "proxy"},
 			New: newOf[corev1.Node](), NewList: newOf[corev1.NodeList](),
 			Fields: func(o runtime.Object) fields.Set {
 				return fields.Set{"spec.unschedulable": boolString(o.(*corev1.Node).Spec.Unschedulable)}
@@ -155,7 +156,7 @@ func DefaultResources() []*Resource {
 				return fields.Set{"type": string(o.(*corev1.Secret).Type)}
 			}},
 		{Group: "", Version: "v1", Kind: "ServiceAccount", Plural: "serviceaccounts", ShortNames: []string{"sa"}, Namespaced: true,
-			New: newOf[corev1.ServiceAccount](), NewList: newOf[corev1.ServiceAccountList]()},
+			Subresources: []string{"token"}, New: newOf[corev1.ServiceAccount](), NewList: newOf[corev1.ServiceAccountList]()},
 		coreEvents,
 		{Group: "events.k8s.io", Version: "v1", Kind: "Event", Plural: "events", ShortNames: []string{"ev"}, Namespaced: true, TTL: true,
 			New: newOf[eventsv1.Event](), NewList: newOf[eventsv1.EventList](),
@@ -184,7 +185,7 @@ func DefaultResources() []*Resource {
 			New: newOf[rbacv1.RoleBinding](), NewList: newOf[rbacv1.RoleBindingList]()},
 		{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBinding", Plural: "clusterrolebindings",
 			New: newOf[rbacv1.ClusterRoleBinding](), NewList: newOf[rbacv1.ClusterRoleBindingList]()},
-	}, append(reviewResources(), selfSubjectReviewResources()...)...)
+	}, slices.Concat(reviewResources(), selfSubjectReviewResources(), tokenReviewResources(), subjectAccessReviewResources())...)
 }
 
 // scaleGVK is the kind of every /scale subresource.

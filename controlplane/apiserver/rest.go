@@ -23,12 +23,7 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 	ctx = context.WithValue(ctx, writeInfoKey{}, writeInfo{dryRun: isDryRun(r), manager: fieldManagerName(r), sub: req.sub, user: req.user})
 	gvk := req.res.GroupVersion().WithKind(req.res.Kind)
 	if nodeAgentSubresources[req.sub] {
-		if _, err := s.get(ctx, req.res, req.ns, req.name); err != nil {
-			writeError(w, err)
-			return
-		}
-		writeError(w, apierrors.NewServiceUnavailable(fmt.Sprintf(
-			"pods/%s is served by the node agent (kforge agent), which this cluster does not run yet", req.sub)))
+		s.serveNodeProxy(w, r, req, req.proxyPath)
 		return
 	}
 	if err := checkQuery(r, req); err != nil {
@@ -68,6 +63,9 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 				writeJSON(w, code, &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess, Code: int32(code)})
 				return
 			}
+		case req.sub == "token":
+			obj, warnings, err = s.createToken(ctx, req, r, body)
+			gvk, code = tokenRequestGVK, http.StatusCreated
 		case req.sub == "eviction":
 			if warnings, err = s.evict(ctx, req, r, body); err == nil {
 				writeJSON(w, http.StatusCreated, &metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess, Code: http.StatusCreated})
@@ -79,6 +77,9 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 		case req.res.Review != nil:
 			into := req.res.New()
 			warnings, err = decodeBody(r, body, gvk, into)
+			if err == nil {
+				err = reviewNamespace(req, into)
+			}
 			if err == nil {
 				obj, err = req.res.Review(s, ctx, req.user, into)
 				code = http.StatusCreated

@@ -43,7 +43,7 @@ func (s *Server) reviewAccess(ctx context.Context, u user, obj runtime.Object) (
 		rev.Status = authorizationv1.SubjectAccessReviewStatus{Allowed: true, Reason: "member of " + rbac.Masters}
 		return rev, nil
 	}
-	allowed, reason, err := s.rbacAllows(ctx, at)
+	allowed, reason, err := s.allows(ctx, at)
 	if err != nil {
 		return nil, err
 	}

@@ -62,6 +62,13 @@ type Options struct {
 	// Limits bound requests in flight, their duration, patches, HTTP/2
 	// streams and watches; zero fields take NewLimits' defaults.
 	Limits Limits
+	// Identity says who callers are (authn.go): client certificates and
+	// service-account tokens.
+	Identity Identity
+	// NodeClientTLS is the client side of TLS toward the node agents
+	// (NodeClientTLS builds it): without it the subresources they serve
+	// (pods/log, exec, attach, portforward, nodes/proxy) answer 503.
+	NodeClientTLS *tls.Config
 }
 
 // Server is the Kubernetes-compatible API server: the HTTP handler over the
@@ -90,6 +97,10 @@ type Server struct {
 	metrics *metrics // nil when disabled
 
 	authz *rbac.Authorizer
+	// nodes is the Node authorizer's graph of pods and what they use
+	// (nodeauthz.go); certs remembers verified client chains (authn.go).
+	nodes *nodeGraph
+	certs certVerifier
 	// cache mirrors everything under /registry/ for reads that a write's
 	// compare proves current (storage.Cache).
 	cache     *storage.Cache
@@ -99,6 +110,10 @@ type Server struct {
 	// an advertise address.
 	lease     *storage.LeasedKey
 	leaseOnce sync.Once
+
+	// nodeTransport reaches the node agents (nodeproxy.go); nil without
+	// Options.NodeClientTLS.
+	nodeTransport *http.Transport
 }
 
 // New builds a Server. Call Bootstrap before serving.
@@ -136,7 +151,7 @@ func New(o Options) (*Server, error) {
 			o.MasterLeaseInterval, o.MasterLeaseTTL)
 	}
 	s := &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger,
-		authz: rbac.New(o.Store, o.Logger), cache: storage.NewCache(), inflight: newInFlight(o.Limits)}
+		authz: rbac.New(o.Store, o.Logger), nodes: newNodeGraph(), cache: storage.NewCache(), inflight: newInFlight(o.Limits)}
 	setJSONPatchCopyLimit(o.Limits.JSONPatchMaxCopyBytes)
 	// An idle watch learns the cache's progress as often as it may send
 	// a bookmark.
@@ -150,6 +165,9 @@ func New(o Options) (*Server, error) {
 	}
 	if !o.DisableMetrics {
 		s.metrics = newMetrics(s.OpenWatches)
+	}
+	if o.NodeClientTLS != nil {
+		s.nodeTransport = newNodeTransport(o.NodeClientTLS)
 	}
 	return s, nil
 }
@@ -205,7 +223,10 @@ func (s *Server) WaitForWatches() { s.watches.Wait() }
 // user is an authenticated caller.
 type user struct {
 	Name   string
+	UID    string
 	Groups []string
+	// Extra is what a service-account token adds (its pod and node).
+	Extra map[string][]string
 }
 
 func (u user) in(group string) bool {
@@ -215,20 +236,6 @@ func (u user) in(group string) bool {
 		}
 	}
 	return false
-}
-
-// authenticate reads the verified client certificate: CN is the user, O
-// the groups.
-func authenticate(r *http.Request) (user, bool) {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
-		return user{}, false
-	}
-	c := r.TLS.VerifiedChains[0][0]
-	if c.Subject.CommonName == "" {
-		return user{}, false
-	}
-	groups := append(append([]string{}, c.Subject.Organization...), "system:authenticated")
-	return user{Name: c.Subject.CommonName, Groups: groups}, true
 }
 
 // ServeHTTP routes a request.
@@ -248,14 +255,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok"))
 		return
 	}
-	u, ok := authenticate(r)
-	if !ok {
-		writeError(w, apierrors.NewUnauthorized("Unauthorized"))
-		return
-	}
-	u, err := s.impersonate(r.Context(), r, u)
+	u, err := s.authenticate(r, path)
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	u, err = s.impersonate(r.Context(), r, u)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if isNodeAgentRequest(strings.Split(path, "/")) {
+		// Long-running and possibly upgraded: no deadline wrapper, which
+		// would hide the connection.
+		s.serveAuthenticated(w, r, path, u)
 		return
 	}
 	if isWatchRequest(r) {
@@ -312,7 +325,7 @@ func (s *Server) serveAuthenticated(w http.ResponseWriter, r *http.Request, path
 		writeJSON(w, http.StatusOK, map[string][]string{"paths": {"/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"}})
 		return
 	}
-	if r.Method == http.MethodGet && s.serveDiscovery(w, r, parts) {
+	if r.Method == http.MethodGet && (s.serveDiscovery(w, r, parts) || s.serveOIDC(w, path)) {
 		return
 	}
 	req, err := s.parseRequest(r, parts)
@@ -326,6 +339,10 @@ func (s *Server) serveAuthenticated(w http.ResponseWriter, r *http.Request, path
 		return
 	}
 	if err := s.admit(req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.restrictNodeRequest(r.Context(), req); err != nil {
 		writeError(w, err)
 		return
 	}

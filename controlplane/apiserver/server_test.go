@@ -105,6 +105,13 @@ func startServer(t *testing.T) *env {
 // options startServer uses changed by opt when given.
 func startServerOn(t *testing.T, etcd *clientv3.Client, opt func(*Options)) *env {
 	t.Helper()
+	return startServerWithCA(t, etcd, newCA(t), opt)
+}
+
+// startServerWithCA is startServerOn with the CA that signs the serving
+// and client certificates given.
+func startServerWithCA(t *testing.T, etcd *clientv3.Client, ca *testCA, opt func(*Options)) *env {
+	t.Helper()
 	o := Options{Store: storage.New(etcd), ServiceCIDR: "10.96.0.0/16", BookmarkInterval: 200 * time.Millisecond}
 	if opt != nil {
 		opt(&o)
@@ -118,7 +125,6 @@ func startServerOn(t *testing.T, etcd *clientv3.Client, opt func(*Options)) *env
 		cancel()
 		t.Fatal(err)
 	}
-	ca := newCA(t)
 	sc, sk := ca.issue(t, "kforge-apiserver", nil, true)
 	pair, err := tls.X509KeyPair(sc, sk)
 	if err != nil {

@@ -173,6 +173,9 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 		if err == nil {
 			err = s.checkEscalation(ctx, res, obj)
 		}
+		if err == nil {
+			err = s.restrictNodeObject(ctx, res, obj, old)
+		}
 		if err != nil {
 			// A refusal decided on the cached copy stands when a
 			// linearizable read finds that copy current: the same object

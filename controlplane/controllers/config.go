@@ -31,6 +31,10 @@ const (
 	NameNodeIPAM         = "nodeipam"
 	NameNodeLifecycle    = "nodelifecycle"
 	NameDaemonSet        = "daemonset"
+	// NameRootCACertPublisher keeps kube-root-ca.crt in every namespace.
+	NameRootCACertPublisher = "root-ca-cert-publisher"
+	// NameClusterRoleAggregation fills aggregated ClusterRoles.
+	NameClusterRoleAggregation = "clusterrole-aggregation"
 )
 
 // AllControllers lists every controller this package has.
@@ -38,6 +42,7 @@ var AllControllers = []string{
 	NameReplicaSet, NameDeployment, NameEndpoints,
 	NameServiceAccount, NameGarbageCollector, NameNamespace, NameNodeIPAM,
 	NameNodeLifecycle, NameDaemonSet,
+	NameRootCACertPublisher, NameClusterRoleAggregation,
 }
 
 // Defaults applied by NewConfig.
@@ -79,6 +84,11 @@ type Config struct {
 	ClusterCIDR string `yaml:"clusterCIDR" json:"clusterCIDR"`
 	// NodeCIDRMaskSize is the prefix length of each Node's range.
 	NodeCIDRMaskSize int `yaml:"nodeCIDRMaskSize" json:"nodeCIDRMaskSize"`
+
+	// RootCAFile is the cluster CA bundle the root-ca-cert-publisher puts
+	// in every namespace's kube-root-ca.crt; empty takes the CA of the
+	// kubeconfig (the CA that signed the apiserver's certificate).
+	RootCAFile string `yaml:"rootCAFile,omitempty" json:"rootCAFile,omitempty"`
 
 	// NodeMonitorGracePeriod is how long a Node's heartbeats (its Lease
 	// and its Ready condition) may stand still before the node lifecycle
@@ -123,9 +133,9 @@ func ParseConfig(data []byte, baseDir string) (*Config, error) {
 	return roleconfig.Parse("controller-manager", data, baseDir, NewConfig)
 }
 
-// FilePaths points at the kubeconfig path, which ParseConfig resolves
+// FilePaths points at the kubeconfig and root CA paths, which ParseConfig resolves
 // against the config file's folder.
-func (c *Config) FilePaths() []*string { return []*string{&c.Kubeconfig} }
+func (c *Config) FilePaths() []*string { return []*string{&c.Kubeconfig, &c.RootCAFile} }
 
 // ConfigError lists every problem found in a Config (ParseConfig's and
 // NewManager's validation error).

@@ -17,7 +17,10 @@
 // deleted through discovery and the metadata client, then removes its
 // "kubernetes" finalizer), node IPAM (a /24 by default from
 // clusterCIDR into each Node's spec.podCIDR, taken back when the Node
-// is deleted; on only when clusterCIDR is set), the DaemonSet controller
+// is deleted; on only when clusterCIDR is set), the root-ca-cert-publisher
+// (the kube-root-ca.crt ConfigMap in every namespace), the ClusterRole
+// aggregation controller (the rules of roles with an aggregationRule),
+// the DaemonSet controller
 // (a pod per eligible node with the daemon tolerations and node-name
 // affinity, templates as ControllerRevisions, RollingUpdate within
 // maxUnavailable or maxSurge, OnDelete) and the node lifecycle controller

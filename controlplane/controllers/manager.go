@@ -40,6 +40,8 @@ type Manager struct {
 	metrics  *metrics
 	leading  atomic.Bool
 	ready    atomic.Bool
+	// rootCA is what the root-ca-cert-publisher publishes.
+	rootCA []byte
 }
 
 // NewManager builds a Manager from a validated config: it reads the
@@ -68,8 +70,12 @@ func NewManagerForConfig(cfg *Config, rc *rest.Config, log *slog.Logger) (*Manag
 	if err != nil {
 		return nil, fmt.Errorf("controller-manager: %w", err)
 	}
+	rootCA, err := rootCABundle(cfg.RootCAFile, rc)
+	if err != nil {
+		return nil, fmt.Errorf("controller-manager: %w", err)
+	}
 	reg := prometheus.NewRegistry()
-	return &Manager{cfg: cfg, log: log, client: client, meta: meta, registry: reg, metrics: newMetrics(reg)}, nil
+	return &Manager{cfg: cfg, log: log, client: client, meta: meta, registry: reg, metrics: newMetrics(reg), rootCA: rootCA}, nil
 }
 
 // Registry is the manager's own Prometheus registry.
@@ -180,6 +186,12 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		}),
 		add(NameNamespace, func() (runner, error) {
 			return NewNamespaceController(m.client, m.meta, f.Core().V1().Namespaces(), log, m.metrics)
+		}),
+		addIf(len(m.rootCA) > 0, NameRootCACertPublisher, func() (runner, error) {
+			return NewRootCACertPublisher(m.client, f.Core().V1().Namespaces(), m.rootCA, m.cfg.Resync, log, m.metrics)
+		}),
+		add(NameClusterRoleAggregation, func() (runner, error) {
+			return NewClusterRoleAggregationController(m.client, f.Rbac().V1().ClusterRoles(), log, m.metrics)
 		}),
 		addIf(m.cfg.ClusterCIDR != "", NameNodeIPAM, func() (runner, error) {
 			return NewNodeIPAMController(m.client, f.Core().V1().Nodes(), m.cfg.ClusterCIDR, m.cfg.NodeCIDRMaskSize, log, m.metrics)

@@ -17,6 +17,9 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/cert"
 
 	"kforge.dev/kforge/controlplane/apiserver"
@@ -217,6 +220,15 @@ func Up(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
+	// Pods are refused until their namespace's ServiceAccount exists, so
+	// the control plane is ready once "default" has its own.
+	if err := waitForDefaultServiceAccount(readyCtx, data); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("local: %w", err)
+	}
+	step("default service account ready")
 	if err := atomicfile.Write(kubeconfig, data, 0o600); err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
@@ -310,6 +322,7 @@ func files(inv *pki.Inventory) (map[string]string, error) {
 		{"EtcdPeerCert", HostName + "/etcd-peer", false}, {"EtcdPeerKey", HostName + "/etcd-peer", true},
 		{"APIServerCert", HostName + "/apiserver", false}, {"APIServerKey", HostName + "/apiserver", true},
 		{"EtcdClientCert", HostName + "/apiserver-etcd-client", false}, {"EtcdClientKey", HostName + "/apiserver-etcd-client", true},
+		{"KubeletClientCert", HostName + "/apiserver-kubelet-client", false}, {"KubeletClientKey", HostName + "/apiserver-kubelet-client", true},
 	} {
 		if err := own(e.key, e.id, e.isKey); err != nil {
 			return nil, err
@@ -405,6 +418,7 @@ func apiserverConfig(dir string, inv *pki.Inventory, port int, etcdURL string) (
 	c.TLS = apiserver.ServingTLS{CertFile: f["APIServerCert"], KeyFile: f["APIServerKey"], ClientCAFile: f["ClusterCA"]}
 	c.Etcd.Endpoints = []string{etcdURL}
 	c.Etcd.CAFile, c.Etcd.CertFile, c.Etcd.KeyFile = f["EtcdCA"], f["EtcdClientCert"], f["EtcdClientKey"]
+	c.KubeletClient = apiserver.KubeletClient{CertFile: f["KubeletClientCert"], KeyFile: f["KubeletClientKey"]}
 	c.ServiceCIDR = ServiceCIDR
 	c.ServiceAccount = apiserver.ServiceAccount{KeyFile: f["SAKey"], PublicKeyFile: f["SAPub"]}
 	c.Metrics.Enabled = true
@@ -467,6 +481,31 @@ func waitReadyz(ctx context.Context, server, caFile string) error {
 		case <-ctx.Done():
 			return fmt.Errorf("apiserver /readyz not ok: %w", last)
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitForDefaultServiceAccount waits until the controller manager has
+// made the "default" ServiceAccount of the default namespace.
+func waitForDefaultServiceAccount(ctx context.Context, kubeconfig []byte) error {
+	rc, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	var last error
+	for {
+		_, last = cs.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no default service account: %w", last)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

@@ -86,7 +86,7 @@ func removeAll(ctx context.Context, dir string, st *State) error {
 		errs = append(errs, err)
 	}
 	for _, h := range st.Hosts {
-		if err := deleteVeth(ctx, vethName(h.Name), st.Bridge); err != nil {
+		if err := deleteVeth(ctx, vethName(h.Name), st.Bridge, st.ID); err != nil {
 			errs = append(errs, err)
 		}
 	}

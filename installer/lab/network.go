@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -87,14 +86,16 @@ func deleteBridge(ctx context.Context, name, id string) error {
 
 // deleteVeth removes a host's veth if nspawn left it behind (it normally
 // goes with the container's network namespace). Only a veth attached to
-// this lab's bridge is removed.
-func deleteVeth(ctx context.Context, name, bridge string) error {
+// this lab's bridge — named bridge and carrying lab id's alias — is
+// removed: another lab's host of the same name (or a test's plan) is never
+// touched, and a veth that is not ours is no error.
+func deleteVeth(ctx context.Context, name, bridge, id string) error {
 	if !linkExists(name) {
 		return nil
 	}
 	master, err := os.Readlink("/sys/class/net/" + name + "/master")
-	if err != nil || !strings.HasSuffix(master, "/"+bridge) {
-		return errors.New("not removing " + name + ": it is not attached to bridge " + bridge)
+	if err != nil || !strings.HasSuffix(master, "/"+bridge) || linkAlias(bridge) != bridgeAlias(id) {
+		return nil
 	}
 	_, err = run(ctx, "ip", "link", "del", "dev", name)
 	return err

@@ -220,6 +220,9 @@ func testWorkload(t *testing.T, e workloadEnv) {
 			}
 		}
 	})
+
+	t.Run("kubectl reaches the pods through the agent", func(t *testing.T) { testAccess(t, e) })
+	testNodeFaults(t, e)
 }
 
 // TestWorkloadOnRunningLab runs the workload tests against a lab someone
@@ -236,4 +239,84 @@ func TestWorkloadOnRunningLab(t *testing.T) {
 			out, _, err := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, host, "--", cmd)
 			return out, err
 		}})
+}
+
+// testNodeFaults stops a worker's agent (its Node turns NotReady and
+// tainted) and drains another (its pods move).
+func testNodeFaults(t *testing.T, e workloadEnv) {
+	t.Run("a stopped agent turns its Node NotReady within 60s", func(t *testing.T) {
+		if out, err := e.ssh("w3", "systemctl stop kforge-agent"); err != nil {
+			t.Fatalf("stop agent: %v\n%s", err, out)
+		}
+		start := time.Now()
+		msg := eventually(75*time.Second, 2*time.Second, func() string {
+			out, _ := e.kubectl(10*time.Second, "get", "node", "w3", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+			if out == "True" {
+				return "w3 still Ready"
+			}
+			return ""
+		})
+		took := time.Since(start)
+		taints := eventually(15*time.Second, time.Second, func() string {
+			out, _ := e.kubectl(10*time.Second, "get", "node", "w3", "-o", "jsonpath={.spec.taints[*].key}")
+			if !strings.Contains(out, "node.kubernetes.io/unreachable") {
+				return "w3's taints: " + out + ", want node.kubernetes.io/unreachable"
+			}
+			return ""
+		})
+		if _, err := e.ssh("w3", "systemctl start kforge-agent"); err != nil {
+			t.Errorf("start agent: %v", err)
+		}
+		if msg != "" || took > 62*time.Second {
+			t.Fatalf("%s after %s", msg, took.Round(time.Second))
+		}
+		t.Logf("w3 NotReady %s after its agent stopped", took.Round(time.Second))
+		if taints != "" {
+			t.Error(taints)
+		}
+		if msg := eventually(60*time.Second, 2*time.Second, func() string {
+			out, _ := e.kubectl(10*time.Second, "get", "node", "w3", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.spec.taints[*].key}`)
+			if out != "True " {
+				return "w3 after its agent restarted: " + out
+			}
+			return ""
+		}); msg != "" {
+			t.Fatal(msg)
+		}
+	})
+
+	t.Run("drain moves the pods", func(t *testing.T) {
+		var node string
+		for _, p := range e.webPods(t) {
+			node = p[0]
+			break
+		}
+		out, err := e.kubectl(150*time.Second, "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=120s")
+		if err != nil {
+			t.Fatalf("drain %s: %v\n%s", node, err, out)
+		}
+		defer func() {
+			if out, err := e.kubectl(20*time.Second, "uncordon", node); err != nil {
+				t.Errorf("uncordon: %v\n%s", err, out)
+			}
+		}()
+		if msg := eventually(90*time.Second, 2*time.Second, func() string {
+			pods := e.webPods(t)
+			ready := 0
+			for n, p := range pods {
+				if p[0] == node {
+					return n + " still on the drained node " + node
+				}
+				if p[3] == "true" {
+					ready++
+				}
+			}
+			if ready != 3 {
+				return fmt.Sprintf("%d of 3 ready after the drain: %v", ready, pods)
+			}
+			return ""
+		}); msg != "" {
+			t.Fatal(msg)
+		}
+	})
 }

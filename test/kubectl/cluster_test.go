@@ -305,7 +305,21 @@ func (c *cluster) namespace(t *testing.T) string {
 	if out := c.ok(t, "create", "namespace", name); out != "namespace/"+name+" created\n" {
 		t.Fatalf("create namespace printed %q", out)
 	}
-	return name
+	// As upstream's e2e framework: a namespace is ready for a test once
+	// the controller manager has given it its "default" ServiceAccount
+	// (pods are refused before) and its kube-root-ca.crt ConfigMap.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		sa := c.run(t, "", "get", "serviceaccount", "default", "-n", name, "-o", "name")
+		cm := c.run(t, "", "get", "configmap", "kube-root-ca.crt", "-n", name, "-o", "name")
+		if sa.Code == 0 && cm.Code == 0 {
+			return name
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("namespace %s: no default ServiceAccount or kube-root-ca.crt after 30s: %s %s", name, sa, cm)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // userKubeconfig writes a kubeconfig for user (groups as organizations)

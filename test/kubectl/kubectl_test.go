@@ -308,9 +308,9 @@ func TestSelectors(t *testing.T) {
 	}{
 		{[]string{"-l", "app=a"}, "a c"},
 		{[]string{"-l", "app=a,tier=x"}, "a"},
-		{[]string{"-l", "app!=a"}, "b"},
+		{[]string{"-l", "app!=a"}, "b kube-root-ca.crt"},
 		{[]string{"-l", "tier in (x,y)"}, "a b"},
-		{[]string{"-l", "!tier"}, "c"},
+		{[]string{"-l", "!tier"}, "c kube-root-ca.crt"},
 		{[]string{"-l", "tier"}, "a b"},
 		{[]string{"--field-selector", "metadata.name=b"}, "b"},
 		{[]string{"--field-selector", "metadata.name!=b", "-l", "app=a"}, "a c"},
@@ -509,8 +509,9 @@ func TestInvalidNamesRejected(t *testing.T) {
 	if r.Code != 1 || !strings.Contains(r.Err, `metadata.name: Invalid value: "`+long+`": must be no more than 63 characters`) {
 		t.Errorf("create service with a 64-character name: %s", r)
 	}
+	// Only the root-ca-cert-publisher's ConfigMap, which every namespace has.
 	r = c.run(t, "", "get", "configmaps", "-n", ns, "-o", "name")
-	if r.Out != "" {
+	if r.Out != "configmap/kube-root-ca.crt\n" {
 		t.Errorf("something was created: %s", r)
 	}
 }
@@ -692,7 +693,7 @@ func TestDryRunServer(t *testing.T) {
 		t.Errorf("dry-run service has clusterIP %q", ip)
 	}
 	r := c.run(t, "", "get", "configmaps,deployments,services", "-n", ns, "-o", "name")
-	if r.Out != "" {
+	if r.Out != "configmap/kube-root-ca.crt\n" {
 		t.Errorf("dry run persisted something: %s", r)
 	}
 

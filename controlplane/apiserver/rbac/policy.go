@@ -4,7 +4,6 @@ import (
 	"strings"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -16,11 +15,15 @@ const (
 	Authenticated     = "system:authenticated"
 	Unauthenticated   = "system:unauthenticated"
 	Nodes             = "system:nodes"
+	ServiceAccounts   = "system:serviceaccounts"
 	SchedulerUser     = "system:kube-scheduler"
 	ControllerManager = "system:kube-controller-manager"
 	ProxyUser         = "system:kube-proxy"
 	IngressUser       = "system:kforge:ingress"
 	DNSUser           = "system:kforge:dns"
+	// KubeletClientUser is the apiserver's identity toward the node
+	// agents (pods/log, exec, attach, portforward, nodes/proxy).
+	KubeletClientUser = "kforge:apiserver-kubelet-client"
 )
 
 // Policy is the bootstrap set of roles and bindings. The apiserver creates
@@ -117,8 +120,11 @@ func viewRules() []rbacv1.PolicyRule {
 }
 
 // editRules add writes on the workload kinds, and secrets, to viewRules.
-func editRules() []rbacv1.PolicyRule {
-	return append(viewRules(),
+func editRules() []rbacv1.PolicyRule { return append(viewRules(), editOnlyRules()...) }
+
+// editOnlyRules are what edit adds to view.
+func editOnlyRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
 		allow(read, "", "secrets"),
 		allow(write, "", "pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy",
 			"configmaps", "endpoints", "persistentvolumeclaims", "replicationcontrollers",
@@ -130,15 +136,71 @@ func editRules() []rbacv1.PolicyRule {
 		allow(write, "batch", "jobs", "cronjobs"),
 		allow(write, "networking.k8s.io", "ingresses", "networkpolicies"),
 		allow(write, "policy", "poddisruptionbudgets"),
-	)
+	}
 }
 
 // adminRules add the namespace's roles and bindings to editRules.
-func adminRules() []rbacv1.PolicyRule {
-	return append(editRules(),
+func adminRules() []rbacv1.PolicyRule { return append(editRules(), adminOnlyRules()...) }
+
+// adminOnlyRules are what admin adds to edit.
+func adminOnlyRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
 		allow(rw, rbacv1.GroupName, "roles", "rolebindings"),
 		allow("create", "authorization.k8s.io", "localsubjectaccessreviews"),
-	)
+	}
+}
+
+// AggregateToLabel is the label that adds a ClusterRole's rules to the
+// aggregated role NAME (admin, edit, view), as upstream.
+func AggregateToLabel(name string) string { return "rbac.authorization.k8s.io/aggregate-to-" + name }
+
+// aggregatedRole is a user-facing role whose rules are the union of every
+// ClusterRole labelled AggregateToLabel(name), kept by the controller
+// manager's aggregation controller. Its rules start as the bootstrap
+// ones, so it works before that controller first runs. joins, when set,
+// labels it to be aggregated into another role too (view into edit, edit
+// into admin).
+func aggregatedRole(name, joins string, rules []rbacv1.PolicyRule) *rbacv1.ClusterRole {
+	r := clusterRole(name, rules...)
+	r.AggregationRule = &rbacv1.AggregationRule{ClusterRoleSelectors: []metav1.LabelSelector{
+		{MatchLabels: map[string]string{AggregateToLabel(name): "true"}}}}
+	if joins != "" {
+		r.Labels[AggregateToLabel(joins)] = "true"
+	}
+	return r
+}
+
+// aggregatePart is one of the bootstrap parts an aggregated role gathers.
+func aggregatePart(into string, rules []rbacv1.PolicyRule) *rbacv1.ClusterRole {
+	r := clusterRole("system:aggregate-to-"+into, rules...)
+	r.Labels[AggregateToLabel(into)] = "true"
+	return r
+}
+
+// NodeRules are what a node agent may do, as upstream's system:node
+// rules; the Node authorizer grants them to each node (after checking the
+// graph for secrets, configmaps, claims and tokens) and NodeRestriction
+// admission narrows the writes to the node's own objects.
+func NodeRules() []rbacv1.PolicyRule {
+	const core = ""
+	return []rbacv1.PolicyRule{
+		allow("create", "authentication.k8s.io", "tokenreviews"),
+		allow("create", "authorization.k8s.io", "subjectaccessreviews", "localsubjectaccessreviews"),
+		allow(read, core, "services", "endpoints"),
+		allow(read, "discovery.k8s.io", "endpointslices"),
+		allow("create delete "+read+" update patch", core, "nodes"),
+		allow("update patch", core, "nodes/status"),
+		allow("create update patch", core, "events"),
+		allow("create update patch", "events.k8s.io", "events"),
+		allow(read+" create delete", core, "pods"),
+		allow("update patch", core, "pods/status"),
+		allow("create", core, "pods/eviction"),
+		allow(read, core, "secrets", "configmaps", "persistentvolumeclaims", "persistentvolumes"),
+		allow("update patch", core, "persistentvolumeclaims/status"),
+		allow("create", core, "serviceaccounts/token"),
+		allow("get create update patch delete", coordinationv1.GroupName, "leases"),
+		allow("get", core, "namespaces"),
+	}
 }
 
 // Bootstrap returns the bootstrap policy.
@@ -180,9 +242,12 @@ func Bootstrap() *Policy {
 	add(clusterRole("system:public-info-viewer",
 		allowURLs("get", "/healthz", "/livez", "/readyz", "/version", "/version/"),
 	), groups(Authenticated, Unauthenticated))
-	add(clusterRole("admin", adminRules()...), nil)
-	add(clusterRole("edit", editRules()...), nil)
-	add(clusterRole("view", viewRules()...), nil)
+	add(aggregatedRole("admin", "", adminRules()), nil)
+	add(aggregatedRole("edit", "admin", editRules()), nil)
+	add(aggregatedRole("view", "edit", viewRules()), nil)
+	add(aggregatePart("admin", adminOnlyRules()), nil)
+	add(aggregatePart("edit", editOnlyRules()), nil)
+	add(aggregatePart("view", viewRules()), nil)
 
 	// The scheduler: read pods and nodes, bind, write pod status and
 	// events, evict for preemption; its leader-election lease lives in
@@ -215,29 +280,43 @@ func Bootstrap() *Policy {
 		allow("*", coord, "leases"),
 		allow("*", "autoscaling", "horizontalpodautoscalers", "horizontalpodautoscalers/status"),
 		allow(read, netw, "ingresses", "ingressclasses"),
+		// The aggregation controller writes aggregated roles' rules,
+		// which it need not hold itself.
+		allow("update patch escalate", rbacv1.GroupName, "clusterroles"),
 		rbacv1.PolicyRule{Verbs: strings.Fields(read + " delete deletecollection"), APIGroups: []string{"*"}, Resources: []string{"*"}},
 	), users(ControllerManager))
 	addRole(role(metav1.NamespaceSystem, "system::leader-locking-kube-controller-manager",
 		allow("get create update", coord, "leases")), users(ControllerManager))
 
-	// Node agents (group system:nodes). This is broad: any node may read
-	// every pod, secret and configmap and write any node. Restricting each
-	// node to its own objects is the node authorizer's job (future work).
-	add(clusterRole("system:node", append([]rbacv1.PolicyRule{
-		allow("create get list watch update patch delete", core, "nodes"),
-		allow("get update patch", core, "nodes/status"),
-		allow(read+" delete", core, "pods"),
-		allow("get update patch", core, "pods/status"),
-		allow(read, core, "configmaps", "secrets", "services", "endpoints", "namespaces"),
-		allow("create", core, "serviceaccounts/token"),
-		allow("get", core, "persistentvolumeclaims", "persistentvolumes"),
-	}, eventWrites...)...), groups(Nodes))
-	addRole(role(corev1.NamespaceNodeLease, "system:kforge:node-lease",
-		allow("get list watch create update patch delete", coord, "leases")), groups(Nodes))
-	// The agent's node-local apiserver load balancer follows the
-	// kubernetes Service's EndpointSlices, which live in default.
-	addRole(role(metav1.NamespaceDefault, "system:kforge:node-apiserver-endpoints",
-		allow(read, discovery, "endpointslices")), groups(Nodes))
+	// Node agents get nothing from RBAC: the Node authorizer grants each
+	// node NodeRules, narrowed to its own pods' secrets, configmaps,
+	// claims and service-account tokens, and NodeRestriction admission
+	// narrows its writes to its own Node, Lease and pods. The role is
+	// kept, bound to no one, as upstream, for an operator who wants it.
+	add(clusterRole("system:node", NodeRules()...), nil)
+	p.ClusterRoleBindings = append(p.ClusterRoleBindings, clusterBinding("system:node", "system:node", nil))
+
+	// Delegated authentication and authorization (a webhook or an
+	// extension server checking its callers' tokens), bound to no one,
+	// as upstream.
+	add(clusterRole("system:auth-delegator",
+		allow("create", "authentication.k8s.io", "tokenreviews"),
+		allow("create", "authorization.k8s.io", "subjectaccessreviews"),
+	), nil)
+
+	// Service accounts may read the issuer's OIDC discovery documents.
+	add(clusterRole("system:service-account-issuer-discovery",
+		allowURLs("get", "/.well-known/openid-configuration", "/.well-known/openid-configuration/",
+			"/openid/v1/jwks", "/openid/v1/jwks/"),
+	), groups(ServiceAccounts))
+
+	// Full use of the node agents' API, as upstream's role of that name;
+	// the apiserver's kubelet client holds it.
+	add(clusterRole("system:kubelet-api-admin",
+		allow(read+" proxy", core, "nodes"),
+		allow("*", core, "nodes/proxy", "nodes/metrics", "nodes/stats", "nodes/log", "nodes/spec",
+			"nodes/healthz", "nodes/pods", "nodes/configz"),
+	), users(KubeletClientUser))
 
 	// The service proxy.
 	add(clusterRole("system:node-proxier", append([]rbacv1.PolicyRule{
@@ -254,11 +333,17 @@ func Bootstrap() *Policy {
 		allow("get update patch", netw, "ingresses/status"),
 	}, eventWrites...)...), users(IngressUser))
 
-	// Cluster DNS: names from Services, their endpoints and pods.
+	// Cluster DNS: names from Services, their endpoints and pods; Nodes
+	// to tell an instance on a dead worker.
 	add(clusterRole("system:kforge:dns", append([]rbacv1.PolicyRule{
-		allow(read, core, "services", "endpoints", "pods", "namespaces"),
+		allow(read, core, "services", "endpoints", "pods", "namespaces", "nodes"),
 		allow(read, discovery, "endpointslices"),
 	}, eventWrites...)...), users(DNSUser))
+	// Each DNS instance creates the kube-dns Service when missing and
+	// keeps its own EndpointSlice of it.
+	addRole(role(metav1.NamespaceSystem, "system:kforge:dns",
+		allow("get create", core, "services"),
+		allow("get create update patch delete", discovery, "endpointslices")), users(DNSUser))
 
 	return p
 }

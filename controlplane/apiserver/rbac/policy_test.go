@@ -2,6 +2,8 @@ package rbac
 
 import (
 	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
 )
 
 // bootstrapped returns an Authorizer whose index holds the bootstrap policy.
@@ -39,6 +41,7 @@ func TestBootstrapPolicyGrants(t *testing.T) {
 		ingress   = u(IngressUser)
 		dns       = u(DNSUser)
 		nobody    = u("nobody")
+		sa        = u("system:serviceaccount:default:app", ServiceAccounts, ServiceAccounts+":default")
 	)
 	tests := []struct {
 		who  User
@@ -86,16 +89,21 @@ func TestBootstrapPolicyGrants(t *testing.T) {
 		{cm, res("update", "coordination.k8s.io", "leases", "", "kube-system", "kube-controller-manager"), true},
 		{cm, res("create", "rbac.authorization.k8s.io", "clusterrolebindings", "", "", ""), false},
 
-		{node, res("create", "", "nodes", "", "", ""), true},
-		{node, res("patch", "", "nodes", "status", "", "w1"), true},
-		{node, res("watch", "", "pods", "", "", ""), true},
-		{node, res("update", "", "pods", "status", "default", "p"), true},
-		{node, res("create", "", "pods", "binding", "default", "p"), false},
-		{node, res("update", "coordination.k8s.io", "leases", "", "kube-node-lease", "w1"), true},
-		{node, res("update", "coordination.k8s.io", "leases", "", "kube-system", "kube-scheduler"), false},
-		{node, res("get", "", "secrets", "", "default", "s"), true},
-		{node, res("create", "", "secrets", "", "default", ""), false},
-		{node, res("create", "", "events", "", "default", ""), true},
+		// RBAC grants a node nothing of its own: the Node authorizer does
+		// (NodeRules, narrowed by the graph).
+		{node, res("create", "", "nodes", "", "", ""), false},
+		{node, res("patch", "", "nodes", "status", "", "w1"), false},
+		{node, res("watch", "", "pods", "", "", ""), false},
+		{node, res("update", "", "pods", "status", "default", "p"), false},
+		{node, res("update", "coordination.k8s.io", "leases", "", "kube-node-lease", "w1"), false},
+		{node, res("get", "", "secrets", "", "default", "s"), false},
+		{node, res("create", "", "events", "", "default", ""), false},
+		{node, path("get", "/api"), true},
+
+		{sa, path("get", "/.well-known/openid-configuration"), true},
+		{sa, path("get", "/openid/v1/jwks"), true},
+		{nobody, path("get", "/openid/v1/jwks"), false},
+		{sa, res("list", "", "pods", "", "default", ""), false},
 
 		{proxy, res("watch", "discovery.k8s.io", "endpointslices", "", "", ""), true},
 		{proxy, res("list", "", "services", "", "", ""), true},
@@ -118,6 +126,77 @@ func TestBootstrapPolicyGrants(t *testing.T) {
 		if got, _ := a.Authorize(at); got != tt.want {
 			t.Errorf("%s: %s %s/%s/%s ns=%q path=%q: allowed=%v, want %v",
 				tt.who.Name, at.Verb, at.APIGroup, at.Resource, at.Subresource, at.Namespace, at.Path, got, tt.want)
+		}
+	}
+}
+
+func TestNodeRulesCoverTheAgent(t *testing.T) {
+	node := User{Name: "system:node:w1", Groups: []string{Nodes, Authenticated}}
+	rules := NodeRules()
+	allowed := func(at Attributes) bool {
+		at.User = node
+		for i := range rules {
+			if RuleAllows(at, &rules[i]) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, tt := range []struct {
+		at   Attributes
+		want bool
+	}{
+		{res("create", "", "nodes", "", "", ""), true},
+		{res("patch", "", "nodes", "status", "", "w1"), true},
+		{res("watch", "", "pods", "", "", ""), true},
+		{res("update", "", "pods", "status", "default", "p"), true},
+		{res("delete", "", "pods", "", "default", "p"), true},
+		{res("create", "", "pods", "binding", "default", "p"), false},
+		{res("update", "coordination.k8s.io", "leases", "", "kube-node-lease", "w1"), true},
+		{res("get", "", "secrets", "", "default", "s"), true},
+		{res("create", "", "secrets", "", "default", ""), false},
+		{res("create", "", "serviceaccounts", "token", "default", "default"), true},
+		{res("create", "", "events", "", "default", ""), true},
+		{res("create", "authorization.k8s.io", "subjectaccessreviews", "", "", ""), true},
+		{res("create", "authentication.k8s.io", "tokenreviews", "", "", ""), true},
+		{res("list", "", "services", "", "", ""), true},
+		{res("update", "", "services", "", "default", "s"), false},
+		{res("create", "rbac.authorization.k8s.io", "clusterrolebindings", "", "", ""), false},
+	} {
+		if got := allowed(tt.at); got != tt.want {
+			t.Errorf("node rules: %s %s/%s/%s: allowed=%v, want %v", tt.at.Verb, tt.at.APIGroup, tt.at.Resource, tt.at.Subresource, got, tt.want)
+		}
+	}
+}
+
+func TestAggregatedRolesSelectTheirParts(t *testing.T) {
+	p := Bootstrap()
+	byName := map[string]*rbacv1.ClusterRole{}
+	for _, r := range p.ClusterRoles {
+		byName[r.Name] = r
+	}
+	for _, tt := range []struct{ role, part, joins string }{
+		{"view", "system:aggregate-to-view", "edit"},
+		{"edit", "system:aggregate-to-edit", "admin"},
+		{"admin", "system:aggregate-to-admin", ""},
+	} {
+		r, part := byName[tt.role], byName[tt.part]
+		if r == nil || part == nil || r.AggregationRule == nil || len(r.AggregationRule.ClusterRoleSelectors) != 1 {
+			t.Fatalf("%s: no aggregation rule or part", tt.role)
+		}
+		if got := r.AggregationRule.ClusterRoleSelectors[0].MatchLabels[AggregateToLabel(tt.role)]; got != "true" {
+			t.Errorf("%s selects %v", tt.role, r.AggregationRule.ClusterRoleSelectors[0].MatchLabels)
+		}
+		if part.Labels[AggregateToLabel(tt.role)] != "true" {
+			t.Errorf("%s is not labelled into %s", tt.part, tt.role)
+		}
+		if tt.joins != "" && r.Labels[AggregateToLabel(tt.joins)] != "true" {
+			t.Errorf("%s does not join %s", tt.role, tt.joins)
+		}
+	}
+	for _, b := range p.ClusterRoleBindings {
+		if b.Name == "system:node" && len(b.Subjects) != 0 {
+			t.Errorf("system:node is bound to %v: nodes get their rights from the Node authorizer only", b.Subjects)
 		}
 	}
 }

@@ -161,9 +161,12 @@ func TestServiceAccountTokenLifecycle(t *testing.T) {
 	}
 
 	app := e.tokenClient(t, tr.Status.Token)
-	if _, err := app.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); err != nil {
-		t.Fatalf("list pods with the token: %v", err)
-	}
+	// RBAC answers from an index fed by a watch, as upstream's: the new
+	// RoleBinding counts once the index has it.
+	eventually(t, propagation, "list pods with the token", func() error {
+		_, err := app.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		return err
+	})
 	if _, err := app.CoreV1().Secrets("default").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Fatalf("list secrets with a view token: %v", err)
 	}
@@ -368,9 +371,10 @@ func TestImpersonatingAServiceAccount(t *testing.T) {
 	if got := strings.Join(who.Status.UserInfo.Groups, ","); got != "system:serviceaccounts,system:serviceaccounts:default,system:authenticated" {
 		t.Errorf("groups %s", got)
 	}
-	if _, err := as.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); err != nil {
-		t.Errorf("the account's group binding: %v", err)
-	}
+	eventually(t, propagation, "the account's group binding", func() error {
+		_, err := as.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+		return err
+	})
 	// Impersonating one needs the verb on serviceaccounts in its namespace.
 	bc, bk := e.ca.issue(t, "bob", nil, false)
 	bcfg := &rest.Config{Host: e.host, TLSClientConfig: rest.TLSClientConfig{CAData: e.ca.pem, CertData: bc, KeyData: bk},

@@ -400,9 +400,11 @@ func TestUp(t *testing.T) {
 		if strings.Contains(out+stderr, password) {
 			t.Error("the sudo password appears in the output")
 		}
-		// Two changes: w2's binary, and its agent restarted on it.
-		if !hostLines(stderr, "✓")["w2"] || !strings.Contains(out, "(2 change(s))") {
-			t.Errorf("w2 was not re-uploaded through sudo:\n%s\n%s", stderr, out)
+		// The changes: w2's binary, and each of w2's daemons restarted on
+		// it (agent, proxy, dns).
+		restarts := len(regexp.MustCompile(`(?m)✓ w2 +restarted kforge-`).FindAllString(stderr, -1))
+		if !hostLines(stderr, "✓")["w2"] || restarts < 3 || !strings.Contains(out, fmt.Sprintf("(%d change(s))", 1+restarts)) {
+			t.Errorf("w2 was not re-uploaded through sudo (%d restarts):\n%s\n%s", restarts, stderr, out)
 		}
 		if s := remoteSHA("w2"); s != remoteSHA("m1") {
 			t.Errorf("w2 sha256 %s after the sudo upload", s)

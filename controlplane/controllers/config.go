@@ -31,6 +31,9 @@ const (
 	NameNodeIPAM         = "nodeipam"
 	NameNodeLifecycle    = "nodelifecycle"
 	NameDaemonSet        = "daemonset"
+	NameJob              = "job"
+	NameTTLAfterFinished = "ttl-after-finished"
+	NameCronJob          = "cronjob"
 	// NameRootCACertPublisher keeps kube-root-ca.crt in every namespace.
 	NameRootCACertPublisher = "root-ca-cert-publisher"
 	// NameClusterRoleAggregation fills aggregated ClusterRoles.
@@ -41,7 +44,7 @@ const (
 var AllControllers = []string{
 	NameReplicaSet, NameDeployment, NameEndpoints,
 	NameServiceAccount, NameGarbageCollector, NameNamespace, NameNodeIPAM,
-	NameNodeLifecycle, NameDaemonSet,
+	NameNodeLifecycle, NameDaemonSet, NameJob, NameTTLAfterFinished, NameCronJob,
 	NameRootCACertPublisher, NameClusterRoleAggregation,
 }
 

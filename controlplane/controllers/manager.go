@@ -204,6 +204,16 @@ func (m *Manager) runControllers(ctx context.Context) error {
 			}
 			return c, err
 		}),
+		add(NameJob, func() (runner, error) {
+			c, err := NewJobController(m.client, f.Batch().V1().Jobs(), f.Core().V1().Pods(), log, m.metrics)
+			if err == nil {
+				c.recorder = newRecorder(broadcaster, reporterJob)
+			}
+			return c, err
+		}),
+		add(NameTTLAfterFinished, func() (runner, error) {
+			return NewTTLAfterFinishedController(m.client, f.Batch().V1().Jobs(), log, m.metrics)
+		}),
 		add(NameNodeLifecycle, func() (runner, error) {
 			c, err := NewNodeLifecycleController(m.client, f.Core().V1().Nodes(), f.Coordination().V1().Leases(), f.Core().V1().Pods(),
 				m.cfg.NodeMonitorGracePeriod, log, m.metrics)

@@ -331,6 +331,66 @@ func TestJob(t *testing.T) {
 		})
 	})
 
+	t.Run("cronjob API and create job --from", func(t *testing.T) {
+		cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: "nightly"}, Spec: batchv1.CronJobSpec{
+			Schedule: "0 3 * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: newJob("", nil, nil).Spec}}}
+		got, err := cs.BatchV1().CronJobs(ns).Create(ctx, cj, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Spec.ConcurrencyPolicy != batchv1.AllowConcurrent || *got.Spec.SuccessfulJobsHistoryLimit != 3 ||
+			*got.Spec.FailedJobsHistoryLimit != 1 || *got.Spec.Suspend || *got.Spec.JobTemplate.Spec.BackoffLimit != 6 {
+			t.Errorf("defaults: %+v", got.Spec)
+		}
+		for _, bad := range []func(*batchv1.CronJob){
+			func(c *batchv1.CronJob) { c.Spec.Schedule = "CRON_TZ=Europe/Paris 0 3 * * *" },
+			func(c *batchv1.CronJob) { c.Spec.Schedule = "61 * * * *" },
+			func(c *batchv1.CronJob) { tz := "Mars/Olympus"; c.Spec.TimeZone = &tz },
+			func(c *batchv1.CronJob) { c.Name = "a-name-that-is-longer-than-fifty-two-characters-in-all" },
+			func(c *batchv1.CronJob) { c.Spec.ConcurrencyPolicy = "Sometimes" },
+		} {
+			c := cj.DeepCopy()
+			c.Name = "bad"
+			bad(c)
+			if _, err := cs.BatchV1().CronJobs(ns).Create(ctx, c, metav1.CreateOptions{}); !apierrors.IsInvalid(err) {
+				t.Errorf("%s %q: %v, want 422", c.Name, c.Spec.Schedule, err)
+			}
+		}
+		// kubectl create job --from=cronjob/nightly: the template, the
+		// instantiate annotation and the CronJob as controller.
+		yes := true
+		manual := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "nightly-manual",
+			Annotations:     map[string]string{"cronjob.kubernetes.io/instantiate": "manual"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "CronJob", Name: got.Name, UID: got.UID, Controller: &yes}}},
+			Spec: got.Spec.JobTemplate.Spec}
+		mj, err := cs.BatchV1().Jobs(ns).Create(ctx, manual, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the manual job's pod", 20*time.Second, func() error {
+			if finishPods(ctx, t, cs, ns, mj, corev1.PodSucceeded, -1) == 0 {
+				return fmt.Errorf("no pod yet")
+			}
+			return nil
+		})
+		waitJob(t, cs, ns, "nightly-manual", "Complete", func(j *batchv1.Job) error {
+			if jobDone(j) != batchv1.JobComplete {
+				return fmt.Errorf("conditions %v", condTypes(j))
+			}
+			return nil
+		})
+		eventually(t, "lastSuccessfulTime", 20*time.Second, func() error {
+			c, err := cs.BatchV1().CronJobs(ns).Get(ctx, "nightly", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if c.Status.LastSuccessfulTime == nil {
+				return fmt.Errorf("status %+v", c.Status)
+			}
+			return nil
+		})
+	})
+
 	t.Run("validation", func(t *testing.T) {
 		bad := newJob("always", nil, nil)
 		bad.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyAlways

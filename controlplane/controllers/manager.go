@@ -211,6 +211,13 @@ func (m *Manager) runControllers(ctx context.Context) error {
 			}
 			return c, err
 		}),
+		add(NameCronJob, func() (runner, error) {
+			c, err := NewCronJobController(m.client, f.Batch().V1().CronJobs(), f.Batch().V1().Jobs(), log, m.metrics)
+			if err == nil {
+				c.recorder = newRecorder(broadcaster, reporterCronJob)
+			}
+			return c, err
+		}),
 		add(NameTTLAfterFinished, func() (runner, error) {
 			return NewTTLAfterFinishedController(m.client, f.Batch().V1().Jobs(), log, m.metrics)
 		}),

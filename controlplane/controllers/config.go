@@ -34,6 +34,7 @@ const (
 	NameJob              = "job"
 	NameTTLAfterFinished = "ttl-after-finished"
 	NameCronJob          = "cronjob"
+	NameDisruption       = "disruption"
 	// NameRootCACertPublisher keeps kube-root-ca.crt in every namespace.
 	NameRootCACertPublisher = "root-ca-cert-publisher"
 	// NameClusterRoleAggregation fills aggregated ClusterRoles.
@@ -45,6 +46,7 @@ var AllControllers = []string{
 	NameReplicaSet, NameDeployment, NameEndpoints,
 	NameServiceAccount, NameGarbageCollector, NameNamespace, NameNodeIPAM,
 	NameNodeLifecycle, NameDaemonSet, NameJob, NameTTLAfterFinished, NameCronJob,
+	NameDisruption,
 	NameRootCACertPublisher, NameClusterRoleAggregation,
 }
 

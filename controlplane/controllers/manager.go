@@ -218,6 +218,10 @@ func (m *Manager) runControllers(ctx context.Context) error {
 			}
 			return c, err
 		}),
+		add(NameDisruption, func() (runner, error) {
+			return NewDisruptionController(m.client, f.Policy().V1().PodDisruptionBudgets(), f.Core().V1().Pods(),
+				f.Apps().V1().ReplicaSets(), f.Apps().V1().Deployments(), nil, log, m.metrics)
+		}),
 		add(NameTTLAfterFinished, func() (runner, error) {
 			return NewTTLAfterFinishedController(m.client, f.Batch().V1().Jobs(), log, m.metrics)
 		}),

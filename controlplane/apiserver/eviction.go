@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -20,6 +21,9 @@ import (
 // announces it, which is how kubectl drain finds out it may evict rather
 // than delete.
 var evictionGVK = policyv1.SchemeGroupVersion.WithKind("Eviction")
+
+// morePDBs is upstream's refusal when several budgets select a pod.
+const morePDBs = "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
 
 // maxDisruptedPods bounds a budget's status.disruptedPods, as upstream.
 const maxDisruptedPods = 2000
@@ -126,7 +130,8 @@ func (s *Server) takeDisruption(ctx context.Context, pod *corev1.Pod, dryRun boo
 			return nil
 		case 1:
 		default:
-			return apierrors.NewInternalError(fmt.Errorf("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."))
+			//lint:ignore ST1005 upstream's words, a sentence with a capital and a stop
+			return apierrors.NewInternalError(errors.New(morePDBs))
 		}
 		b := match[0]
 		if !podIsReady(pod) {

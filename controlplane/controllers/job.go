@@ -496,13 +496,6 @@ func jobStatusEqual(a, b *batchv1.JobStatus) bool {
 	return fmt.Sprintf("%+v", *a) == fmt.Sprintf("%+v", *b)
 }
 
-func ptrString(p *string) string {
-	if p == nil {
-		return ""
-	}
-	return *p
-}
-
 // jobSucceeded: completions reached (NonIndexed), every index done
 // (Indexed), or, without completions, one pod succeeded and none runs.
 func jobSucceeded(job *batchv1.Job, st *batchv1.JobStatus, completed map[int]bool, completions int32, active int) bool {

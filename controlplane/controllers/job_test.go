@@ -55,9 +55,19 @@ func finishPods(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns s
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || p.DeletionTimestamp != nil {
 			continue
 		}
-		p.Status.Phase = phase
-		if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-			t.Fatalf("finishing pod %s: %v", p.Name, err)
+		// The scheduler writes the pod's status too: retry on conflict.
+		for attempt := 0; ; attempt++ {
+			p.Status.Phase = phase
+			_, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+			if err == nil {
+				break
+			}
+			if !apierrors.IsConflict(err) || attempt == 10 {
+				t.Fatalf("finishing pod %s: %v", p.Name, err)
+			}
+			if p, err = cs.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{}); err != nil {
+				t.Fatalf("finishing pod %s: %v", p.Name, err)
+			}
 		}
 		done++
 	}

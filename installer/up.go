@@ -45,6 +45,11 @@ type UpOptions struct {
 	Reporter Reporter
 	// NewProber replaces the health prober that dials the hosts (tests).
 	NewProber func(c *v1alpha1.Cluster, inv *pki.Inventory) (Prober, error)
+	// BeforeChanges run after the preflight checks and before the first
+	// change to a host; After run once everything else has.
+	BeforeChanges, After []Phase
+	// Command names the run in its summary; "kforge up" when empty.
+	Command string
 }
 
 // UpResult is what a run did.
@@ -115,11 +120,10 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	}
 	cp := &ControlPlane{Env: env, Cluster: o.Cluster, NewProber: o.NewProber}
 	defer cp.Close()
-	m := &Manager{Env: env, Phases: append([]Phase{
-		&FactsPhase{Env: env},
-		&PreflightPhase{Env: env, Binary: bin},
-		&UploadBinaryPhase{Env: env, Binary: bin, File: file},
-	}, cp.Phases()...)}
+	phases := append([]Phase{&FactsPhase{Env: env}, &PreflightPhase{Env: env, Binary: bin}}, o.BeforeChanges...)
+	phases = append(phases, &UploadBinaryPhase{Env: env, Binary: bin, File: file})
+	phases = append(phases, cp.Phases()...)
+	m := &Manager{Env: env, Phases: append(phases, o.After...)}
 	err = m.Run(ctx)
 	res := &UpResult{Changes: gate.Changes(), Duration: time.Since(start)}
 	if err == nil && !o.DryRun && o.Cluster.Path != "" {
@@ -171,8 +175,12 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 	for i, r := range Roles {
 		roles[i] = r.Name
 	}
-	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
-		verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
+	cmd := o.Command
+	if cmd == "" {
+		cmd = "kforge up"
+	}
+	return fmt.Sprintf("%s %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
+		cmd, verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
 }
 
 func usageText(c *v1alpha1.Cluster, kubeconfig string) string {

@@ -77,21 +77,12 @@ func NodeAdd(ctx context.Context, o NodeAddOptions) (*UpResult, error) {
 			return nil, fmt.Errorf("%s: host %s is already in the file: %w", o.File, want.Name, err)
 		}
 		want = *h
-		if want.SSH != nil {
-			// Load resolved its paths; the file keeps them as written.
-			want.SSH = nil
-		}
 	} else {
 		if want.Address == "" {
 			return nil, fmt.Errorf("%s has no host %s: give its --address to add it", o.File, want.Name)
 		}
 		if want.Role == "" {
 			want.Role = v1alpha1.RoleWorker
-		}
-		if want.Role == v1alpha1.RoleWorker || want.Role == v1alpha1.RoleMaster {
-			if newData, err = v1alpha1.AddHostEntry(data, want); err != nil {
-				return nil, fmt.Errorf("%s: %w", o.File, err)
-			}
 		}
 	}
 	switch want.Role {
@@ -100,6 +91,11 @@ func NodeAdd(ctx context.Context, o NodeAddOptions) (*UpResult, error) {
 		return nil, fmt.Errorf("node add %s: %w", want.Name, errMasterNodeOps)
 	default:
 		return nil, fmt.Errorf("node add %s: role %q cannot be added; only workers can", want.Name, want.Role)
+	}
+	if cur.Host(want.Name) == nil {
+		if newData, err = v1alpha1.AddHostEntry(data, want); err != nil {
+			return nil, fmt.Errorf("%s: %w", o.File, err)
+		}
 	}
 	c, err := v1alpha1.Parse(newData, filepath.Dir(abs))
 	if err != nil {

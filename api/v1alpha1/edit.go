@@ -148,7 +148,8 @@ func checkNewHost(data []byte, c *Cluster, h Host) error {
 	if len(errs) == 0 {
 		return nil
 	}
-	return &ValidationError{Errors: errs, lines: lines}
+	// The new entry has no line of its own; the details name the other's.
+	return &ValidationError{Errors: errs}
 }
 
 // hostsSequence finds spec.hosts as a block sequence with at least one

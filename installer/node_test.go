@@ -1,0 +1,228 @@
+package installer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	clienttesting "k8s.io/client-go/testing"
+
+	"kforge.dev/kforge/api/v1alpha1"
+)
+
+const nodeTestCluster = `# lab
+apiVersion: kforge.dev/v1alpha1
+kind: Cluster
+metadata: {name: lab}
+spec:
+  loadBalancer: {address: 198.18.0.10, host: lb}
+  hosts:
+  - {name: lb, address: 198.18.0.10, role: loadbalancer}
+  - {name: m1, address: 198.18.0.11, role: master}
+  # the workers
+  - {name: w1, address: 198.18.0.21, role: worker}
+  - {name: w3, address: 198.18.0.23, role: worker}   # to go
+  network: {podCIDR: 198.19.0.0/16, serviceCIDR: 198.18.16.0/20}
+`
+
+// nodeTestDir writes the cluster file and a PKI folder per worker.
+func nodeTestDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "cluster.yaml"), []byte(nodeTestCluster), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"w1", "w3"} {
+		if err := os.MkdirAll(filepath.Join(dir, "pki", "hosts", w), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "pki", "hosts", w, "agent-client.crt"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// evictingClient is a fake API with Nodes w1, w3 and a pod on each;
+// evictions delete the pod.
+func evictingClient(t *testing.T) *fake.Clientset {
+	client := fake.NewClientset(
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w1"}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w3"}},
+		drainPod("default", "web-a", "w3"),
+		drainPod("default", "web-b", "w1"),
+	)
+	client.PrependReactor("create", "pods", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "eviction" {
+			return false, nil, nil
+		}
+		name := a.(clienttesting.CreateAction).GetObject().(metav1.Object).GetName()
+		return true, nil, client.Tracker().Delete(schema.GroupVersionResource{Version: "v1", Resource: "pods"}, a.GetNamespace(), name)
+	})
+	return client
+}
+
+type unreachableHost struct{ *fakeHost }
+
+func (unreachableHost) Connect(context.Context) error {
+	return errors.New("dial tcp 198.18.0.23:22: connect: no route to host")
+}
+
+func TestNodeRemoveWorker(t *testing.T) {
+	dir := nodeTestDir(t)
+	client := evictingClient(t)
+	h := &fakeHost{name: "w3", role: "worker"}
+	var out, errOut bytes.Buffer
+	_, err := NodeRemove(context.Background(), NodeRemoveOptions{
+		File: filepath.Join(dir, "cluster.yaml"), Name: "w3", Out: &out, ErrOut: &errOut, Host: h, Client: client,
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	ctx := context.Background()
+	if _, err := client.CoreV1().Nodes().Get(ctx, "w3", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("Node w3: %v", err)
+	}
+	if _, err := client.CoreV1().Pods("default").Get(ctx, "web-a", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("w3's pod: %v", err)
+	}
+	if n, _ := client.CoreV1().Nodes().Get(ctx, "w1", metav1.GetOptions{}); n.Spec.Unschedulable {
+		t.Error("w1 was cordoned")
+	}
+	if _, err := client.CoreV1().Pods("default").Get(ctx, "web-b", metav1.GetOptions{}); err != nil {
+		t.Errorf("w1's pod: %v", err)
+	}
+	if len(h.writes) != 1 || h.writes[0] != resetScript {
+		t.Errorf("writes on w3: %q", h.writes)
+	}
+	// The actions in order: cordon before the eviction before the delete.
+	var verbs []string
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "patch" || a.GetVerb() == "delete" || a.GetSubresource() == "eviction" {
+			verbs = append(verbs, a.GetVerb()+" "+a.GetResource().Resource+"/"+a.GetSubresource())
+		}
+	}
+	if got := strings.Join(verbs, ", "); got != "patch nodes/, create pods/eviction, delete nodes/" {
+		t.Errorf("API writes: %s", got)
+	}
+	data, _ := os.ReadFile(filepath.Join(dir, "cluster.yaml"))
+	want := strings.Replace(nodeTestCluster, "  - {name: w3, address: 198.18.0.23, role: worker}   # to go\n", "", 1)
+	if string(data) != want {
+		t.Errorf("cluster.yaml:\n%s", data)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "cluster.yaml")); fi.Mode().Perm() != 0o640 {
+		t.Errorf("cluster.yaml mode %v", fi.Mode())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pki", "hosts", "w3")); !os.IsNotExist(err) {
+		t.Errorf("w3's PKI folder: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pki", "hosts", "w1", "agent-client.crt")); err != nil {
+		t.Errorf("w1's PKI folder: %v", err)
+	}
+	for _, s := range []string{"✓ Cordon w3", "✓ Drain w3", "1 pod(s) evicted and gone", "✓ Delete Node w3", "✓ Reset w3", "✓ Remove w3 from cluster.yaml"} {
+		if !strings.Contains(errOut.String(), s) {
+			t.Errorf("progress lacks %q:\n%s", s, errOut.String())
+		}
+	}
+	// A second run has nothing to do.
+	out.Reset()
+	if _, err := NodeRemove(ctx, NodeRemoveOptions{File: filepath.Join(dir, "cluster.yaml"), Name: "w3", Out: &out, ErrOut: &errOut, Host: h, Client: client}); err != nil ||
+		!strings.Contains(out.String(), "nothing to remove") {
+		t.Errorf("second run: %v, %s", err, out.String())
+	}
+}
+
+func TestNodeRemoveUnreachable(t *testing.T) {
+	dir := nodeTestDir(t)
+	file := filepath.Join(dir, "cluster.yaml")
+	client := evictingClient(t)
+	h := unreachableHost{&fakeHost{name: "w3", role: "worker"}}
+	var out, errOut bytes.Buffer
+	_, err := NodeRemove(context.Background(), NodeRemoveOptions{File: file, Name: "w3", Out: &out, ErrOut: &errOut, Host: h, Client: client})
+	if err == nil || !strings.Contains(err.Error(), "unreachable, nothing was changed") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("err %v", err)
+	}
+	data, _ := os.ReadFile(file)
+	if string(data) != nodeTestCluster {
+		t.Error("cluster.yaml changed")
+	}
+	if n, _ := client.CoreV1().Nodes().Get(context.Background(), "w3", metav1.GetOptions{}); n.Spec.Unschedulable {
+		t.Error("w3 was cordoned")
+	}
+
+	res, err := NodeRemove(context.Background(), NodeRemoveOptions{File: file, Name: "w3", Force: true, Out: &out, ErrOut: &errOut, Host: h, Client: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Unreachable == "" || len(h.writes) != 0 || !strings.Contains(out.String(), "Warning: w3 was unreachable and was not reset") {
+		t.Errorf("forced: %+v, writes %q, out %s", res, h.writes, out.String())
+	}
+	// Forced: the evicted pod is deleted with a zero grace period too.
+	var forced bool
+	for _, a := range client.Actions() {
+		if d, ok := a.(clienttesting.DeleteAction); ok && a.GetResource().Resource == "pods" {
+			forced = d.GetDeleteOptions().GracePeriodSeconds != nil && *d.GetDeleteOptions().GracePeriodSeconds == 0
+		}
+	}
+	if !forced {
+		t.Error("no forced pod delete")
+	}
+	if data, _ := os.ReadFile(file); strings.Contains(string(data), "w3") {
+		t.Errorf("cluster.yaml still names w3:\n%s", data)
+	}
+}
+
+func TestNodeOpsRefused(t *testing.T) {
+	dir := nodeTestDir(t)
+	file := filepath.Join(dir, "cluster.yaml")
+	var out bytes.Buffer
+	for _, tc := range []struct {
+		name string
+		run  func() error
+		says string
+	}{
+		{"remove a master", func() error {
+			_, err := NodeRemove(context.Background(), NodeRemoveOptions{File: file, Name: "m1", Out: &out, ErrOut: &out, Host: &fakeHost{name: "m1"}, Client: evictingClient(t)})
+			return err
+		}, "masters cannot be added or removed by kforge node yet"},
+		{"remove the lb", func() error {
+			_, err := NodeRemove(context.Background(), NodeRemoveOptions{File: file, Name: "lb", Out: &out, ErrOut: &out, Host: &fakeHost{name: "lb"}, Client: evictingClient(t)})
+			return err
+		}, "a loadbalancer host cannot be removed"},
+		{"add a master", func() error {
+			_, err := NodeAdd(context.Background(), NodeAddOptions{File: file, Host: v1alpha1.Host{Name: "m2", Address: "198.18.0.12", Role: "master"}})
+			return err
+		}, "masters cannot be added or removed by kforge node yet"},
+		{"add a name in use with another address", func() error {
+			_, err := NodeAdd(context.Background(), NodeAddOptions{File: file, Host: v1alpha1.Host{Name: "w1", Address: "198.18.0.29"}})
+			return err
+		}, "host w1 is already in the file: it has address 198.18.0.21, not 198.18.0.29"},
+		{"add an address in use", func() error {
+			_, err := NodeAdd(context.Background(), NodeAddOptions{File: file, Host: v1alpha1.Host{Name: "w4", Address: "198.18.0.21"}})
+			return err
+		}, "invalid cluster spec (1 problem):\n  - " + `spec.hosts[4].address: address 198.18.0.21 is already in use by host "w1", spec.hosts[2] (line 11)`},
+		{"add without an address", func() error {
+			_, err := NodeAdd(context.Background(), NodeAddOptions{File: file, Host: v1alpha1.Host{Name: "w4"}})
+			return err
+		}, "has no host w4: give its --address"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.run(); err == nil || !strings.Contains(err.Error(), tc.says) {
+				t.Errorf("err %v; want %q", err, tc.says)
+			}
+			if data, _ := os.ReadFile(file); string(data) != nodeTestCluster {
+				t.Error("cluster.yaml changed")
+			}
+		})
+	}
+}

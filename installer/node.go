@@ -44,6 +44,8 @@ type NodeAddOptions struct {
 	// ReadyWait bounds the wait for the Node to be Ready (NodeReadyWait
 	// when 0).
 	ReadyWait time.Duration
+	// Client replaces the API client of the wait (tests).
+	Client kubernetes.Interface
 }
 
 // NodeAdd adds a worker: the entry goes into cluster.yaml (unless the
@@ -123,7 +125,7 @@ func NodeAdd(ctx context.Context, o NodeAddOptions) (*UpResult, error) {
 		up.BeforeChanges = append(up.BeforeChanges, &clusterFilePhase{
 			id: "cluster-file", title: "Add " + want.Name + " to " + filepath.Base(abs), path: abs, data: newData})
 	}
-	up.After = append(up.After, &nodeReadyPhase{cluster: c, name: want.Name, wait: o.ReadyWait})
+	up.After = append(up.After, &nodeReadyPhase{cluster: c, name: want.Name, wait: o.ReadyWait, client: o.Client})
 	res, err := Up(ctx, up)
 	if err == nil && up.DryRun && string(newData) != string(data) && !up.JSON {
 		fmt.Fprintf(up.Out, "Would add to %s:\n%s", o.File, addedLines(data, newData))
@@ -192,6 +194,7 @@ type nodeReadyPhase struct {
 	cluster *v1alpha1.Cluster
 	name    string
 	wait    time.Duration
+	client  kubernetes.Interface
 }
 
 func (p *nodeReadyPhase) ID() string                   { return "node-ready" }
@@ -199,9 +202,12 @@ func (p *nodeReadyPhase) Title() string                { return "Node " + p.name
 func (p *nodeReadyPhase) DryRun(context.Context) error { return nil }
 
 func (p *nodeReadyPhase) Run(ctx context.Context) error {
-	client, err := AdminClient(p.cluster)
-	if err != nil {
-		return err
+	client := p.client
+	if client == nil {
+		var err error
+		if client, err = AdminClient(p.cluster); err != nil {
+			return err
+		}
 	}
 	wait := p.wait
 	if wait <= 0 {

@@ -18,6 +18,8 @@ import (
 	clienttesting "k8s.io/client-go/testing"
 
 	"kforge.dev/kforge/api/v1alpha1"
+	"kforge.dev/kforge/installer/ssh"
+	"kforge.dev/kforge/pki"
 )
 
 const nodeTestCluster = `# lab
@@ -224,5 +226,85 @@ func TestNodeOpsRefused(t *testing.T) {
 				t.Error("cluster.yaml changed")
 			}
 		})
+	}
+}
+
+// node add converges the new host alone: no other host sees a change, the
+// file gets the entry, and a full up afterwards changes nothing.
+func TestNodeAddTouchesOnlyTheNewHost(t *testing.T) {
+	s := newSim(t)
+	s.up(false)
+	w2 := &simHost{name: "w2", role: "worker", addr: "198.18.0.22", log: s.log,
+		files: map[string]ssh.RemoteFile{}, contents: map[string][]byte{}, units: map[string]string{}}
+	for _, h := range s.hosts {
+		h.reset()
+	}
+	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w2"},
+		Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}})
+	var out, errOut bytes.Buffer
+	_, err := NodeAdd(context.Background(), NodeAddOptions{
+		File: s.c.Path, Host: v1alpha1.Host{Name: "w2", Address: "198.18.0.22"}, Client: client,
+		Up: UpOptions{Binary: s.exe, Out: &out, ErrOut: &errOut, Hosts: []Host{w2},
+			NewProber: func(*v1alpha1.Cluster, *pki.Inventory) (Prober, error) { return &simProber{log: s.log}, nil }},
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	for _, h := range s.hosts {
+		if ch := h.changes(); len(ch) > 0 {
+			t.Errorf("node add changed %s: %v", h.name, ch)
+		}
+	}
+	if len(w2.uploads) == 0 || w2.units["kforge-agent.service"] != "active" {
+		t.Errorf("w2: uploads %v, units %v", w2.uploads, w2.units)
+	}
+	for _, want := range []string{"✓ Add w2 to cluster.yaml", "✓ Node w2 registered and Ready", "- etcd members (quorum and health): skipped: no host of this run runs it"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("progress lacks %q:\n%s", want, errOut.String())
+		}
+	}
+	if !strings.Contains(out.String(), "kforge node add w2 done") || !strings.Contains(out.String(), "on 1 hosts: binary, PKI, agent, proxy, dns (") {
+		t.Errorf("summary: %s", out.String())
+	}
+	data, _ := os.ReadFile(s.c.Path)
+	if !strings.HasSuffix(string(data), "  - {name: w1, address: 198.18.0.21, role: worker}\n  - {name: w2, address: 198.18.0.22, role: worker}\n") {
+		t.Errorf("cluster.yaml:\n%s", data)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(s.c.Path), "pki", "hosts", "w2", "agent-client.crt")); err != nil {
+		t.Errorf("w2's certificate: %v", err)
+	}
+	// up afterwards, on every host with the new file: nothing to do.
+	c, err := v1alpha1.Load(s.c.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.c = c
+	s.hosts = append(s.hosts, w2)
+	res, _, _ := s.up(false)
+	if len(res.Changes) != 0 {
+		t.Errorf("up after node add: %v", res.Changes)
+	}
+}
+
+// A host that fails its facts or preflight leaves cluster.yaml as it was.
+func TestNodeAddStopsBeforeChanges(t *testing.T) {
+	s := newSim(t)
+	before, _ := os.ReadFile(s.c.Path)
+	bad := &fakeHost{name: "w2", role: "worker", respond: func(string) (string, error) {
+		return "", errors.New("ssh: handshake failed")
+	}}
+	var out, errOut bytes.Buffer
+	_, err := NodeAdd(context.Background(), NodeAddOptions{
+		File: s.c.Path, Host: v1alpha1.Host{Name: "w2", Address: "198.18.0.22"},
+		Up: UpOptions{Binary: s.exe, Out: &out, ErrOut: &errOut, Hosts: []Host{bad}},
+	})
+	if err == nil || !strings.Contains(err.Error(), "handshake failed") {
+		t.Fatalf("err %v", err)
+	}
+	if after, _ := os.ReadFile(s.c.Path); string(after) != string(before) {
+		t.Errorf("cluster.yaml changed:\n%s", after)
+	}
+	if len(bad.writes) != 0 || len(bad.uploads) != 0 {
+		t.Errorf("w2 changed: %v %v", bad.writes, bad.uploads)
 	}
 }

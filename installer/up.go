@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -136,7 +137,7 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		}
 		_ = env.Journal.Record(rec)
 	}
-	summary := summaryText(o, len(hosts), res, err)
+	summary := summaryText(o, hosts, res, err)
 	if res.Kubeconfig != "" {
 		summary += "\n\n" + usageText(o.Cluster, res.Kubeconfig)
 	}
@@ -163,7 +164,8 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	return res, err
 }
 
-func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
+func summaryText(o UpOptions, runHosts []Host, res *UpResult, err error) string {
+	hosts := len(runHosts)
 	verb := "done"
 	if o.DryRun {
 		verb = "dry run done"
@@ -171,9 +173,14 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 	if err != nil {
 		verb = "failed"
 	}
-	roles := make([]string, len(Roles))
-	for i, r := range Roles {
-		roles[i] = r.Name
+	var roles []string
+	for _, r := range Roles {
+		for _, h := range o.Cluster.Spec.Hosts {
+			if r.RunsOn(o.Cluster, h) && slices.ContainsFunc(runHosts, func(rh Host) bool { return rh.Name() == h.Name }) {
+				roles = append(roles, r.Name)
+				break
+			}
+		}
 	}
 	cmd := o.Command
 	if cmd == "" {

@@ -281,8 +281,8 @@ type NodeRemoveResult struct {
 
 // NodeRemove removes a worker: connect (an unreachable host stops it
 // before anything changes, unless Force), cordon, drain through the
-// Eviction API, delete the Node, reset the host as `kforge reset` does,
-// then take its entry out of cluster.yaml and its folder out of the PKI.
+// Eviction API, reset the host as `kforge reset` does (its agent stopped,
+// the Node cannot come back), delete the Node, then take its entry out of cluster.yaml and its folder out of the PKI.
 // Every step is idempotent, so a run that failed half-way is completed by
 // running it again; a host no longer in the file has nothing to remove.
 func NodeRemove(ctx context.Context, o NodeRemoveOptions) (*NodeRemoveResult, error) {
@@ -377,8 +377,10 @@ func NodeRemove(ctx context.Context, o NodeRemoveOptions) (*NodeRemoveResult, er
 		step("connect", "Reach "+o.Name+" and the API", rm.connect),
 		step("cordon", "Cordon "+o.Name, rm.cordon),
 		step("drain", "Drain "+o.Name+" (evict its pods)", rm.drain),
-		step("delete-node", "Delete Node "+o.Name, rm.deleteNode),
+		// The agent registers its Node again when it is deleted under it:
+		// the host is reset first.
 		step("reset", "Reset "+o.Name+" (units, files, pod state)", rm.reset),
+		step("delete-node", "Delete Node "+o.Name, rm.deleteNode),
 		&clusterFilePhase{id: "cluster-file", title: "Remove " + o.Name + " from " + filepath.Base(c.Path), path: c.Path, data: newData},
 		step("pki-folder", "Remove "+o.Name+"'s PKI folder", func(context.Context) (string, error) {
 			if pkiFolder == "" {

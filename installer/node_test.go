@@ -3,7 +3,9 @@ package installer
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,6 +86,13 @@ func TestNodeRemoveWorker(t *testing.T) {
 	dir := nodeTestDir(t)
 	client := evictingClient(t)
 	h := &fakeHost{name: "w3", role: "worker"}
+	resetFirst := false
+	client.PrependReactor("delete", "nodes", func(clienttesting.Action) (bool, runtime.Object, error) {
+		h.mu.Lock()
+		resetFirst = len(h.writes) == 1 && h.writes[0] == resetScript
+		h.mu.Unlock()
+		return false, nil, nil
+	})
 	var out, errOut bytes.Buffer
 	_, err := NodeRemove(context.Background(), NodeRemoveOptions{
 		File: filepath.Join(dir, "cluster.yaml"), Name: "w3", Out: &out, ErrOut: &errOut, Host: h, Client: client,
@@ -107,7 +116,8 @@ func TestNodeRemoveWorker(t *testing.T) {
 	if len(h.writes) != 1 || h.writes[0] != resetScript {
 		t.Errorf("writes on w3: %q", h.writes)
 	}
-	// The actions in order: cordon before the eviction before the delete.
+	// The actions in order: cordon before the eviction before the
+	// reset (the agent stops) before the Node's deletion.
 	var verbs []string
 	for _, a := range client.Actions() {
 		if a.GetVerb() == "patch" || a.GetVerb() == "delete" || a.GetSubresource() == "eviction" {
@@ -116,6 +126,9 @@ func TestNodeRemoveWorker(t *testing.T) {
 	}
 	if got := strings.Join(verbs, ", "); got != "patch nodes/, create pods/eviction, delete nodes/" {
 		t.Errorf("API writes: %s", got)
+	}
+	if !resetFirst {
+		t.Error("the Node was deleted before the host was reset (its agent would register it again)")
 	}
 	data, _ := os.ReadFile(filepath.Join(dir, "cluster.yaml"))
 	want := strings.Replace(nodeTestCluster, "  - {name: w3, address: 198.18.0.23, role: worker}   # to go\n", "", 1)
@@ -306,5 +319,34 @@ func TestNodeAddStopsBeforeChanges(t *testing.T) {
 	}
 	if len(bad.writes) != 0 || len(bad.uploads) != 0 {
 		t.Errorf("w2 changed: %v %v", bad.writes, bad.uploads)
+	}
+}
+
+// --output json: one event per line, a start and an ok per step, the
+// summary last.
+func TestNodeRemoveJSON(t *testing.T) {
+	dir := nodeTestDir(t)
+	var out bytes.Buffer
+	_, err := NodeRemove(context.Background(), NodeRemoveOptions{File: filepath.Join(dir, "cluster.yaml"), Name: "w3", JSON: true,
+		Out: &out, ErrOut: io.Discard, Host: &fakeHost{name: "w3", role: "worker"}, Client: evictingClient(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var phases []string
+	var last Event
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		last = Event{}
+		if err := json.Unmarshal([]byte(l), &last); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+		if last.Host == "" && last.Status == StatusOK {
+			phases = append(phases, last.Phase)
+		}
+	}
+	if got := strings.Join(phases, " "); got != "connect cordon drain reset delete-node cluster-file pki-folder" {
+		t.Errorf("phases: %s", got)
+	}
+	if last.Status != StatusSummary || !strings.Contains(last.Message, "kforge node remove w3 done") {
+		t.Errorf("last event %+v", last)
 	}
 }

@@ -82,13 +82,13 @@ func newNodeRemoveCommand(streams Streams, g *globalFlags) *cobra.Command {
 	var drainTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "remove NAME",
-		Short: "Remove a worker: cordon, drain, delete the Node, reset the host, drop its entry",
+		Short: "Remove a worker: cordon, drain, reset the host, delete the Node, drop its entry",
 		Long: `remove takes worker NAME out of the cluster: it checks that the host and the
 API answer (an unreachable host stops it before anything changes, unless
 --force), cordons the Node, drains it through the Eviction API as kubectl
 drain --ignore-daemonsets --delete-emptydir-data does (a PodDisruptionBudget's
-refusal, 429, is retried with backoff until --drain-timeout), deletes the
-Node, resets the host as kforge reset does, then removes its entry from
+refusal, 429, is retried with backoff until --drain-timeout), resets the
+host as kforge reset does, deletes the Node, then removes its entry from
 cluster.yaml and its folder from the PKI. With --force an unreachable host's
 pods are deleted without waiting for it and its reset is skipped with a
 warning. A failed run is completed by running it again.`,

@@ -350,3 +350,34 @@ func TestNodeRemoveJSON(t *testing.T) {
 		t.Errorf("last event %+v", last)
 	}
 }
+
+// A dry run of node add writes neither the file nor the host, and prints
+// the entry it would add.
+func TestNodeAddDryRun(t *testing.T) {
+	s := newSim(t)
+	before, _ := os.ReadFile(s.c.Path)
+	w2 := &simHost{name: "w2", role: "worker", addr: "198.18.0.22", log: s.log,
+		files: map[string]ssh.RemoteFile{}, contents: map[string][]byte{}, units: map[string]string{}}
+	var out bytes.Buffer
+	_, err := NodeAdd(context.Background(), NodeAddOptions{
+		File: s.c.Path, Host: v1alpha1.Host{Name: "w2", Address: "198.18.0.22", SSH: &v1alpha1.SSH{User: "kforge"}},
+		Up: UpOptions{DryRun: true, Binary: s.exe, Out: &out, ErrOut: io.Discard, Hosts: []Host{w2},
+			NewProber: func(*v1alpha1.Cluster, *pki.Inventory) (Prober, error) { return &simProber{log: s.log}, nil }},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(s.c.Path); string(after) != string(before) {
+		t.Errorf("cluster.yaml changed:\n%s", after)
+	}
+	if ch := w2.changes(); len(ch) != 0 {
+		t.Errorf("w2 changed: %v", ch)
+	}
+	if !strings.Contains(out.String(), "Would add to "+s.c.Path+":\n  - {name: w2, address: 198.18.0.22, role: worker, ssh: {user: kforge}}\n") ||
+		!strings.Contains(out.String(), "w2: upload /usr/local/bin/kforge") {
+		t.Errorf("dry run output:\n%s", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(s.c.Path), "pki")); !os.IsNotExist(err) {
+		t.Errorf("the dry run made the PKI: %v", err)
+	}
+}

@@ -11,11 +11,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
@@ -240,6 +242,44 @@ func TestDrainOnAPIServer(t *testing.T) {
 	if res, err = d.Drain(ctx, "w3"); err != nil || strings.Join(res.Evicted, ",") != "default/c" {
 		t.Fatalf("forced drain: %+v, %v", res, err)
 	}
+	// A PodDisruptionBudget that no pod can spare refuses with 429; the
+	// drain retries until the budget is gone.
+	create(drainPod("default", "f", "w3", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "f"} }))
+	f, err := client.CoreV1().Pods("default").Get(ctx, "f", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Status.Phase = corev1.PodRunning
+	if _, err := client.CoreV1().Pods("default").UpdateStatus(ctx, f, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	one := intstr.FromInt32(1)
+	if _, err := client.PolicyV1().PodDisruptionBudgets("default").Create(ctx, &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: "f"},
+		Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: &one, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "f"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var refusals []string
+	d = &Drainer{Client: client, Timeout: 60 * time.Second, Poll: 50 * time.Millisecond, Backoff: 100 * time.Millisecond, Force: true,
+		Progress: func(m string) {
+			if !strings.Contains(m, "eviction refused") {
+				return
+			}
+			refusals = append(refusals, m)
+			if len(refusals) == 2 {
+				if err := client.PolicyV1().PodDisruptionBudgets("default").Delete(ctx, "f", metav1.DeleteOptions{}); err != nil {
+					t.Errorf("deleting the budget: %v", err)
+				}
+			}
+		}}
+	if res, err = d.Drain(ctx, "w3"); err != nil || strings.Join(res.Evicted, ",") != "default/f" || res.Refusals < 2 {
+		t.Fatalf("drain under a budget: %+v, %v", res, err)
+	}
+	if !strings.Contains(refusals[0], "default/f: eviction refused (Cannot evict pod as it would violate the pod's disruption budget.") {
+		t.Errorf("refusal: %s", refusals[0])
+	}
+
 	// Without force and without an agent, the drain waits and says so.
 	create(drainPod("default", "e", "w3"))
 	d = &Drainer{Client: client, Timeout: 2 * time.Second, Poll: 50 * time.Millisecond}

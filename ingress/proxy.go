@@ -51,7 +51,7 @@ type ProxyOptions struct {
 // NewProxy returns a Proxy with an empty table (every request gets 404).
 func NewProxy(o ProxyOptions) *Proxy {
 	p := &Proxy{
-		defaults: Options{ConnectTimeout: o.Upstream.ConnectTimeout, Timeout: o.Upstream.Timeout, MaxBodyBytes: o.MaxBodyBytes},
+		defaults:  Options{ConnectTimeout: o.Upstream.ConnectTimeout, Timeout: o.Upstream.Timeout, MaxBodyBytes: o.MaxBodyBytes},
 		HTTPSPort: o.HTTPSPort, failTimeout: o.Upstream.FailTimeout, maxRetries: o.Upstream.MaxRetries,
 		metrics: o.Metrics, log: o.AccessLog,
 	}

@@ -74,7 +74,6 @@ func ing(name string, age int, host string, paths ...path) *networkingv1.Ingress
 	return i
 }
 
-
 func build(t *testing.T, w *world) (*Table, []Problem) {
 	t.Helper()
 	return newBuilder(Options{ConnectTimeout: time.Second, Timeout: time.Minute}).build(w.sources())

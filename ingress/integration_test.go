@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,7 +106,13 @@ func upEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, admin: kubernetes.NewForConfigOrDie(rc), logBuf: &syncBuffer{}}
-	e.start(rc)
+	// The role's own identity, as the PKI issues it: RBAC is part of the
+	// test.
+	own, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dir, local.PKIDir, "kubeconfigs", "ingress.kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(own)
 	return e
 }
 

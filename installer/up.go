@@ -17,9 +17,6 @@ import (
 	"kforge.dev/kforge/pki"
 )
 
-// NotYet is what `kforge up` says it does not do yet.
-const NotYet = "not there yet: ingress on the workers"
-
 // UpOptions configure `kforge up`.
 type UpOptions struct {
 	Cluster *v1alpha1.Cluster
@@ -171,8 +168,8 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 	for i, r := range Roles {
 		roles[i] = r.Name
 	}
-	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
-		verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
+	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, %s (%d change(s)).",
+		verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes))
 }
 
 func usageText(c *v1alpha1.Cluster, kubeconfig string) string {

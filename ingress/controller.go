@@ -57,7 +57,7 @@ type Controller struct {
 	slices    discoverylisters.EndpointSliceLister
 	secrets   corelisters.SecretLister
 
-	builder  *builder
+	Builder  *Builder
 	proxy    *Proxy
 	defCert  *tls.Certificate
 	reported map[string]bool // events already sent, by Ingress UID, reason and message
@@ -67,8 +67,7 @@ type Controller struct {
 	broadcaster events.EventBroadcaster
 	recorder    events.EventRecorder
 	registry    *prometheus.Registry
-	metrics     *metrics
-	accessLog   *accessLog
+	metrics     *metrics // the proxy's
 
 	httpLn, httpsLn, healthLn net.Listener
 	ready                     atomic.Bool
@@ -111,10 +110,6 @@ func NewWithRESTConfig(cfg *Config, kc *rest.Config, log *slog.Logger, accessLog
 		kick:     make(chan struct{}, 1),
 		registry: prometheus.NewRegistry(),
 	}
-	c.metrics = newMetrics(c.registry)
-	if cfg.AccessLog && accessLog != nil {
-		c.accessLog = newAccessLog(accessLog)
-	}
 	if c.defCert, err = selfSigned(); err != nil {
 		return nil, err
 	}
@@ -141,9 +136,13 @@ func NewWithRESTConfig(cfg *Config, kc *rest.Config, log *slog.Logger, accessLog
 	if err := c.listen(&httpsPort); err != nil {
 		return nil, err
 	}
-	c.builder = newBuilder(Options{ConnectTimeout: cfg.Upstream.ConnectTimeout, Timeout: cfg.Upstream.Timeout, MaxBodyBytes: cfg.Client.MaxBodyBytes})
-	c.proxy = NewProxy(ProxyOptions{Upstream: cfg.Upstream, MaxBodyBytes: cfg.Client.MaxBodyBytes, HTTPSPort: httpsPort,
-		Metrics: c.metrics, AccessLog: c.accessLog})
+	c.Builder = NewBuilder(Options{ConnectTimeout: cfg.Upstream.ConnectTimeout, Timeout: cfg.Upstream.Timeout, MaxBodyBytes: cfg.Client.MaxBodyBytes})
+	po := ProxyOptions{Upstream: cfg.Upstream, MaxBodyBytes: cfg.Client.MaxBodyBytes, HTTPSPort: httpsPort, Registry: c.registry}
+	if cfg.AccessLog {
+		po.AccessLog = accessLog
+	}
+	c.proxy = NewProxy(po)
+	c.metrics = c.proxy.metrics
 	return c, nil
 }
 
@@ -273,8 +272,8 @@ func (c *Controller) Run(ctx context.Context) error {
 			_ = hsrv.Shutdown(sctx)
 		}()
 	}
-	if c.accessLog != nil {
-		defer func() { _ = c.accessLog.Flush() }()
+	if c.proxy.log != nil {
+		defer func() { _ = c.proxy.FlushAccessLog() }()
 		wg.Go(func() {
 			t := time.NewTicker(200 * time.Millisecond)
 			defer t.Stop()
@@ -283,7 +282,7 @@ func (c *Controller) Run(ctx context.Context) error {
 				case <-runCtx.Done():
 					return
 				case <-t.C:
-					_ = c.accessLog.Flush()
+					_ = c.proxy.FlushAccessLog()
 				}
 			}
 		})
@@ -409,7 +408,7 @@ func (c *Controller) rebuild() {
 			mine = append(mine, ing)
 		}
 	}
-	t, problems := c.builder.build(c.sources(mine))
+	t, problems := c.Builder.Build(c.sources(mine))
 	c.proxy.SetTable(t)
 	c.metrics.swapped(t, time.Since(start))
 	c.log.Debug("routing table swapped in", "ingresses", t.Ingresses, "routes", t.Routes, "took", time.Since(start))

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -42,10 +43,11 @@ type ProxyOptions struct {
 	// MaxBodyBytes is the default request body limit (0: none).
 	MaxBodyBytes int64
 	HTTPSPort    int
-	// Metrics, when set, records per-request series into it.
-	Metrics *metrics
-	// AccessLog, when set, gets one JSON line per request.
-	AccessLog *accessLog
+	// Registry, when set, gets the data path's metrics.
+	Registry prometheus.Registerer
+	// AccessLog, when set, gets one JSON line per request, buffered:
+	// FlushAccessLog writes them out.
+	AccessLog io.Writer
 }
 
 // NewProxy returns a Proxy with an empty table (every request gets 404).
@@ -53,7 +55,12 @@ func NewProxy(o ProxyOptions) *Proxy {
 	p := &Proxy{
 		defaults:  Options{ConnectTimeout: o.Upstream.ConnectTimeout, Timeout: o.Upstream.Timeout, MaxBodyBytes: o.MaxBodyBytes},
 		HTTPSPort: o.HTTPSPort, failTimeout: o.Upstream.FailTimeout, maxRetries: o.Upstream.MaxRetries,
-		metrics: o.Metrics, log: o.AccessLog,
+	}
+	if o.Registry != nil {
+		p.metrics = newMetrics(o.Registry)
+	}
+	if o.AccessLog != nil {
+		p.log = newAccessLog(o.AccessLog)
 	}
 	p.transport = &http.Transport{
 		DialContext:           p.dial,
@@ -76,6 +83,14 @@ func (p *Proxy) SetTable(t *Table) { p.table.Store(t) }
 
 // Table is the current routing table.
 func (p *Proxy) Table() *Table { return p.table.Load() }
+
+// FlushAccessLog writes out the buffered access log lines.
+func (p *Proxy) FlushAccessLog() error {
+	if p.log == nil {
+		return nil
+	}
+	return p.log.Flush()
+}
 
 // Close drops idle upstream connections.
 func (p *Proxy) Close() { p.transport.CloseIdleConnections() }

@@ -97,7 +97,7 @@ func (b *Backend) Endpoints() []string {
 }
 
 // endpoint is one pod address. Its state outlives table rebuilds: the
-// builder hands the same *endpoint to every table while the address is
+// Builder hands the same *endpoint to every table while the address is
 // in use, so passive health and request counts carry over.
 type endpoint struct {
 	addr      string
@@ -199,9 +199,9 @@ func (t *Table) Certificate(serverName string) *tls.Certificate {
 	return nil
 }
 
-// builder makes tables, keeping what should outlive one table: endpoint
-// state and parsed certificates.
-type builder struct {
+// Builder makes tables, keeping what should outlive one table: endpoint
+// state and parsed certificates. One goroutine at a time may use it.
+type Builder struct {
 	defaults  Options
 	endpoints map[string]*endpoint
 	certs     map[string]certEntry
@@ -213,8 +213,10 @@ type certEntry struct {
 	err     error
 }
 
-func newBuilder(defaults Options) *builder {
-	return &builder{defaults: defaults, endpoints: map[string]*endpoint{}, certs: map[string]certEntry{}}
+// NewBuilder returns a Builder whose routes take defaults where an
+// Ingress's annotations say nothing.
+func NewBuilder(defaults Options) *Builder {
+	return &Builder{defaults: defaults, endpoints: map[string]*endpoint{}, certs: map[string]certEntry{}}
 }
 
 // sortIngresses orders ingresses oldest first (name breaks ties): the
@@ -230,10 +232,10 @@ func sortIngresses(ings []*networkingv1.Ingress) []*networkingv1.Ingress {
 	return out
 }
 
-// build makes a table from src. An Ingress with an invalid host or path
+// Build makes a table from src. An Ingress with an invalid host or path
 // is left out whole; a route whose Service or port cannot be resolved is
 // kept and answers 503; both come back as problems.
-func (b *builder) build(src Sources) (*Table, []Problem) {
+func (b *Builder) Build(src Sources) (*Table, []Problem) {
 	t := &Table{exact: map[string]*hostRules{}, wild: map[string]*hostRules{}, certs: map[string]*tls.Certificate{}}
 	var problems []Problem
 	backends := map[string]*Backend{}
@@ -442,7 +444,7 @@ func validatePath(p string) string {
 }
 
 // options reads an Ingress's annotations over the defaults.
-func (b *builder) options(ing *networkingv1.Ingress) (*Options, []string) {
+func (b *Builder) options(ing *networkingv1.Ingress) (*Options, []string) {
 	o := b.defaults
 	var bad []string
 	dur := func(key string, into *time.Duration) {
@@ -523,7 +525,7 @@ func parseSize(v string) (int64, error) {
 }
 
 // certificate parses (once per Secret version) a TLS Secret.
-func (b *builder) certificate(src Sources, ns, name string, used map[string]certEntry) (*tls.Certificate, error) {
+func (b *Builder) certificate(src Sources, ns, name string, used map[string]certEntry) (*tls.Certificate, error) {
 	if name == "" {
 		return nil, fmt.Errorf("no secretName")
 	}
@@ -557,7 +559,7 @@ func (b *builder) certificate(src Sources, ns, name string, used map[string]cert
 // backend resolves an Ingress backend to a shared Backend and says what
 // is wrong when it has no endpoints for a reason other than none being
 // ready.
-func (b *builder) backend(src Sources, ns string, be *networkingv1.IngressBackend, backends map[string]*Backend, used map[string]*endpoint) (*Backend, string) {
+func (b *Builder) backend(src Sources, ns string, be *networkingv1.IngressBackend, backends map[string]*Backend, used map[string]*endpoint) (*Backend, string) {
 	sb := be.Service
 	portKey := sb.Port.Name
 	if portKey == "" {

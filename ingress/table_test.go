@@ -76,7 +76,7 @@ func ing(name string, age int, host string, paths ...path) *networkingv1.Ingress
 
 func build(t *testing.T, w *world) (*Table, []Problem) {
 	t.Helper()
-	return newBuilder(Options{ConnectTimeout: time.Second, Timeout: time.Minute}).build(w.sources())
+	return NewBuilder(Options{ConnectTimeout: time.Second, Timeout: time.Minute}).Build(w.sources())
 }
 
 func TestMatchPrecedence(t *testing.T) {
@@ -209,11 +209,11 @@ func TestEndpointStateOutlivesRebuild(t *testing.T) {
 	w := newWorld()
 	w.service("default", "s", "10.0.0.1", "10.0.0.2")
 	w.ings = []*networkingv1.Ingress{ing("a", 1, "", path{"/", "Prefix", "s"})}
-	b := newBuilder(Options{})
-	t1, _ := b.build(w.sources())
+	b := NewBuilder(Options{})
+	t1, _ := b.Build(w.sources())
 	e1 := t1.Match("x", "/").Backend.endpoints[0]
 	e1.downUntil.Store(42)
-	t2, _ := b.build(w.sources())
+	t2, _ := b.Build(w.sources())
 	if e2 := t2.Match("x", "/").Backend.endpoints[0]; e2 != e1 {
 		t.Error("a rebuild lost the endpoint's state")
 	}

@@ -13,6 +13,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -27,6 +28,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,6 +44,8 @@ import (
 	"kforge.dev/kforge/ingress"
 )
 
+var cpuProfile string
+
 func main() {
 	role := flag.String("role", "", "internal: run as the kforge data path child")
 	backend := flag.String("backend", "", "internal: the backend address for -role kforge")
@@ -48,14 +53,16 @@ func main() {
 	httpsAddr := flag.String("https", "", "internal: HTTPS listen address for -role kforge")
 	duration := flag.Duration("duration", 10*time.Second, "wrk run per target and protocol")
 	conns := flag.Int("connections", 64, "wrk connections")
+	rounds := flag.Int("rounds", 3, "wrk runs per target, alternating targets; the median is shown")
 	threads := flag.Int("threads", 2, "wrk threads")
 	ingresses := flag.Int("ingresses", 1000, "Ingresses in the memory measurement")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the kforge child to this file")
 	flag.Parse()
 	var err error
 	if *role == "kforge" {
 		err = serveKforge(*backend, *httpAddr, *httpsAddr)
 	} else {
-		err = run(*duration, *conns, *threads, *ingresses)
+		err = run(*duration, *rounds, *conns, *threads, *ingresses)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -190,7 +197,7 @@ func runWrk(url string, d time.Duration, conns, threads int) (result, error) {
 	return r, nil
 }
 
-func run(d time.Duration, conns, threads, nIngresses int) error {
+func run(d time.Duration, rounds, conns, threads, nIngresses int) error {
 	for _, tool := range []string{"nginx", "wrk"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is not installed (Debian: apt-get install nginx-light wrk)", tool)
@@ -231,8 +238,16 @@ func run(d time.Duration, conns, threads, nIngresses int) error {
 	if err != nil {
 		return err
 	}
-	kf, err := start("kforge", []string{self, "-role", "kforge", "-backend", fmt.Sprintf("127.0.0.1:%d", backendPort),
-		"-http", fmt.Sprintf("127.0.0.1:%d", kfHTTP), "-https", fmt.Sprintf("127.0.0.1:%d", kfHTTPS)}, dir)
+	kfArgs := []string{self, "-role", "kforge", "-backend", fmt.Sprintf("127.0.0.1:%d", backendPort),
+		"-http", fmt.Sprintf("127.0.0.1:%d", kfHTTP), "-https", fmt.Sprintf("127.0.0.1:%d", kfHTTPS)}
+	if cpuProfile != "" {
+		abs, err := filepath.Abs(cpuProfile)
+		if err != nil {
+			return err
+		}
+		kfArgs = append(kfArgs, "-cpuprofile", abs)
+	}
+	kf, err := start("kforge", kfArgs, dir)
 	if err != nil {
 		return err
 	}
@@ -242,8 +257,8 @@ func run(d time.Duration, conns, threads, nIngresses int) error {
 			return err
 		}
 	}
-	fmt.Printf("wrk -t%d -c%d -d%s --latency, %d CPUs, %s; backend: nginx returning 13 bytes\n", threads, conns, d, runtime.NumCPU(), nginxVersion())
-	fmt.Printf("%-6s %-8s %12s %10s %10s  %s\n", "proto", "target", "req/s", "p50", "p99", "kforge/nginx")
+	fmt.Printf("wrk -t%d -c%d -d%s --latency, %d rounds, %d CPUs, %s; backend: nginx returning 13 bytes\n", threads, conns, d, rounds, runtime.NumCPU(), nginxVersion())
+	fmt.Printf("%-6s %-8s %12s %10s %10s  %-14s %s\n", "proto", "target", "req/s", "p50", "p99", "kforge/nginx", "(median of the rounds)")
 	type target struct {
 		proto, name, url string
 	}
@@ -260,12 +275,23 @@ func run(d time.Duration, conns, threads, nIngresses int) error {
 			return err
 		}
 	}
+	// Rounds alternate the targets, and the median round of each is
+	// shown, so load from elsewhere on the machine hits both alike.
+	runs := map[target][]result{}
+	for range rounds {
+		for _, t := range targets {
+			r, err := runWrk(t.url, d, conns, threads)
+			if err != nil {
+				return err
+			}
+			runs[t] = append(runs[t], r)
+		}
+	}
 	nginxRPS := map[string]float64{}
 	for _, t := range targets {
-		r, err := runWrk(t.url, d, conns, threads)
-		if err != nil {
-			return err
-		}
+		rs := runs[t]
+		slices.SortFunc(rs, func(a, b result) int { return cmp.Compare(a.rps, b.rps) })
+		r := rs[len(rs)/2]
 		ratio := ""
 		switch t.name {
 		case "nginx":
@@ -273,10 +299,14 @@ func run(d time.Duration, conns, threads, nIngresses int) error {
 		case "kforge":
 			ratio = fmt.Sprintf("%.2f× req/s", r.rps/nginxRPS[t.proto])
 		}
-		if r.errors != "" {
-			ratio += "  (" + strings.TrimSuffix(r.errors, "; ") + ")"
+		var all []string
+		for _, x := range rs {
+			all = append(all, strconv.FormatFloat(x.rps, 'f', 0, 64))
+			if x.errors != "" {
+				ratio += "  (" + strings.TrimSuffix(x.errors, "; ") + ")"
+			}
 		}
-		fmt.Printf("%-6s %-8s %12.0f %10s %10s  %s\n", t.proto, t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), ratio)
+		fmt.Printf("%-6s %-8s %12.0f %10s %10s  %-14s rounds: %s\n", t.proto, t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), ratio, strings.Join(all, " "))
 	}
 	return memory(nIngresses)
 }
@@ -319,6 +349,17 @@ func serveKforge(backend, httpAddr, httpsAddr string) error {
 	if err != nil {
 		return err
 	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	errc := make(chan error, 2)
@@ -356,7 +397,7 @@ func world(n int, backendHost, backendPort string) ingress.Sources {
 	yes := true
 	pt := networkingv1.PathTypePrefix
 	services := map[string]*corev1.Service{}
-	slices := map[string][]*discoveryv1.EndpointSlice{}
+	sliceOf := map[string][]*discoveryv1.EndpointSlice{}
 	var ings []*networkingv1.Ingress
 	for i := range n {
 		name := fmt.Sprintf("app-%d", i)
@@ -373,7 +414,7 @@ func world(n int, backendHost, backendPort string) ingress.Sources {
 					Conditions: discoveryv1.EndpointConditions{Ready: &yes}})
 			}
 		}
-		slices[name] = []*discoveryv1.EndpointSlice{sl}
+		sliceOf[name] = []*discoveryv1.EndpointSlice{sl}
 		be := networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: name, Port: networkingv1.ServiceBackendPort{Name: "http"}}}
 		host := fmt.Sprintf("app-%d.example.com", i)
 		if n == 1 {
@@ -390,7 +431,7 @@ func world(n int, backendHost, backendPort string) ingress.Sources {
 	return ingress.Sources{
 		Ingresses: ings,
 		Service:   func(_, name string) *corev1.Service { return services[name] },
-		Slices:    func(_, svc string) []*discoveryv1.EndpointSlice { return slices[svc] },
+		Slices:    func(_, svc string) []*discoveryv1.EndpointSlice { return sliceOf[svc] },
 		Secret:    func(string, string) *corev1.Secret { return nil },
 	}
 }
@@ -437,4 +478,3 @@ func writeCert(dir string) error {
 	}
 	return nil
 }
-

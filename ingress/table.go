@@ -3,6 +3,7 @@ package ingress
 import (
 	"cmp"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -527,12 +528,12 @@ func parseSize(v string) (int64, error) {
 // certificate parses (once per Secret version) a TLS Secret.
 func (b *Builder) certificate(src Sources, ns, name string, used map[string]certEntry) (*tls.Certificate, error) {
 	if name == "" {
-		return nil, fmt.Errorf("no secretName")
+		return nil, errors.New("no secretName")
 	}
 	k := ns + "/" + name
 	sec := src.Secret(ns, name)
 	if sec == nil {
-		return nil, fmt.Errorf("Secret %s not found", k)
+		return nil, fmt.Errorf("secret %s not found", k)
 	}
 	if e, ok := b.certs[k]; ok && e.version == sec.ResourceVersion {
 		used[k] = e
@@ -541,13 +542,13 @@ func (b *Builder) certificate(src Sources, ns, name string, used map[string]cert
 	e := certEntry{version: sec.ResourceVersion}
 	switch {
 	case sec.Type != corev1.SecretTypeTLS && sec.Type != corev1.SecretTypeOpaque:
-		e.err = fmt.Errorf("Secret %s has type %s, not %s", k, sec.Type, corev1.SecretTypeTLS)
+		e.err = fmt.Errorf("secret %s has type %s, not %s", k, sec.Type, corev1.SecretTypeTLS)
 	case len(sec.Data[corev1.TLSCertKey]) == 0 || len(sec.Data[corev1.TLSPrivateKeyKey]) == 0:
-		e.err = fmt.Errorf("Secret %s lacks %s or %s", k, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
+		e.err = fmt.Errorf("secret %s lacks %s or %s", k, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
 	default:
 		c, err := tls.X509KeyPair(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey])
 		if err != nil {
-			e.err = fmt.Errorf("Secret %s: %w", k, err)
+			e.err = fmt.Errorf("secret %s: %w", k, err)
 		} else {
 			e.cert = &c
 		}

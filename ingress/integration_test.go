@@ -414,8 +414,22 @@ func TestIngress(t *testing.T) {
 		i.Spec.DefaultBackend = &networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "def", Port: networkingv1.ServiceBackendPort{Number: 80}}}
 	})
 
+	// The apiserver gives an Ingress without a class the default one
+	// (DefaultIngressClass admission), not one with the legacy annotation.
+	if ing, err := e.admin.NetworkingV1().Ingresses(ns).Get(ctx, "main", metav1.GetOptions{}); err != nil ||
+		ing.Spec.IngressClassName == nil || *ing.Spec.IngressClassName != ingress.DefaultClassName {
+		t.Errorf("main's class: %v %v, want kforge from the default IngressClass", err, ing.Spec.IngressClassName)
+	}
+	legacy := e.ingress("legacy", func(i *networkingv1.Ingress) {
+		i.Annotations = map[string]string{"kubernetes.io/ingress.class": "kforge"}
+	}, rule{"legacy.test", "/", false, "root"})
+	if legacy.Spec.IngressClassName != nil {
+		t.Errorf("an Ingress with the legacy class annotation got class %q", *legacy.Spec.IngressClassName)
+	}
+
 	t.Run("precedence", func(t *testing.T) {
 		for _, tc := range []struct{ url, want string }{
+			{"http://legacy.test/", "root"},
 			{"http://shop.test/", "root"},
 			{"http://shop.test/apix", "root"},
 			{"http://shop.test/api", "api"},

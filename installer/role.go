@@ -71,7 +71,7 @@ type Role struct {
 }
 
 // Roles are the daemon roles in start order; reset stops them in reverse.
-var Roles = []*Role{etcdRole, apiserverRole, lbRole, controllerManagerRole, schedulerRole, agentRole, proxyRole, dnsRole}
+var Roles = []*Role{etcdRole, apiserverRole, lbRole, controllerManagerRole, schedulerRole, agentRole, proxyRole, dnsRole, ingressRole}
 
 // RoleNamed returns the role with this name, or nil.
 func RoleNamed(name string) *Role {

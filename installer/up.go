@@ -18,9 +18,6 @@ import (
 	"kforge.dev/kforge/pki"
 )
 
-// NotYet is what `kforge up` says it does not do yet.
-const NotYet = "not there yet: ingress on the workers"
-
 // UpOptions configure `kforge up`.
 type UpOptions struct {
 	Cluster *v1alpha1.Cluster
@@ -186,8 +183,8 @@ func summaryText(o UpOptions, runHosts []Host, res *UpResult, err error) string 
 	if cmd == "" {
 		cmd = "kforge up"
 	}
-	return fmt.Sprintf("%s %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
-		cmd, verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
+	return fmt.Sprintf("%s %s in %s on %d hosts: binary, PKI, %s (%d change(s)).",
+		cmd, verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes))
 }
 
 func usageText(c *v1alpha1.Cluster, kubeconfig string) string {

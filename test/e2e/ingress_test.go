@@ -224,12 +224,7 @@ func TestIngressOnRunningLab(t *testing.T) {
 	if dir == "" {
 		t.Skip("set KFORGE_LAB_DIR to a lab installed with kforge up")
 	}
-	bin := binary(t)
-	e := workloadEnv{kubectlBin: kubectlBinary(t), kubeconfig: filepath.Join(dir, "admin.kubeconfig"),
-		ssh: func(host, cmd string) (string, error) {
-			out, _, err := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, host, "--", cmd)
-			return out, err
-		}}
+	e := labWorkloadEnv(t, binary(t), dir, kubectlBinary(t), filepath.Join(dir, "admin.kubeconfig"))
 	_, file, _, _ := runtime.Caller(0)
 	if out, err := e.kubectl(20*time.Second, "apply", "-f", filepath.Join(filepath.Dir(file), "..", "..", "examples", "web.yaml")); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)

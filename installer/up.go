@@ -45,6 +45,11 @@ type UpOptions struct {
 	Reporter Reporter
 	// NewProber replaces the health prober that dials the hosts (tests).
 	NewProber func(c *v1alpha1.Cluster, inv *pki.Inventory) (Prober, error)
+	// Command names the run in the journal and the summary ("up" when empty).
+	Command string
+
+	// rotation, set by RotateCerts, adds the reissue and served-certs phases.
+	rotation *rotation
 }
 
 // UpResult is what a run did.
@@ -109,17 +114,18 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		}
 		defer j.Close()
 		env.Journal = j
-		if err := j.Record(JournalRecord{Kind: JournalRunStart, Version: o.Version, OK: true}); err != nil {
+		if err := j.Record(JournalRecord{Kind: JournalRunStart, Command: o.command(), Version: o.Version, OK: true}); err != nil {
 			return nil, err
 		}
 	}
-	cp := &ControlPlane{Env: env, Cluster: o.Cluster, NewProber: o.NewProber}
+	cp := &ControlPlane{Env: env, Cluster: o.Cluster, NewProber: o.NewProber, rotation: o.rotation}
 	defer cp.Close()
-	m := &Manager{Env: env, Phases: append([]Phase{
-		&FactsPhase{Env: env},
-		&PreflightPhase{Env: env, Binary: bin},
-		&UploadBinaryPhase{Env: env, Binary: bin, File: file},
-	}, cp.Phases()...)}
+	phases := []Phase{&FactsPhase{Env: env}, &PreflightPhase{Env: env, Binary: bin}}
+	// A rotation keeps the deployed binary: it changes certificates only.
+	if o.rotation == nil {
+		phases = append(phases, &UploadBinaryPhase{Env: env, Binary: bin, File: file})
+	}
+	m := &Manager{Env: env, Phases: append(phases, cp.Phases()...)}
 	err = m.Run(ctx)
 	res := &UpResult{Changes: gate.Changes(), Duration: time.Since(start)}
 	if err == nil && !o.DryRun && o.Cluster.Path != "" {
@@ -171,8 +177,15 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 	for i, r := range Roles {
 		roles[i] = r.Name
 	}
-	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
-		verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
+	return fmt.Sprintf("kforge %s %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
+		o.command(), verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
+}
+
+func (o UpOptions) command() string {
+	if o.Command == "" {
+		return "up"
+	}
+	return o.Command
 }
 
 func usageText(c *v1alpha1.Cluster, kubeconfig string) string {

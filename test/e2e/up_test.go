@@ -492,6 +492,8 @@ func TestUp(t *testing.T) {
 		}
 	})
 
+	t.Run("cert rotate under load", func(t *testing.T) { testCertRotate(t, newRotateEnv(t, bin, dir)) })
+
 	t.Run("reset leaves the hosts clean", func(t *testing.T) {
 		if _, _, err := kforge(t, bin, nil, "reset", "-f", spec); err == nil {
 			t.Error("reset without --yes and without a terminal went ahead")

@@ -173,12 +173,16 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 	if err != nil {
 		verb = "failed"
 	}
+	if o.rotation != nil {
+		return fmt.Sprintf("kforge cert rotate %s in %s on %d hosts: %d leaf certificate(s) reissued and rolled out (%d change(s)).",
+			verb, formatDuration(res.Duration), hosts, len(o.rotation.done), len(res.Changes))
+	}
 	roles := make([]string, len(Roles))
 	for i, r := range Roles {
 		roles[i] = r.Name
 	}
-	return fmt.Sprintf("kforge %s %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
-		o.command(), verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
+	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
+		verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
 }
 
 func (o UpOptions) command() string {

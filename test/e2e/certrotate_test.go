@@ -34,7 +34,7 @@ type rotateEnv struct {
 // "file" → serial (decimal), and which of them are CAs.
 func (e rotateEnv) hostCerts(t *testing.T, host string) (serials map[string]string, cas map[string]bool) {
 	t.Helper()
-	out, err := e.ssh(host, `for f in /etc/kforge/pki/*.crt /etc/kforge/pki/*.kubeconfig; do [ -f "$f" ] && echo "== $f" && cat "$f"; done`)
+	out, err := e.ssh(host, `for f in /etc/kforge/pki/*.crt /etc/kforge/pki/*.kubeconfig; do [ -f "$f" ] && echo "== $f" && cat "$f"; done; true`)
 	if err != nil {
 		t.Fatalf("%s: reading /etc/kforge/pki: %v\n%s", host, err, out)
 	}

@@ -61,7 +61,7 @@ func RotateCerts(ctx context.Context, o RotateOptions) (*RotateResult, error) {
 	if len(certs) == 0 {
 		return res, nil
 	}
-	rot := &rotation{opts: ropts}
+	rot := &rotation{opts: ropts, planned: len(certs)}
 	o.Up.rotation = rot
 	o.Up.Command = "cert rotate"
 	up, err := Up(ctx, o.Up)
@@ -74,8 +74,9 @@ func RotateCerts(ctx context.Context, o RotateOptions) (*RotateResult, error) {
 
 // rotation is what RotateCerts adds to an Up run.
 type rotation struct {
-	opts pki.ReissueOptions
-	done []pki.Rotated
+	opts    pki.ReissueOptions
+	planned int // leaves the plan chose
+	done    []pki.Rotated
 }
 
 // ReissuePhase replaces leaf certificates in the PKI directory (in a dry

@@ -174,8 +174,12 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 		verb = "failed"
 	}
 	if o.rotation != nil {
-		return fmt.Sprintf("kforge cert rotate %s in %s on %d hosts: %d leaf certificate(s) reissued and rolled out (%d change(s)).",
-			verb, formatDuration(res.Duration), hosts, len(o.rotation.done), len(res.Changes))
+		n, what := len(o.rotation.done), "reissued and rolled out"
+		if o.DryRun {
+			n, what = o.rotation.planned, "to reissue and roll out"
+		}
+		return fmt.Sprintf("kforge cert rotate %s in %s on %d hosts: %d leaf certificate(s) %s (%d change(s)).",
+			verb, formatDuration(res.Duration), hosts, n, what, len(res.Changes))
 	}
 	roles := make([]string, len(Roles))
 	for i, r := range Roles {

@@ -43,9 +43,8 @@ type KeyPair struct {
 
 	cur atomic.Pointer[tls.Certificate]
 
-	mu         sync.Mutex // serialises Reload
-	cst, kst   stamp
-	lastFailed string // the error of the last failed reload, to log it once
+	mu       sync.Mutex // serialises Reload
+	cst, kst stamp
 }
 
 // NewKeyPair loads the pair; the files must exist and match.
@@ -161,7 +160,8 @@ type Reloader interface {
 	Reload() (changed bool, err error)
 }
 
-// Watcher polls reloaders until its context ends.
+// Watcher polls reloaders until its context ends. Poll and Run are not
+// for concurrent use: one goroutine polls.
 type Watcher struct {
 	// Items are polled in order.
 	Items []Reloader

@@ -63,6 +63,9 @@ func (a *Agent) syncPod(ctx context.Context, key string) (err error) {
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return a.finishPod(ctx, pod)
 	}
+	if r := a.admitPod(pod); r != nil {
+		return a.rejectPod(ctx, pod, r)
+	}
 	return a.runPod(ctx, key, pod)
 }
 
@@ -208,7 +211,7 @@ func (a *Agent) terminatePod(ctx context.Context, pod *corev1.Pod) error {
 			a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Killing", "Kill", "Stopping container %s", r.Name)
 		}
 	}
-	if err := a.stopAll(ctx, recs, grace); err != nil {
+	if err := a.stopWithHooks(ctx, pod, recs, grace); err != nil {
 		return err
 	}
 	if recs, err = a.rt.listContainers(ctx, string(pod.UID)); err != nil {
@@ -328,7 +331,7 @@ func (a *Agent) runPod(ctx context.Context, key string, pod *corev1.Pod) error {
 				if a.probes.livenessFailed(latest.ID) {
 					a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Killing", "Kill", "Container %s failed liveness probe, will be restarted", c.Name)
 					a.probes.removeContainer(latest.ID)
-					if err := a.rt.stop(ctx, latest.ID, podGrace(pod)); err != nil {
+					if err := a.stopContainer(ctx, pod, latest, podGrace(pod)); err != nil {
 						errs = append(errs, err)
 					}
 					a.queue.Add(key)
@@ -551,6 +554,9 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, sb *sandbox
 	a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Created", "CreateContainer", "Created container %s", c.Name)
 	a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Started", "StartContainer", "Started container %s", c.Name)
 	if !init && rec.State == stateRunning {
+		if err := a.postStart(ctx, pod, c, rec.ID, sb); err != nil {
+			return nil // the event says why; the restart policy decides what follows
+		}
 		a.probes.ensure(pod, c, rec.ID, sb)
 	}
 	return nil

@@ -242,8 +242,14 @@ func NewInventory(s Spec, dir string) (*Inventory, error) {
 	ca(ClusterCA, "kforge-cluster-ca", "cluster CA: apiserver, its clients, agents", all)
 	ca(EtcdCA, "kforge-etcd-ca", "etcd CA: etcd members and the apiserver's etcd client", masterNames)
 
-	// Client certificates one role shares on every host that runs it.
+	// Client certificates one role shares on every host that runs it. The
+	// worker roles reach the API through the agent's node-local load
+	// balancer, the others through the cluster's.
 	shared := func(name, cn string, org []string, purpose string, hosts []string) {
+		server := server
+		if len(hosts) > 0 && slices.Equal(hosts, workerNames) {
+			server = AgentLocalAPIServer
+		}
 		inv.Certs = append(inv.Certs, Cert{
 			Name: name, Hosts: hosts, Purpose: purpose, CA: ClusterCA,
 			CommonName: cn, Organization: org, ExtKeyUsages: client, Validity: certValidity,

@@ -88,7 +88,8 @@ func TestKubeconfigsHandshake(t *testing.T) {
 				t.Fatalf("server %+v, want %s", cl, kc.Server)
 			}
 			wantServer := "https://198.18.0.10:6443"
-			if strings.HasPrefix(kc.Name, "agent:") {
+			if strings.HasPrefix(kc.Name, "agent:") || kc.Name == "proxy" || kc.Name == "ingress" || kc.Name == "dns" {
+				// worker roles, through the agent's node-local LB
 				wantServer = "https://127.0.0.1:6444"
 			}
 			if kc.Server != wantServer {

@@ -2,9 +2,13 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -46,12 +50,45 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
 subjects: [{kind: ServiceAccount, name: viewer, namespace: default}]
 `
 
+// inclusterClient builds testdata/incluster once, statically, for the
+// busybox image; TestUp starts it early so that it overlaps the install.
+var inclusterClient = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "kforge-e2e-incluster-")
+	if err != nil {
+		return "", err
+	}
+	inclusterDir.Store(&dir)
+	bin := filepath.Join(dir, "incluster")
+	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, "./testdata/incluster")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the in-cluster client: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// inclusterDir is the folder inclusterClient made, once it has.
+var inclusterDir atomic.Pointer[string]
+
+// removeInclusterClient removes what inclusterClient built, if anything.
+func removeInclusterClient() {
+	if dir := inclusterDir.Load(); dir != nil {
+		_ = os.RemoveAll(*dir)
+	}
+}
+
 // runPod runs a one-shot busybox pod as the viewer ServiceAccount and
 // returns its log once it has finished.
 func (e workloadEnv) runPod(t *testing.T, name, script string) (string, string) {
 	t.Helper()
-	pod := fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":%q},"spec":{"restartPolicy":"Never","serviceAccountName":"viewer",
-		"containers":[{"name":"c","image":"docker.io/library/busybox:local","command":["sh","-c",%q]}]}}`, name, script)
+	return e.runPodJSON(t, name, fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":%q},"spec":{"restartPolicy":"Never","serviceAccountName":"viewer",
+		"containers":[{"name":"c","image":"docker.io/library/busybox:local","command":["sh","-c",%q]}]}}`, name, script))
+}
+
+// runPodJSON runs the one-shot pod given as JSON and returns its phase and
+// log once it has finished.
+func (e workloadEnv) runPodJSON(t *testing.T, name, pod string) (string, string) {
+	t.Helper()
 	cmd := exec.Command(e.kubectlBin, "--kubeconfig", e.kubeconfig, "apply", "-f", "-")
 	cmd.Stdin = strings.NewReader(pod)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -171,13 +208,36 @@ echo HEADLESS; nslookup web-headless.default.svc.cluster.local`)
 		}
 	})
 
-	t.Run("a pod reaches the kubernetes Service", func(t *testing.T) {
-		// Plain TCP to the apiservers through 198.18.16.1:443: the image's
-		// busybox cannot complete a TLS handshake with them (its TLS knows
-		// too few cipher suites), so the connection itself is the check.
-		phase, out := e.runPod(t, "api-client", `echo | nc kubernetes.default.svc.cluster.local 443 && echo connected`)
-		if phase != "Succeeded" || !strings.Contains(out, "connected") {
-			t.Fatalf("connect to the kubernetes Service from a pod (%s):\n%s", phase, out)
+	t.Run("a pod's client-go lists pods through the kubernetes Service with its token", func(t *testing.T) {
+		// busybox's own wget offers TLS 1.2 without signature_algorithms,
+		// which Go servers refuse since RFC 9155 (as kube-apiserver does),
+		// so the pod runs a static client-go program from the worker.
+		bin, err := inclusterClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []string{"w1", "w2", "w3"} {
+			f, err := os.Open(bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = e.put(w, "/var/lib/kforge-e2e/incluster", f)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"api-client"},"spec":{"restartPolicy":"Never","serviceAccountName":"viewer",
+			"containers":[{"name":"c","image":"docker.io/library/busybox:local","command":["/e2e/incluster"],
+				"volumeMounts":[{"name":"e2e","mountPath":"/e2e","readOnly":true}]}],
+			"volumes":[{"name":"e2e","hostPath":{"path":"/var/lib/kforge-e2e","type":"Directory"}}]}}`
+		phase, out := e.runPodJSON(t, "api-client", pod)
+		if phase != "Succeeded" || !strings.Contains(out, "host https://198.18.16.1:443") ||
+			!regexp.MustCompile(`(?m)^pods [1-9]`).MatchString(out) || !strings.Contains(out, "secrets forbidden") {
+			t.Fatalf("the in-cluster client (%s) should list pods as viewer through 198.18.16.1:443 and be refused secrets:\n%s", phase, out)
+		}
+		for _, w := range []string{"w1", "w2", "w3"} {
+			_, _ = e.ssh(w, "rm -rf /var/lib/kforge-e2e")
 		}
 	})
 }

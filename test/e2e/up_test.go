@@ -28,6 +28,8 @@ func TestUp(t *testing.T) {
 		t.Skip("the lab needs root")
 	}
 	bin := binary(t)
+	go func() { _, _ = inclusterClient() }() // built while the lab boots
+	t.Cleanup(removeInclusterClient)
 	dir := filepath.Join(t.TempDir(), "lab")
 	if _, _, err := kforge(t, bin, nil, "lab", "up", "--dir", dir); err != nil {
 		t.Fatalf("lab up: %v", err)
@@ -200,10 +202,7 @@ func TestUp(t *testing.T) {
 	})
 
 	t.Run("a Deployment runs on the workers", func(t *testing.T) {
-		testWorkload(t, workloadEnv{kubectlBin: kc, kubeconfig: kubeconfig, ssh: func(host, cmd string) (string, error) {
-			out, _, err := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, host, "--", cmd)
-			return out, err
-		}})
+		testWorkload(t, labWorkloadEnv(t, bin, dir, kc, kubeconfig))
 	})
 
 	t.Run("status is healthy", func(t *testing.T) {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,28 @@ type workloadEnv struct {
 	kubectlBin, kubeconfig string
 	// ssh runs a command on a lab host as root.
 	ssh func(host, cmd string) (string, error)
+	// put writes a file on a lab host (mode 0755), streamed over SSH.
+	put func(host, path string, content io.Reader) error
+}
+
+// labWorkloadEnv is the workloadEnv of the lab in dir, through kforge lab ssh.
+func labWorkloadEnv(t *testing.T, bin, dir, kubectlBin, kubeconfig string) workloadEnv {
+	return workloadEnv{kubectlBin: kubectlBin, kubeconfig: kubeconfig,
+		ssh: func(host, cmd string) (string, error) {
+			out, _, err := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, host, "--", cmd)
+			return out, err
+		},
+		put: func(host, path string, content io.Reader) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "lab", "ssh", "--dir", dir, host, "--",
+				fmt.Sprintf("mkdir -p %s && cat > %s.tmp && chmod 0755 %s.tmp && mv %s.tmp %s", filepath.Dir(path), path, path, path, path))
+			cmd.Stdin = content
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("put %s on %s: %v\n%s", path, host, err, out)
+			}
+			return nil
+		}}
 }
 
 // kubectl runs the real kubectl with the admin kubeconfig, bounded by d.
@@ -234,12 +257,8 @@ func TestWorkloadOnRunningLab(t *testing.T) {
 	if dir == "" {
 		t.Skip("set KFORGE_LAB_DIR to a lab installed with kforge up")
 	}
-	bin := binary(t)
-	testWorkload(t, workloadEnv{kubectlBin: kubectlBinary(t), kubeconfig: filepath.Join(dir, "admin.kubeconfig"),
-		ssh: func(host, cmd string) (string, error) {
-			out, _, err := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, host, "--", cmd)
-			return out, err
-		}})
+	t.Cleanup(removeInclusterClient)
+	testWorkload(t, labWorkloadEnv(t, binary(t), dir, kubectlBinary(t), filepath.Join(dir, "admin.kubeconfig")))
 }
 
 // testNodeFaults stops a worker's agent (its Node turns NotReady and

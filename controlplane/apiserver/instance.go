@@ -13,7 +13,6 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"k8s.io/client-go/util/cert"
 
 	"kforge.dev/kforge/controlplane/apiserver/storage"
 	"kforge.dev/kforge/controlplane/roleconfig"
@@ -63,11 +62,11 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: serving certificate: %w", err)
 	}
-	reload := &certreload.Watcher{Items: []certreload.Reloader{pair}, Log: log}
-	pool, err := cert.NewPool(cfg.TLS.ClientCAFile)
+	clientCAs, err := certreload.NewCABundle(cfg.TLS.ClientCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: tls.clientCAFile: %w", err)
 	}
+	reload := &certreload.Watcher{Items: []certreload.Reloader{pair, clientCAs}, Log: log}
 	etcdTLS, err := transport.TLSInfo{
 		CertFile:      cfg.Etcd.CertFile,
 		KeyFile:       cfg.Etcd.KeyFile,
@@ -106,20 +105,19 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 	return &Instance{
 		nodeTLS:   nodeTLS,
 		storeOpts: storeOpts,
-		identity:  Identity{ClientCAs: pool, ServiceAccount: tokens},
+		identity:  Identity{ClientCAPool: clientCAs.Pool, ServiceAccount: tokens},
 		cfg:       cfg,
 		log:       log,
 		reload:    reload,
 		serving: certreload.ServerConfig(&tls.Config{
 			// The CA names are sent to the client; the Server verifies
-			// the certificate (Identity.ClientCAs), so one that is
+			// the certificate (Identity.ClientCAPool), so one that is
 			// missing, expired or from another CA gets a 401 Status, not
-			// a failed handshake.
-			ClientCAs:  pool,
+			// a failed handshake. Both follow the reloaded bundle.
 			ClientAuth: tls.RequestClientCert,
 			MinVersion: tls.VersionTLS12,
 			NextProtos: []string{"h2", "http/1.1"},
-		}, pair, nil),
+		}, pair, clientCAs),
 		etcdTLS: etcdTLS,
 		readyc:  make(chan struct{}),
 		errc:    make(chan error, 1),

@@ -42,8 +42,10 @@
 //     those whose pod is gone; Cleanup (kforge agent cleanup, run by
 //     kforge reset) removes every pod and the pod network.
 //
-// Images come from containerd or from OCI archives in imageDir, imported
-// on demand; nothing is pulled from a registry.
+// Images (images.go) come by the container's imagePullPolicy from
+// containerd, from OCI archives in imageDir imported on demand, or from
+// their registry through containerd's client, with containerd's hosts.toml
+// registry configuration (registryConfigDir) and the pod's pull secrets.
 //
 // The agent holds each container's stdio (containerio.go): containerd
 // hands stdout and stderr over FIFOs in runDir/fifo, and the agent writes
@@ -62,6 +64,6 @@
 // port-forwards by dialing 127.0.0.1:PORT inside the pod's network
 // namespace.
 //
-// Not here: registry pulls. The node-local apiserver load balancer
-// (apiServerProxy) is the lb package, embedded.
+// The node-local apiserver load balancer (apiServerProxy) is the lb
+// package, embedded.
 package nodeagent

@@ -3,12 +3,14 @@ package nodeagent
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -345,6 +347,7 @@ func TestAgentRunsPods(t *testing.T) {
 	cfg.RunDir = filepath.Join(dir, "run")
 	cfg.PodLogDir = filepath.Join(dir, "logs")
 	cfg.ImageDir = images
+	cfg.RegistryConfigDir = filepath.Join(dir, "certs.d")
 	cfg.HealthAddress = "127.0.0.1:0"
 	cfg.Reserved = map[string]string{"cpu": "100m", "memory": "64Mi"}
 	cfg.Version = "v1.37.0-kforge-test"
@@ -590,6 +593,64 @@ func TestAgentRunsPods(t *testing.T) {
 		}
 	}
 
+	// Images from a registry (plain HTTP on localhost, basic auth): a pod
+	// whose pull secret has the credentials pulls and runs; without them
+	// the pull fails (ErrImagePull, then ImagePullBackOff); an absent
+	// image with policy Never is ErrImageNeverPull, and nothing is pulled.
+	regHost := startRegistry(t, archive.Bytes(), "test/busybox:pulled", "puller", "s3cret")
+	dockerCfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, regHost, base64.StdEncoding.EncodeToString([]byte("puller:s3cret")))
+	if _, err := cs.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "regcred"},
+		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(dockerCfg)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	imagePod := func(name, image string, policy corev1.PullPolicy, secret string) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: itNode, TerminationGracePeriodSeconds: &grace,
+				Containers: []corev1.Container{{Name: "c", Image: image, ImagePullPolicy: policy, Command: []string{"sleep", "3600"}}}}}
+		if secret != "" {
+			p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: secret}}
+		}
+		return p
+	}
+	for _, p := range []*corev1.Pod{
+		imagePod("pulled", regHost+"/test/busybox:pulled", corev1.PullAlways, "regcred"),
+		imagePod("unauthorized", regHost+"/test/busybox:pulled", corev1.PullAlways, ""),
+		imagePod("never", regHost+"/test/absent:1", corev1.PullNever, ""),
+	} {
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "pod pulled running from the registry", itWaitLong, func() error {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "pulled", metav1.GetOptions{})
+		if err != nil || p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("pulled: %v %v %+v", err, p.Status.Phase, p.Status.ContainerStatuses)
+		}
+		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=pulled,reason=Pulled"})
+		if err != nil || len(evs.Items) == 0 || !strings.Contains(evs.Items[0].Message, "Successfully pulled image") {
+			return fmt.Errorf("no Pulled event saying it was pulled (%v): %+v", err, evs)
+		}
+		return nil
+	})
+	for name, reasons := range map[string][]string{"unauthorized": {"ErrImagePull", "ImagePullBackOff"}, "never": {"ErrImageNeverPull"}} {
+		eventually(t, "pod "+name+" waiting on its image", 40*time.Second, func() error {
+			p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].State.Waiting == nil ||
+				!slices.Contains(reasons, p.Status.ContainerStatuses[0].State.Waiting.Reason) {
+				return fmt.Errorf("%s: %+v", name, p.Status.ContainerStatuses)
+			}
+			return nil
+		})
+	}
+	for _, name := range []string{"pulled", "unauthorized", "never"} {
+		if err := cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// Lifecycle hooks: postStart runs before the container counts as
 	// started, preStop before it is stopped; a failing postStart kills
 	// the container, which its restart policy brings back.
@@ -684,7 +745,7 @@ func TestAgentRunsPods(t *testing.T) {
 		}
 	}
 	eventually(t, "pods gone", 30*time.Second, func() error {
-		for _, name := range []string{"web", "crash", "warm", "greedy", "port-a", "port-b", "hooked", "bad-hook"} {
+		for _, name := range []string{"web", "crash", "warm", "greedy", "port-a", "port-b", "hooked", "bad-hook", "pulled", "unauthorized", "never"} {
 			if _, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				return fmt.Errorf("%s: %v", name, err)
 			}

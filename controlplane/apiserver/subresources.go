@@ -30,6 +30,8 @@ func toScale(res *Resource, obj runtime.Object) (runtime.Object, error) {
 		replicas, statusReplicas, sel = deref(o.Spec.Replicas), o.Status.Replicas, o.Spec.Selector
 	case *appsv1.ReplicaSet:
 		replicas, statusReplicas, sel = deref(o.Spec.Replicas), o.Status.Replicas, o.Spec.Selector
+	case *appsv1.StatefulSet:
+		replicas, statusReplicas, sel = deref(o.Spec.Replicas), o.Status.Replicas, o.Spec.Selector
 	default:
 		return nil, apierrors.NewNotFound(groupResource(res), "scale")
 	}
@@ -110,6 +112,8 @@ func (s *Server) updateScale(ctx context.Context, req *request, r *http.Request,
 		case *appsv1.Deployment:
 			o.Spec.Replicas = &n
 		case *appsv1.ReplicaSet:
+			o.Spec.Replicas = &n
+		case *appsv1.StatefulSet:
 			o.Spec.Replicas = &n
 		}
 		return s.mergeUpdate(&request{res: req.res, ns: req.ns, name: req.name}, orig, old)

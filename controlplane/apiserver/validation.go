@@ -92,6 +92,8 @@ func validateObject(res *Resource, obj, old runtime.Object) field.ErrorList {
 		if old != nil {
 			errs = append(errs, immutableRoleRef(o.RoleRef, old.(*rbacv1.ClusterRoleBinding).RoleRef)...)
 		}
+	default:
+		errs = append(errs, validateWorkloadKinds(obj, old)...)
 	}
 	return errs
 }

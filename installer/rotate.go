@@ -63,7 +63,7 @@ func RotateCerts(ctx context.Context, o RotateOptions) (*RotateResult, error) {
 	}
 	rot := &rotation{opts: ropts, planned: len(certs)}
 	o.Up.rotation = rot
-	o.Up.Command = "cert rotate"
+	o.Up.Command = "kforge cert rotate"
 	up, err := Up(ctx, o.Up)
 	res.Up = up
 	if rot.done != nil {

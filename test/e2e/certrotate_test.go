@@ -65,9 +65,9 @@ func (e rotateEnv) hostCerts(t *testing.T, host string) (serials map[string]stri
 	return serials, cas
 }
 
-// apiLoad reads and writes through the load balancer every 100 ms until
+// rotateLoad reads and writes through the load balancer every 100 ms until
 // stopped, counting failures.
-type apiLoad struct {
+type rotateLoad struct {
 	ok, failed int
 	errs       []string
 	stop       chan struct{}
@@ -75,7 +75,7 @@ type apiLoad struct {
 	mu         sync.Mutex
 }
 
-func startAPILoad(t *testing.T, kubeconfig string) *apiLoad {
+func startRotateLoad(t *testing.T, kubeconfig string) *rotateLoad {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -86,7 +86,7 @@ func startAPILoad(t *testing.T, kubeconfig string) *apiLoad {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &apiLoad{stop: make(chan struct{}), done: make(chan struct{})}
+	l := &rotateLoad{stop: make(chan struct{}), done: make(chan struct{})}
 	cms := cs.CoreV1().ConfigMaps("default")
 	name := "e2e-rotate-load"
 	_ = cms.Delete(context.Background(), name, metav1.DeleteOptions{})
@@ -125,7 +125,7 @@ func startAPILoad(t *testing.T, kubeconfig string) *apiLoad {
 	return l
 }
 
-func (l *apiLoad) finish() (ok, failed int, errs []string) {
+func (l *rotateLoad) finish() (ok, failed int, errs []string) {
 	close(l.stop)
 	<-l.done
 	l.mu.Lock()
@@ -164,7 +164,7 @@ func testCertRotate(t *testing.T, e rotateEnv) {
 		}
 	}
 
-	load := startAPILoad(t, e.kubeconfig)
+	load := startRotateLoad(t, e.kubeconfig)
 	start := time.Now()
 	out, stderr, err := kforge(t, e.bin, nil, "cert", "rotate", "-f", e.spec)
 	took := time.Since(start)

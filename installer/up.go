@@ -48,6 +48,9 @@ type UpOptions struct {
 	BeforeChanges, After []Phase
 	// Command names the run in its summary; "kforge up" when empty.
 	Command string
+
+	// rotation, set by RotateCerts, adds the reissue and served-certs phases.
+	rotation *rotation
 }
 
 // UpResult is what a run did.
@@ -112,14 +115,17 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		}
 		defer j.Close()
 		env.Journal = j
-		if err := j.Record(JournalRecord{Kind: JournalRunStart, Version: o.Version, OK: true}); err != nil {
+		if err := j.Record(JournalRecord{Kind: JournalRunStart, Command: o.command(), Version: o.Version, OK: true}); err != nil {
 			return nil, err
 		}
 	}
-	cp := &ControlPlane{Env: env, Cluster: o.Cluster, NewProber: o.NewProber}
+	cp := &ControlPlane{Env: env, Cluster: o.Cluster, NewProber: o.NewProber, rotation: o.rotation}
 	defer cp.Close()
 	phases := append([]Phase{&FactsPhase{Env: env}, &PreflightPhase{Env: env, Binary: bin}}, o.BeforeChanges...)
-	phases = append(phases, &UploadBinaryPhase{Env: env, Binary: bin, File: file})
+	// A rotation keeps the deployed binary: it changes certificates only.
+	if o.rotation == nil {
+		phases = append(phases, &UploadBinaryPhase{Env: env, Binary: bin, File: file})
+	}
 	phases = append(phases, cp.Phases()...)
 	m := &Manager{Env: env, Phases: append(phases, o.After...)}
 	err = m.Run(ctx)
@@ -170,6 +176,14 @@ func summaryText(o UpOptions, runHosts []Host, res *UpResult, err error) string 
 	if err != nil {
 		verb = "failed"
 	}
+	if o.rotation != nil {
+		n, what := len(o.rotation.done), "reissued and rolled out"
+		if o.DryRun {
+			n, what = o.rotation.planned, "to reissue and roll out"
+		}
+		return fmt.Sprintf("kforge cert rotate %s in %s on %d hosts: %d leaf certificate(s) %s (%d change(s)).",
+			verb, formatDuration(res.Duration), hosts, n, what, len(res.Changes))
+	}
 	var roles []string
 	for _, r := range Roles {
 		for _, h := range o.Cluster.Spec.Hosts {
@@ -185,6 +199,14 @@ func summaryText(o UpOptions, runHosts []Host, res *UpResult, err error) string 
 	}
 	return fmt.Sprintf("%s %s in %s on %d hosts: binary, PKI, %s (%d change(s)).",
 		cmd, verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes))
+}
+
+// command is the run's command for the journal: "up", "cert rotate", ...
+func (o UpOptions) command() string {
+	if o.Command == "" {
+		return "up"
+	}
+	return strings.TrimPrefix(o.Command, "kforge ")
 }
 
 func usageText(c *v1alpha1.Cluster, kubeconfig string) string {

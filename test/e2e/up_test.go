@@ -491,6 +491,8 @@ func TestUp(t *testing.T) {
 		}
 	})
 
+	t.Run("cert rotate under load", func(t *testing.T) { testCertRotate(t, newRotateEnv(t, bin, dir)) })
+
 	t.Run("node remove and add of a worker", func(t *testing.T) {
 		testNodeOps(t, nodeOpsEnv{
 			workloadEnv: workloadEnv{kubectlBin: kc, kubeconfig: kubeconfig, ssh: func(host, cmd string) (string, error) {

@@ -276,7 +276,7 @@ func TestNodeAddTouchesOnlyTheNewHost(t *testing.T) {
 			t.Errorf("progress lacks %q:\n%s", want, errOut.String())
 		}
 	}
-	if !strings.Contains(out.String(), "kforge node add w2 done") || !strings.Contains(out.String(), "on 1 hosts: binary, PKI, agent, proxy, dns (") {
+	if !strings.Contains(out.String(), "kforge node add w2 done") || !strings.Contains(out.String(), "on 1 hosts: binary, PKI, agent, proxy, dns, ingress (") {
 		t.Errorf("summary: %s", out.String())
 	}
 	data, _ := os.ReadFile(s.c.Path)

@@ -133,7 +133,7 @@ func TestRotateRestartsOnlyWhatCannotReload(t *testing.T) {
 	// etcd, the apiservers, the lb and the agent API reload; the clients
 	// whose kubeconfig changed restart.
 	want := []string{"m1 controller-manager", "m1 scheduler", "m2 controller-manager", "m2 scheduler",
-		"m3 controller-manager", "m3 scheduler", "w1 agent", "w1 dns", "w1 proxy"}
+		"m3 controller-manager", "m3 scheduler", "w1 agent", "w1 dns", "w1 ingress", "w1 proxy"}
 	if got := s.restarts(); !slices.Equal(got, want) {
 		t.Errorf("restarts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}

@@ -172,7 +172,7 @@ func testIngress(t *testing.T, e workloadEnv) {
 		extra := `  - host: api.lab.test
     http:
       paths:
-      - {path: /v1, pathType: Prefix, backend: {service: {name: web-ingress, port: {number: 80}}}}
+      - {path: /index.html, pathType: Exact, backend: {service: {name: web-ingress, port: {number: 80}}}}
 `
 		start := time.Now()
 		e.apply(t, fmt.Sprintf(ingressManifest, b64(certPEM), b64(keyPEM), extra))
@@ -180,9 +180,11 @@ func testIngress(t *testing.T, e workloadEnv) {
 		for _, w := range labWorkers {
 			c := workerClient(w, roots)
 			if msg := eventually(30*time.Second, 20*time.Millisecond, func() string {
-				code, _, err := fetch(c, "http://api.lab.test/v1/")
-				if err != nil || code == 404 {
-					return fmt.Sprintf("via %s: %d %v", w, code, err)
+				// The pods' page, not a 404 (the ingress's own, for a
+				// host it does not route yet).
+				code, body, err := fetch(c, "http://api.lab.test/index.html")
+				if err != nil || code != 200 || !strings.Contains(body, "hello from a configmap") {
+					return fmt.Sprintf("via %s: %d %v %.100q", w, code, err, body)
 				}
 				return ""
 			}); msg != "" {

@@ -7,6 +7,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
@@ -92,6 +93,8 @@ func validateObject(res *Resource, obj, old runtime.Object) field.ErrorList {
 		if old != nil {
 			errs = append(errs, immutableRoleRef(o.RoleRef, old.(*rbacv1.ClusterRoleBinding).RoleRef)...)
 		}
+	case *networkingv1.Ingress:
+		errs = append(errs, validateIngress(o)...)
 	default:
 		errs = append(errs, validateWorkloadKinds(obj, old)...)
 	}

@@ -196,4 +196,3 @@ func fraction(used, capacity int64) float64 {
 	f := float64(used) / float64(capacity)
 	return min(max(f, 0), 1)
 }
-

@@ -26,7 +26,6 @@ import (
 	"kforge.dev/kforge/controlplane/roleconfig"
 )
 
-
 // Scheduler places the pods whose spec.schedulerName is its name onto
 // nodes. Build it with New, then call Run once.
 type Scheduler struct {
@@ -287,4 +286,3 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	s.log.Warn("scheduler running", attrs...)
 	return s.Run(ctx)
 }
-

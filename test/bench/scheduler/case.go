@@ -134,35 +134,45 @@ func runCase(ctx context.Context, o options, c benchCase, variant string) (resul
 	}()
 	f.WaitForCacheSync(watchCtx.Done())
 
-	// The scheduler under test, with the identity `kforge local up` gives
-	// its own (system:kube-scheduler).
-	cfg := scheduler.NewConfig()
-	cfg.SchedulerName = benchScheduler
-	cfg.HealthAddress = ""
-	cfg.LeaderElection.Enabled = false
-	cfg.Kubeconfig = filepath.Join(dir, local.SchedulerKubeconfigFile)
-	kc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
-	if err != nil {
-		return r, err
-	}
-	s, err := scheduler.NewWithRESTConfig(cfg, kc, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return r, err
-	}
-	schedCtx, stopSched := context.WithCancel(ctx)
-	schedDone := make(chan error, 1)
-	go func() { schedDone <- s.Run(schedCtx) }()
-	defer func() {
-		stopSched()
-		<-schedDone
-	}()
-	for !s.Ready() {
-		select {
-		case err := <-schedDone:
-			schedDone <- err
-			return r, fmt.Errorf("scheduler stopped: %v", err)
-		case <-time.After(50 * time.Millisecond):
+	startScheduler := func() (func(), error) {
+		// The scheduler under test, with the identity `kforge local up` gives
+		// its own (system:kube-scheduler).
+		cfg := scheduler.NewConfig()
+		cfg.SchedulerName = benchScheduler
+		cfg.HealthAddress = ""
+		cfg.LeaderElection.Enabled = false
+		cfg.Kubeconfig = filepath.Join(dir, local.SchedulerKubeconfigFile)
+		kc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+		if err != nil {
+			return nil, err
 		}
+		s, err := scheduler.NewWithRESTConfig(cfg, kc, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return nil, err
+		}
+		schedCtx, stopSched := context.WithCancel(ctx)
+		schedDone := make(chan error, 1)
+		go func() { schedDone <- s.Run(schedCtx) }()
+		stop := func() {
+			stopSched()
+			<-schedDone
+		}
+		for !s.Ready() {
+			select {
+			case err := <-schedDone:
+				schedDone <- err
+				return nil, fmt.Errorf("scheduler stopped: %v", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		return stop, nil
+	}
+	if !o.backlog {
+		stop, err := startScheduler()
+		if err != nil {
+			return r, err
+		}
+		defer stop()
 	}
 
 	progress("creating %d pods from %d clients", c.pods, o.creators)
@@ -196,6 +206,15 @@ func runCase(ctx context.Context, o options, c benchCase, variant string) (resul
 		return r, fmt.Errorf("creating pods: %w", createErr)
 	}
 	r.createRate = float64(c.pods) / createdIn.Seconds()
+	if o.backlog {
+		// Every pod waits; the clock starts with the scheduler.
+		stop, err := startScheduler()
+		if err != nil {
+			return r, err
+		}
+		defer stop()
+		start = time.Now()
+	}
 	progress("created in %s; waiting for the binds", createdIn.Round(time.Millisecond))
 	select {
 	case <-allBound:
@@ -215,6 +234,9 @@ func runCase(ctx context.Context, o options, c benchCase, variant string) (resul
 			last = t
 		}
 		if c, ok := created[name]; ok {
+			if c.Before(start) {
+				c = start // backlog: waiting for the scheduler to start is not its latency
+			}
 			lat = append(lat, t.Sub(c))
 		}
 		perNode[nodeOf[name]]++
@@ -316,35 +338,58 @@ func createNode(ctx context.Context, cs kubernetes.Interface, o options, i int) 
 	return nil
 }
 
-// renewLeases keeps the nodes' Leases fresh every 10 s, as agents do, so
-// the node lifecycle controller leaves them Ready.
+// renewLeases keeps the nodes' Leases fresh every 15 s from 10 clients
+// (the node lifecycle controller's grace period is 40 s), updating the
+// objects it holds instead of reading them again.
 func renewLeases(ctx context.Context, cs kubernetes.Interface, n int) {
 	leases := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	held := make([]*coordinationv1.Lease, n)
 	for {
-		for i := range n {
-			name := nodeName(i)
-			now := metav1.NewMicroTime(time.Now())
-			l, err := leases.Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				secs := int32(40)
-				l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
-					Spec: coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &secs, RenewTime: &now}}
-				_, err = leases.Create(ctx, l, metav1.CreateOptions{})
-			} else {
-				l.Spec.RenewTime = &now
-				_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
-			}
-			if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
-				progress("lease %s: %v", name, err)
-			}
-			if ctx.Err() != nil {
-				return
-			}
+		idx := make(chan int)
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range idx {
+					name := nodeName(i)
+					now := metav1.NewMicroTime(time.Now())
+					var l *coordinationv1.Lease
+					var err error
+					if held[i] == nil {
+						secs := int32(40)
+						l, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: corev1.NamespaceNodeLease},
+							Spec: coordinationv1.LeaseSpec{HolderIdentity: &name, LeaseDurationSeconds: &secs, RenewTime: &now}}, metav1.CreateOptions{})
+					} else {
+						held[i].Spec.RenewTime = &now
+						l, err = leases.Update(ctx, held[i], metav1.UpdateOptions{})
+					}
+					if err == nil {
+						held[i] = l
+					} else if ctx.Err() == nil {
+						held[i] = nil
+						if got, gerr := leases.Get(ctx, name, metav1.GetOptions{}); gerr == nil {
+							held[i] = got
+						}
+						if !errors.Is(err, context.Canceled) {
+							progress("lease %s: %v", name, err)
+						}
+					}
+				}
+			}()
 		}
+		for i := range n {
+			if ctx.Err() != nil {
+				break
+			}
+			idx <- i
+		}
+		close(idx)
+		wg.Wait()
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(10 * time.Second):
+		case <-time.After(15 * time.Second):
 		}
 	}
 }

@@ -15,6 +15,10 @@
 //	go run ./test/bench/scheduler -cases 300x2000 -variants plain # one case
 //	go run ./test/bench/scheduler -h
 //
+// With -backlog every pod is created before the scheduler starts, and the
+// rate and latencies count from its start: the scheduler's own throughput,
+// not bounded by how fast the apiserver takes creates.
+//
 // The spread variant gives every group of -group pods (one app label) a
 // topology spread constraint over zones (maxSkew 1, DoNotSchedule) and a
 // required pod anti-affinity on the hostname.

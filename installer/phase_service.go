@@ -33,12 +33,16 @@ func (p *ServicePhase) hosts() []Host {
 }
 
 // ShouldRun is false when the role runs nowhere in this cluster (the lb
-// with an external load balancer).
+// with an external load balancer), or on no host of this run (node add
+// works on the new host alone).
 func (p *ServicePhase) ShouldRun() (bool, string) {
 	if p.Role.Skip != nil {
 		if why := p.Role.Skip(p.cp.Cluster); why != "" {
 			return false, why
 		}
+	}
+	if len(p.hosts()) == 0 {
+		return false, "no host of this run runs it"
 	}
 	return true, ""
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,11 @@ type UpOptions struct {
 	Reporter Reporter
 	// NewProber replaces the health prober that dials the hosts (tests).
 	NewProber func(c *v1alpha1.Cluster, inv *pki.Inventory) (Prober, error)
+	// BeforeChanges run after the preflight checks and before the first
+	// change to a host; After run once everything else has.
+	BeforeChanges, After []Phase
+	// Command names the run in its summary; "kforge up" when empty.
+	Command string
 }
 
 // UpResult is what a run did.
@@ -115,11 +121,10 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	}
 	cp := &ControlPlane{Env: env, Cluster: o.Cluster, NewProber: o.NewProber}
 	defer cp.Close()
-	m := &Manager{Env: env, Phases: append([]Phase{
-		&FactsPhase{Env: env},
-		&PreflightPhase{Env: env, Binary: bin},
-		&UploadBinaryPhase{Env: env, Binary: bin, File: file},
-	}, cp.Phases()...)}
+	phases := append([]Phase{&FactsPhase{Env: env}, &PreflightPhase{Env: env, Binary: bin}}, o.BeforeChanges...)
+	phases = append(phases, &UploadBinaryPhase{Env: env, Binary: bin, File: file})
+	phases = append(phases, cp.Phases()...)
+	m := &Manager{Env: env, Phases: append(phases, o.After...)}
 	err = m.Run(ctx)
 	res := &UpResult{Changes: gate.Changes(), Duration: time.Since(start)}
 	if err == nil && !o.DryRun && o.Cluster.Path != "" {
@@ -132,7 +137,7 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		}
 		_ = env.Journal.Record(rec)
 	}
-	summary := summaryText(o, len(hosts), res, err)
+	summary := summaryText(o, hosts, res, err)
 	if res.Kubeconfig != "" {
 		summary += "\n\n" + usageText(o.Cluster, res.Kubeconfig)
 	}
@@ -159,7 +164,8 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	return res, err
 }
 
-func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
+func summaryText(o UpOptions, runHosts []Host, res *UpResult, err error) string {
+	hosts := len(runHosts)
 	verb := "done"
 	if o.DryRun {
 		verb = "dry run done"
@@ -167,12 +173,21 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 	if err != nil {
 		verb = "failed"
 	}
-	roles := make([]string, len(Roles))
-	for i, r := range Roles {
-		roles[i] = r.Name
+	var roles []string
+	for _, r := range Roles {
+		for _, h := range o.Cluster.Spec.Hosts {
+			if r.RunsOn(o.Cluster, h) && slices.ContainsFunc(runHosts, func(rh Host) bool { return rh.Name() == h.Name }) {
+				roles = append(roles, r.Name)
+				break
+			}
+		}
 	}
-	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
-		verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
+	cmd := o.Command
+	if cmd == "" {
+		cmd = "kforge up"
+	}
+	return fmt.Sprintf("%s %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
+		cmd, verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
 }
 
 func usageText(c *v1alpha1.Cluster, kubeconfig string) string {

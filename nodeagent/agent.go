@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -86,6 +87,12 @@ type Agent struct {
 	nodeReady      atomic.Bool
 	ready          atomic.Bool
 
+	// Admission (admit.go): the pods admitted to run here, and the
+	// allocatable last reported.
+	admitMu     sync.Mutex
+	admitted    map[types.UID]bool
+	allocatable atomic.Value // corev1.ResourceList
+
 	mu         sync.Mutex
 	pullErrors map[string]int // image → failed attempts in a row, for ImagePullBackOff
 	readySeen  map[string]bool
@@ -144,6 +151,7 @@ func newAgent(cfg *Config, kc *rest.Config, log *slog.Logger, o options) (*Agent
 		registry:   prometheus.NewRegistry(),
 		pullErrors: map[string]int{},
 		readySeen:  map[string]bool{},
+		admitted:   map[types.UID]bool{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](syncBackoffMin, syncBackoffMax),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agent-pods"}),

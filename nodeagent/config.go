@@ -25,13 +25,16 @@ const DefaultConfigPath = "/etc/kforge/agent.yaml"
 
 // Defaults applied by NewConfig.
 const (
-	DefaultContainerdSocket  = "/run/containerd/containerd.sock"
-	DefaultContainerdNS      = "k8s.io"
-	DefaultSnapshotter       = "overlayfs"
-	DefaultRootDir           = "/var/lib/kforge/agent"
-	DefaultRunDir            = "/run/kforge/agent"
-	DefaultPodLogDir         = "/var/log/pods"
-	DefaultImageDir          = "/var/lib/kforge/images"
+	DefaultContainerdSocket = "/run/containerd/containerd.sock"
+	DefaultContainerdNS     = "k8s.io"
+	DefaultSnapshotter      = "overlayfs"
+	DefaultRootDir          = "/var/lib/kforge/agent"
+	DefaultRunDir           = "/run/kforge/agent"
+	DefaultPodLogDir        = "/var/log/pods"
+	DefaultImageDir         = "/var/lib/kforge/images"
+	// DefaultRegistryConfigDir is containerd's own registry host
+	// configuration (HOST/hosts.toml: mirrors, plain HTTP, CAs).
+	DefaultRegistryConfigDir = "/etc/containerd/certs.d"
 	DefaultCNIConfDir        = "/etc/cni/net.d"
 	DefaultCNIBridge         = "cni0"
 	DefaultClusterDomain     = "cluster.local"
@@ -115,6 +118,11 @@ type Config struct {
 	// ImageDir holds OCI image archives (*.tar) imported when a pod needs
 	// an image containerd does not have.
 	ImageDir string `yaml:"imageDir" json:"imageDir"`
+	// RegistryConfigDir holds per-registry host configuration in
+	// containerd's hosts.toml layout (REGISTRY/hosts.toml and
+	// certificates), read when the agent pulls an image. A registry with
+	// no folder is reached over HTTPS (plain HTTP for localhost:PORT).
+	RegistryConfigDir string `yaml:"registryConfigDir" json:"registryConfigDir"`
 
 	// HealthAddress is host:port of a plain-HTTP listener serving
 	// /healthz, /readyz and /metrics; empty disables it.
@@ -223,6 +231,7 @@ func NewConfig() *Config {
 		RunDir:               DefaultRunDir,
 		PodLogDir:            DefaultPodLogDir,
 		ImageDir:             DefaultImageDir,
+		RegistryConfigDir:    DefaultRegistryConfigDir,
 		HealthAddress:        DefaultHealthAddress,
 		Server:               Server{Address: DefaultServerAddress},
 		ContainerLogMaxSize:  DefaultContainerLogMaxSize,
@@ -373,6 +382,7 @@ func (c *Config) Validate() field.ErrorList {
 	}
 	for _, d := range []struct{ field, path string }{
 		{"rootDir", c.RootDir}, {"runDir", c.RunDir}, {"podLogDir", c.PodLogDir}, {"imageDir", c.ImageDir},
+		{"registryConfigDir", c.RegistryConfigDir},
 	} {
 		if d.path == "" || !filepath.IsAbs(d.path) {
 			add(d.field, "must be an absolute path, not %q", d.path)

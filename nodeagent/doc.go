@@ -28,17 +28,24 @@
 //     Secret keys, the downward API, envFrom, the service variables),
 //     securityContext basics and the cgroup limits the host can enforce,
 //     restart policy with crash-loop backoff (10 s doubling to 5 min),
-//     exec/httpGet/tcpSocket probes, graceful termination, and pod status
+//     exec/httpGet/tcpSocket probes, postStart and preStop hooks (exec,
+//     httpGet, sleep; hooks.go), graceful termination, and pod status
 //     through pods/status; a deleted pod is stopped, detached (CNI DEL)
 //     and then deleted with grace 0;
+//   - admission before a pod first runs (admit.go), as the kubelet's: its
+//     requests against the allocatable left by the pods admitted before
+//     it, the pod count, and host ports; a pod that does not fit is failed
+//     with OutOfcpu, OutOfmemory, OutOfpods or NodePorts and never run;
 //   - restart safety: every container carries labels naming its pod,
 //     container and attempt, and each pod's sandbox is recorded in its
 //     folder, so a restarted agent adopts running containers and removes
 //     those whose pod is gone; Cleanup (kforge agent cleanup, run by
 //     kforge reset) removes every pod and the pod network.
 //
-// Images come from containerd or from OCI archives in imageDir, imported
-// on demand; nothing is pulled from a registry.
+// Images (images.go) come by the container's imagePullPolicy from
+// containerd, from OCI archives in imageDir imported on demand, or from
+// their registry through containerd's client, with containerd's hosts.toml
+// registry configuration (registryConfigDir) and the pod's pull secrets.
 //
 // The agent holds each container's stdio (containerio.go): containerd
 // hands stdout and stderr over FIFOs in runDir/fifo, and the agent writes
@@ -57,7 +64,6 @@
 // port-forwards by dialing 127.0.0.1:PORT inside the pod's network
 // namespace.
 //
-// Not here yet: registry pulls, hostPort checks and
-// admission (OutOfcpu), and preStop/postStart hooks. The node-local
-// apiserver load balancer (apiServerProxy) is the lb package, embedded.
+// The node-local apiserver load balancer (apiServerProxy) is the lb
+// package, embedded.
 package nodeagent

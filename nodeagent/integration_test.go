@@ -3,12 +3,14 @@ package nodeagent
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -344,6 +347,7 @@ func TestAgentRunsPods(t *testing.T) {
 	cfg.RunDir = filepath.Join(dir, "run")
 	cfg.PodLogDir = filepath.Join(dir, "logs")
 	cfg.ImageDir = images
+	cfg.RegistryConfigDir = filepath.Join(dir, "certs.d")
 	cfg.HealthAddress = "127.0.0.1:0"
 	cfg.Reserved = map[string]string{"cpu": "100m", "memory": "64Mi"}
 	cfg.Version = "v1.37.0-kforge-test"
@@ -534,6 +538,177 @@ func TestAgentRunsPods(t *testing.T) {
 		t.Fatalf("after an agent restart: %+v, ready %v", cs, isReady(&p.Status))
 	}
 
+	// Admission: a pod bound by name that asks for more CPU than the node
+	// has, and one wanting a host port another pod holds, are failed as
+	// the kubelet fails them, and never run.
+	hostPort := func(name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: itNode, TerminationGracePeriodSeconds: &grace,
+				Containers: []corev1.Container{{Name: "c", Image: itImage, Command: []string{"sleep", "3600"},
+					Ports: []corev1.ContainerPort{{ContainerPort: 9000, HostPort: 18081}}}}}}
+	}
+	greedy := hostPort("greedy")
+	greedy.Spec.Containers[0].Ports = nil
+	greedy.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1000")}
+	admission := map[string]string{"greedy": "OutOfcpu", "port-b": "NodePorts"}
+	var rejectedUIDs []types.UID
+	for _, p := range []*corev1.Pod{greedy, hostPort("port-a"), hostPort("port-b")} {
+		c, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if admission[p.Name] != "" {
+			rejectedUIDs = append(rejectedUIDs, c.UID)
+		}
+		if p.Name == "port-a" { // admitted before port-b is created
+			eventually(t, "pod port-a running", itWaitLong, func() error {
+				p, err := cs.CoreV1().Pods("default").Get(ctx, "port-a", metav1.GetOptions{})
+				if err != nil || p.Status.Phase != corev1.PodRunning {
+					return fmt.Errorf("port-a: %v %v", err, p.Status.Phase)
+				}
+				return nil
+			})
+		}
+	}
+	for name, reason := range admission {
+		eventually(t, "pod "+name+" rejected", 30*time.Second, func() error {
+			p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if p.Status.Phase != corev1.PodFailed || p.Status.Reason != reason || !strings.HasPrefix(p.Status.Message, "Pod was rejected: ") {
+				return fmt.Errorf("phase %s reason %q message %q", p.Status.Phase, p.Status.Reason, p.Status.Message)
+			}
+			return nil
+		})
+	}
+	for _, uid := range rejectedUIDs {
+		if n := containersOf(t, sock, string(uid)); n != 0 {
+			t.Errorf("rejected pod %s: %d containers made", uid, n)
+		}
+	}
+	for _, name := range []string{"greedy", "port-a", "port-b"} {
+		if err := cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Images from a registry (plain HTTP on localhost, basic auth): a pod
+	// whose pull secret has the credentials pulls and runs; without them
+	// the pull fails (ErrImagePull, then ImagePullBackOff); an absent
+	// image with policy Never is ErrImageNeverPull, and nothing is pulled.
+	regHost := startRegistry(t, archive.Bytes(), "test/busybox:pulled", "puller", "s3cret")
+	dockerCfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, regHost, base64.StdEncoding.EncodeToString([]byte("puller:s3cret")))
+	if _, err := cs.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "regcred"},
+		Type: corev1.SecretTypeDockerConfigJson, Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(dockerCfg)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	imagePod := func(name, image string, policy corev1.PullPolicy, secret string) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: itNode, TerminationGracePeriodSeconds: &grace,
+				Containers: []corev1.Container{{Name: "c", Image: image, ImagePullPolicy: policy, Command: []string{"sleep", "3600"}}}}}
+		if secret != "" {
+			p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: secret}}
+		}
+		return p
+	}
+	for _, p := range []*corev1.Pod{
+		imagePod("pulled", regHost+"/test/busybox:pulled", corev1.PullAlways, "regcred"),
+		imagePod("unauthorized", regHost+"/test/busybox:pulled", corev1.PullAlways, ""),
+		imagePod("never", regHost+"/test/absent:1", corev1.PullNever, ""),
+	} {
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "pod pulled running from the registry", itWaitLong, func() error {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "pulled", metav1.GetOptions{})
+		if err != nil || p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("pulled: %v %v %+v", err, p.Status.Phase, p.Status.ContainerStatuses)
+		}
+		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=pulled,reason=Pulled"})
+		if err != nil || len(evs.Items) == 0 || !strings.Contains(evs.Items[0].Message, "Successfully pulled image") {
+			return fmt.Errorf("no Pulled event saying it was pulled (%v): %+v", err, evs)
+		}
+		return nil
+	})
+	for name, reasons := range map[string][]string{"unauthorized": {"ErrImagePull", "ImagePullBackOff"}, "never": {"ErrImageNeverPull"}} {
+		eventually(t, "pod "+name+" waiting on its image", 40*time.Second, func() error {
+			p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].State.Waiting == nil ||
+				!slices.Contains(reasons, p.Status.ContainerStatuses[0].State.Waiting.Reason) {
+				return fmt.Errorf("%s: %+v", name, p.Status.ContainerStatuses)
+			}
+			return nil
+		})
+	}
+	for _, name := range []string{"pulled", "unauthorized", "never"} {
+		if err := cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Lifecycle hooks: postStart runs before the container counts as
+	// started, preStop before it is stopped; a failing postStart kills
+	// the container, which its restart policy brings back.
+	hookDir := filepath.Join(dir, "hooks")
+	if err := os.MkdirAll(hookDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hooked := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "hooked", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: itNode, TerminationGracePeriodSeconds: &grace,
+			Volumes: []corev1.Volume{{Name: "hooks", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: hookDir}}}},
+			Containers: []corev1.Container{{Name: "c", Image: itImage, Command: []string{"sleep", "3600"},
+				VolumeMounts: []corev1.VolumeMount{{Name: "hooks", MountPath: "/hooks"}},
+				Lifecycle: &corev1.Lifecycle{
+					PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo post > /hooks/post"}}},
+					PreStop:   &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo pre > /hooks/pre"}}},
+				}}}}}
+	badHook := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bad-hook", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: itNode, TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{Name: "c", Image: itImage, Command: []string{"sleep", "3600"},
+				Lifecycle: &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"false"}}}}}}}}
+	for _, p := range []*corev1.Pod{hooked, badHook} {
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "pod hooked running, its postStart hook run", itWaitLong, func() error {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "hooked", metav1.GetOptions{})
+		if err != nil || p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("hooked: %v %v", err, p.Status.Phase)
+		}
+		if b, err := os.ReadFile(filepath.Join(hookDir, "post")); err != nil || string(b) != "post\n" {
+			return fmt.Errorf("postStart wrote %q (%v)", b, err)
+		}
+		return nil
+	})
+	eventually(t, "pod bad-hook's container killed and restarted", 40*time.Second, func() error {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "bad-hook", metav1.GetOptions{})
+		if err != nil || len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].RestartCount < 1 {
+			return fmt.Errorf("bad-hook: %v %+v", err, p.Status.ContainerStatuses)
+		}
+		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=bad-hook,reason=FailedPostStartHook"})
+		if err != nil || len(evs.Items) == 0 {
+			return fmt.Errorf("no FailedPostStartHook event (%v)", err)
+		}
+		return nil
+	})
+	for _, name := range []string{"hooked", "bad-hook"} {
+		if err := cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "pod hooked's preStop hook run", 30*time.Second, func() error {
+		if b, err := os.ReadFile(filepath.Join(hookDir, "pre")); err != nil || string(b) != "pre\n" {
+			return fmt.Errorf("preStop wrote %q (%v)", b, err)
+		}
+		return nil
+	})
+
 	// A container that exits is restarted after the backoff, its last run
 	// in lastState.
 	crash := &corev1.Pod{
@@ -570,14 +745,14 @@ func TestAgentRunsPods(t *testing.T) {
 		}
 	}
 	eventually(t, "pods gone", 30*time.Second, func() error {
-		for _, name := range []string{"web", "crash", "warm"} {
+		for _, name := range []string{"web", "crash", "warm", "greedy", "port-a", "port-b", "hooked", "bad-hook", "pulled", "unauthorized", "never"} {
 			if _, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				return fmt.Errorf("%s: %v", name, err)
 			}
 		}
 		return nil
 	})
-	t.Logf("3 pods deleted → gone in %s (grace period 2s; httpd and sleep ignore SIGTERM as PID 1)", time.Since(start).Round(time.Millisecond))
+	t.Logf("the pods deleted → gone in %s (grace period 2s; httpd and sleep ignore SIGTERM as PID 1)", time.Since(start).Round(time.Millisecond))
 	for _, uid := range []string{string(created.UID), string(crashed.UID), string(warmCreated.UID)} {
 		if n := containersOf(t, sock, uid); n != 0 {
 			t.Errorf("pod %s: %d containers left in containerd", uid, n)

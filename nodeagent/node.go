@@ -205,6 +205,7 @@ func (a *Agent) updateNodeStatus(ctx context.Context) error {
 	now := time.Now()
 	st := nodeStatus(a.cfg, readHost(a.cfg.RootDir), rv, rerr, a.net.ready(), a.version, &n.Status, now)
 	a.nodeReady.Store(rerr == nil && a.net.ready())
+	a.allocatable.Store(st.Allocatable)
 	if !statusWorthWriting(&n.Status, &st, a.cfg.StatusReportInterval, now) {
 		return nil
 	}

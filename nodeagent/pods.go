@@ -63,6 +63,9 @@ func (a *Agent) syncPod(ctx context.Context, key string) (err error) {
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return a.finishPod(ctx, pod)
 	}
+	if r := a.admitPod(pod); r != nil {
+		return a.rejectPod(ctx, pod, r)
+	}
 	return a.runPod(ctx, key, pod)
 }
 
@@ -208,7 +211,7 @@ func (a *Agent) terminatePod(ctx context.Context, pod *corev1.Pod) error {
 			a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Killing", "Kill", "Stopping container %s", r.Name)
 		}
 	}
-	if err := a.stopAll(ctx, recs, grace); err != nil {
+	if err := a.stopWithHooks(ctx, pod, recs, grace); err != nil {
 		return err
 	}
 	if recs, err = a.rt.listContainers(ctx, string(pod.UID)); err != nil {
@@ -328,7 +331,7 @@ func (a *Agent) runPod(ctx context.Context, key string, pod *corev1.Pod) error {
 				if a.probes.livenessFailed(latest.ID) {
 					a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Killing", "Kill", "Container %s failed liveness probe, will be restarted", c.Name)
 					a.probes.removeContainer(latest.ID)
-					if err := a.rt.stop(ctx, latest.ID, podGrace(pod)); err != nil {
+					if err := a.stopContainer(ctx, pod, latest, podGrace(pod)); err != nil {
 						errs = append(errs, err)
 					}
 					a.queue.Add(key)
@@ -491,8 +494,21 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, sb *sandbox
 	if latest != nil {
 		attempt = latest.Attempt + 1
 	}
-	img, err := a.rt.ensureImage(ctx, c.Image)
+	policy := pullPolicy(c)
+	pullStart := time.Now()
+	img, pulled, err := a.rt.ensureImage(ctx, c.Image, policy, pullSecretCredentials(pod, func(ns, name string) (*corev1.Secret, error) {
+		return a.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	}), pullSecretsKey(pod), func() {
+		pullStart = time.Now()
+		a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Pulling", "Pull", "Pulling image %q", c.Image)
+	})
 	if err != nil {
+		if policy == corev1.PullNever && errors.Is(err, errImageMissing) {
+			msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)
+			waiting[wkey] = &corev1.ContainerStateWaiting{Reason: "ErrImageNeverPull", Message: msg}
+			a.recorder.Eventf(pod, nil, corev1.EventTypeWarning, "ErrImageNeverPull", "Pull", "%s", msg)
+			return nil // retried on the pod's requeue, not an agent error
+		}
 		a.mu.Lock()
 		a.pullErrors[c.Image]++
 		n := a.pullErrors[c.Image]
@@ -503,15 +519,16 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, sb *sandbox
 		}
 		waiting[wkey] = &corev1.ContainerStateWaiting{Reason: reason, Message: err.Error()}
 		a.recorder.Eventf(pod, nil, corev1.EventTypeWarning, "Failed", "Pull", "Failed to pull image %q: %v", c.Image, err)
-		if errors.Is(err, errImageMissing) {
-			return nil // retried on the pod's requeue, not an agent error
-		}
-		return err
+		return nil // retried on the pod's requeue (5 s), not an agent error
 	}
 	a.mu.Lock()
 	delete(a.pullErrors, c.Image)
 	a.mu.Unlock()
-	a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Pulled", "Pull", "Container image %q already present on machine", c.Image)
+	if pulled {
+		a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Pulled", "Pull", "Successfully pulled image %q in %s", c.Image, time.Since(pullStart).Round(time.Millisecond))
+	} else {
+		a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Pulled", "Pull", "Container image %q already present on machine", c.Image)
+	}
 
 	opts, err := a.containerSpec(ctx, pod, sb, c, img, volumes)
 	if err != nil {
@@ -551,6 +568,9 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, sb *sandbox
 	a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Created", "CreateContainer", "Created container %s", c.Name)
 	a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Started", "StartContainer", "Started container %s", c.Name)
 	if !init && rec.State == stateRunning {
+		if err := a.postStart(ctx, pod, c, rec.ID, sb); err != nil {
+			return nil // the event says why; the restart policy decides what follows
+		}
 		a.probes.ensure(pod, c, rec.ID, sb)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -274,9 +275,24 @@ func dialPod(ctx context.Context, sb *sandbox, addr string, timeout time.Duratio
 // httpProbe is upstream's HTTP check: any status from 200 to 399 passes;
 // TLS is not verified.
 func httpProbe(ctx context.Context, g *corev1.HTTPGetAction, timeout time.Duration, c *corev1.Container, sb *sandbox) (bool, string) {
-	port, err := probePort(g.Port, c)
+	code, err := httpGetPod(ctx, g, timeout, c, sb, "kube-probe/1.37")
 	if err != nil {
 		return false, err.Error()
+	}
+	if code >= 200 && code < 400 {
+		return true, ""
+	}
+	return false, fmt.Sprintf("HTTP probe failed with statuscode: %d", code)
+}
+
+// httpGetPod sends the GET of a probe or lifecycle hook to the pod (its
+// address unless g names a host), from inside its network namespace, and
+// returns the status code. Redirects are not followed; TLS is not
+// verified, as upstream's probes do not check a pod's certificate.
+func httpGetPod(ctx context.Context, g *corev1.HTTPGetAction, timeout time.Duration, c *corev1.Container, sb *sandbox, userAgent string) (int, error) {
+	port, err := probePort(g.Port, c)
+	if err != nil {
+		return 0, err
 	}
 	host := g.Host
 	if host == "" {
@@ -306,9 +322,9 @@ func httpProbe(ctx context.Context, g *corev1.HTTPGetAction, timeout time.Durati
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return false, err.Error()
+		return 0, err
 	}
-	req.Header.Set("User-Agent", "kube-probe/1.37")
+	req.Header.Set("User-Agent", userAgent)
 	for _, h := range g.HTTPHeaders {
 		if strings.EqualFold(h.Name, "host") {
 			req.Host = h.Value
@@ -318,11 +334,9 @@ func httpProbe(ctx context.Context, g *corev1.HTTPGetAction, timeout time.Durati
 	}
 	resp, err := cl.Do(req)
 	if err != nil {
-		return false, err.Error()
+		return 0, err
 	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 10<<10))
 	resp.Body.Close()
-	if resp.StatusCode >= 200 && resp.StatusCode < 400 {
-		return true, ""
-	}
-	return false, fmt.Sprintf("HTTP probe failed with statuscode: %d", resp.StatusCode)
+	return resp.StatusCode, nil
 }

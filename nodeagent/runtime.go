@@ -19,7 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
-	"github.com/distribution/reference"
+	"golang.org/x/sync/singleflight"
 )
 
 // Labels on every containerd container the agent makes. They are the
@@ -47,11 +47,13 @@ type runtime struct {
 	c           *client.Client
 	snapshotter string
 	imageDir    string
+	registryDir string
 	fifoDir     string
 	log         *slog.Logger
 
 	importMu sync.Mutex
 	imported map[string]time.Time // archive path → modification time imported
+	pulls    singleflight.Group   // one pull per image at a time
 
 	// Container stdio (containerio.go).
 	logMaxBytes int64
@@ -69,7 +71,7 @@ func newRuntime(cfg *Config, log *slog.Logger) (*runtime, error) {
 		return nil, fmt.Errorf("containerd %s: %w", cfg.Containerd.Socket, err)
 	}
 	return &runtime{
-		c: c, snapshotter: cfg.Containerd.Snapshotter, imageDir: cfg.ImageDir,
+		c: c, snapshotter: cfg.Containerd.Snapshotter, imageDir: cfg.ImageDir, registryDir: cfg.RegistryConfigDir,
 		fifoDir: filepath.Join(cfg.RunDir, "fifo"), log: log, imported: map[string]time.Time{},
 		logMaxBytes: cfg.containerLogMaxBytes(), logMaxFiles: cfg.ContainerLogMaxFiles, ios: map[string]*containerIO{},
 		reattaching: map[string]bool{},
@@ -83,51 +85,6 @@ func (r *runtime) version(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return v.Version, nil
-}
-
-// normalizeImage turns "busybox" into "docker.io/library/busybox:latest",
-// the name containerd stores images under.
-func normalizeImage(ref string) (string, error) {
-	n, err := reference.ParseDockerRef(ref)
-	if err != nil {
-		return "", err
-	}
-	return n.String(), nil
-}
-
-// errImageMissing is an image neither containerd nor the archives have.
-var errImageMissing = errors.New("image not found")
-
-// ensureImage returns the image, unpacked, importing the archives in the
-// image folder when containerd does not have it.
-func (r *runtime) ensureImage(ctx context.Context, ref string) (client.Image, error) {
-	name, err := normalizeImage(ref)
-	if err != nil {
-		return nil, fmt.Errorf("image %q: %w", ref, err)
-	}
-	img, err := r.c.GetImage(ctx, name)
-	if errdefs.IsNotFound(err) {
-		if ierr := r.importArchives(ctx); ierr != nil {
-			r.log.Warn("importing image archives", "dir", r.imageDir, "err", ierr)
-		}
-		img, err = r.c.GetImage(ctx, name)
-	}
-	if errdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("%w: %s is not in containerd nor in an archive in %s", errImageMissing, name, r.imageDir)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", name, err)
-	}
-	ok, err := img.IsUnpacked(ctx, r.snapshotter)
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", name, err)
-	}
-	if !ok {
-		if err := img.Unpack(ctx, r.snapshotter); err != nil {
-			return nil, fmt.Errorf("image %s: unpacking: %w", name, err)
-		}
-	}
-	return img, nil
 }
 
 // importArchives imports every *.tar in the image folder not imported

@@ -57,6 +57,8 @@ func (s *Server) prepareForCreate(ctx context.Context, res *Resource, obj runtim
 		defaultSubjects(o.Subjects)
 	case *rbacv1.ClusterRoleBinding:
 		defaultSubjects(o.Subjects)
+	default:
+		defaultWorkloadKinds(obj, nil)
 	}
 	return nil
 }
@@ -130,6 +132,8 @@ func (s *Server) prepareForUpdate(ctx context.Context, res *Resource, obj, old r
 		defaultSubjects(o.Subjects)
 	case *rbacv1.ClusterRoleBinding:
 		defaultSubjects(o.Subjects)
+	default:
+		defaultWorkloadKinds(obj, old)
 	}
 	return nil
 }
@@ -254,7 +258,8 @@ func setNamespaceNameLabel(ns *corev1.Namespace) {
 // ingresses (not for config, namespaces, nodes or services).
 func tracksGeneration(res *Resource) bool {
 	switch res.Group + "/" + res.Kind {
-	case "/Pod", "apps/Deployment", "apps/ReplicaSet", "apps/DaemonSet", "networking.k8s.io/Ingress":
+	case "/Pod", "apps/Deployment", "apps/ReplicaSet", "apps/DaemonSet", "networking.k8s.io/Ingress",
+		"batch/Job", "batch/CronJob", "apps/StatefulSet", "policy/PodDisruptionBudget":
 		return true
 	}
 	return false

@@ -2,16 +2,19 @@ package apiserver
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -171,6 +174,15 @@ func DefaultResources() []*Resource {
 			Subresources: []string{"status"}, New: newOf[appsv1.DaemonSet](), NewList: newOf[appsv1.DaemonSetList]()},
 		{Group: "apps", Version: "v1", Kind: "ControllerRevision", Plural: "controllerrevisions", Namespaced: true,
 			New: newOf[appsv1.ControllerRevision](), NewList: newOf[appsv1.ControllerRevisionList]()},
+		{Group: "batch", Version: "v1", Kind: "Job", Plural: "jobs", Categories: all, Namespaced: true,
+			Subresources: []string{"status"}, New: newOf[batchv1.Job](), NewList: newOf[batchv1.JobList](),
+			Fields: func(o runtime.Object) fields.Set {
+				return fields.Set{"status.successful": fmt.Sprint(o.(*batchv1.Job).Status.Succeeded)}
+			}},
+		{Group: "batch", Version: "v1", Kind: "CronJob", Plural: "cronjobs", ShortNames: []string{"cj"}, Categories: all, Namespaced: true,
+			Subresources: []string{"status"}, New: newOf[batchv1.CronJob](), NewList: newOf[batchv1.CronJobList]()},
+		{Group: "policy", Version: "v1", Kind: "PodDisruptionBudget", Plural: "poddisruptionbudgets", ShortNames: []string{"pdb"}, Namespaced: true,
+			Subresources: []string{"status"}, New: newOf[policyv1.PodDisruptionBudget](), NewList: newOf[policyv1.PodDisruptionBudgetList]()},
 		{Group: "networking.k8s.io", Version: "v1", Kind: "Ingress", Plural: "ingresses", ShortNames: []string{"ing"}, Namespaced: true,
 			Subresources: []string{"status"}, New: newOf[networkingv1.Ingress](), NewList: newOf[networkingv1.IngressList]()},
 		{Group: "networking.k8s.io", Version: "v1", Kind: "IngressClass", Plural: "ingressclasses",

@@ -493,6 +493,9 @@ func columnsFor(res *Resource) []column {
 	if c, ok := tableColumns[res.Group+"/"+res.Kind]; ok {
 		return c
 	}
+	if c, ok := workloadColumns[res.Group+"/"+res.Kind]; ok {
+		return c
+	}
 	return []column{nameCol, ageCol}
 }
 

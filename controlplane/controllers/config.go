@@ -31,6 +31,10 @@ const (
 	NameNodeIPAM         = "nodeipam"
 	NameNodeLifecycle    = "nodelifecycle"
 	NameDaemonSet        = "daemonset"
+	NameJob              = "job"
+	NameTTLAfterFinished = "ttl-after-finished"
+	NameCronJob          = "cronjob"
+	NameDisruption       = "disruption"
 	// NameRootCACertPublisher keeps kube-root-ca.crt in every namespace.
 	NameRootCACertPublisher = "root-ca-cert-publisher"
 	// NameClusterRoleAggregation fills aggregated ClusterRoles.
@@ -41,7 +45,8 @@ const (
 var AllControllers = []string{
 	NameReplicaSet, NameDeployment, NameEndpoints,
 	NameServiceAccount, NameGarbageCollector, NameNamespace, NameNodeIPAM,
-	NameNodeLifecycle, NameDaemonSet,
+	NameNodeLifecycle, NameDaemonSet, NameJob, NameTTLAfterFinished, NameCronJob,
+	NameDisruption,
 	NameRootCACertPublisher, NameClusterRoleAggregation,
 }
 

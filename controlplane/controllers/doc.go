@@ -23,7 +23,13 @@
 // the DaemonSet controller
 // (a pod per eligible node with the daemon tolerations and node-name
 // affinity, templates as ControllerRevisions, RollingUpdate within
-// maxUnavailable or maxSurge, OnDelete) and the node lifecycle controller
+// maxUnavailable or maxSurge, OnDelete), the Job controller (pods to
+// completions with the job-tracking finalizer, backoffLimit,
+// activeDeadlineSeconds, suspend, Indexed mode), the ttl-after-finished
+// controller, the CronJob controller (Jobs on a cron schedule in a time
+// zone, concurrency policies, history limits), the disruption controller
+// (PodDisruptionBudget status that the eviction subresource reads) and
+// the node lifecycle controller
 // (a node whose Lease and Ready heartbeat stand still for
 // nodeMonitorGracePeriod turns Unknown; taints follow the conditions and
 // spec.unschedulable; a NoExecute taint manager deletes the pods that do

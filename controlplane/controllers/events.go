@@ -12,6 +12,8 @@ const (
 	reporterDeployment    = "deployment-controller"
 	reporterDaemonSet     = "daemonset-controller"
 	reporterNodeLifecycle = "node-controller"
+	reporterJob           = "job-controller"
+	reporterCronJob       = "cronjob-controller"
 )
 
 // noEvents drops every event: controllers built outside a Manager (unit

@@ -38,10 +38,10 @@ type gcKind struct {
 
 // GarbageCollector deletes dependents whose owners are all gone
 // (background propagation) and releases the dependents of owners deleted
-// with the orphan finalizer. It knows Pods, ReplicaSets, EndpointSlices
-// and ControllerRevisions as dependents and Deployments, ReplicaSets,
-// Services and DaemonSets as owners; an owner of any other kind is taken
-// to exist.
+// with the orphan finalizer. It knows Pods, ReplicaSets, EndpointSlices,
+// ControllerRevisions and Jobs as dependents and Deployments,
+// ReplicaSets, Services, DaemonSets, Jobs and CronJobs as owners; an
+// owner of any other kind is taken to exist.
 //
 // Queue keys are "dep|RESOURCE|NS/NAME" (check a dependent) and
 // "orphan|RESOURCE|NS/NAME" (release an owner's dependents).
@@ -132,11 +132,32 @@ func NewGarbageCollector(client kubernetes.Interface, f informers.SharedInformer
 		delete: func(ctx context.Context, ns, n string, o metav1.DeleteOptions) error {
 			return client.AppsV1().ControllerRevisions(ns).Delete(ctx, n, o)
 		}}
-	c.dependents = []*gcKind{pods, rss, eps, revs}
-	c.owners = []*gcKind{deps, rss, svcs, dss}
+	jobs := &gcKind{resource: "jobs", apiVersion: "batch/v1", kind: "Job", informer: f.Batch().V1().Jobs().Informer(),
+		get: func(ctx context.Context, ns, n string) (runtime.Object, error) {
+			return client.BatchV1().Jobs(ns).Get(ctx, n, metav1.GetOptions{})
+		},
+		update: func(ctx context.Context, o runtime.Object) error {
+			j := o.(*jobT)
+			_, err := client.BatchV1().Jobs(j.Namespace).Update(ctx, j, metav1.UpdateOptions{})
+			return err
+		},
+		delete: func(ctx context.Context, ns, n string, o metav1.DeleteOptions) error {
+			return client.BatchV1().Jobs(ns).Delete(ctx, n, o)
+		}}
+	cjs := &gcKind{resource: "cronjobs", apiVersion: "batch/v1", kind: "CronJob", informer: f.Batch().V1().CronJobs().Informer(),
+		get: func(ctx context.Context, ns, n string) (runtime.Object, error) {
+			return client.BatchV1().CronJobs(ns).Get(ctx, n, metav1.GetOptions{})
+		},
+		update: func(ctx context.Context, o runtime.Object) error {
+			cj := o.(*cronJobT)
+			_, err := client.BatchV1().CronJobs(cj.Namespace).Update(ctx, cj, metav1.UpdateOptions{})
+			return err
+		}}
+	c.dependents = []*gcKind{pods, rss, eps, revs, jobs}
+	c.owners = []*gcKind{deps, rss, svcs, dss, jobs, cjs}
 
 	var synced []cache.InformerSynced
-	for _, k := range []*gcKind{pods, rss, eps, deps, svcs, dss, revs} {
+	for _, k := range []*gcKind{pods, rss, eps, deps, svcs, dss, revs, jobs, cjs} {
 		synced = append(synced, k.informer.HasSynced)
 	}
 	c.loop = newLoop(NameGarbageCollector, log, m, c.sync, synced...)

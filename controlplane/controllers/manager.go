@@ -204,6 +204,27 @@ func (m *Manager) runControllers(ctx context.Context) error {
 			}
 			return c, err
 		}),
+		add(NameJob, func() (runner, error) {
+			c, err := NewJobController(m.client, f.Batch().V1().Jobs(), f.Core().V1().Pods(), log, m.metrics)
+			if err == nil {
+				c.recorder = newRecorder(broadcaster, reporterJob)
+			}
+			return c, err
+		}),
+		add(NameCronJob, func() (runner, error) {
+			c, err := NewCronJobController(m.client, f.Batch().V1().CronJobs(), f.Batch().V1().Jobs(), log, m.metrics)
+			if err == nil {
+				c.recorder = newRecorder(broadcaster, reporterCronJob)
+			}
+			return c, err
+		}),
+		add(NameDisruption, func() (runner, error) {
+			return NewDisruptionController(m.client, f.Policy().V1().PodDisruptionBudgets(), f.Core().V1().Pods(),
+				f.Apps().V1().ReplicaSets(), f.Apps().V1().Deployments(), nil, log, m.metrics)
+		}),
+		add(NameTTLAfterFinished, func() (runner, error) {
+			return NewTTLAfterFinishedController(m.client, f.Batch().V1().Jobs(), log, m.metrics)
+		}),
 		add(NameNodeLifecycle, func() (runner, error) {
 			c, err := NewNodeLifecycleController(m.client, f.Core().V1().Nodes(), f.Coordination().V1().Leases(), f.Core().V1().Pods(),
 				m.cfg.NodeMonitorGracePeriod, log, m.metrics)

@@ -23,8 +23,11 @@ network namespace per pod attached with CNI (bridge, host-local IPAM on the
 node's pod CIDR, portmap, loopback), /etc/hosts and resolv.conf for cluster
 DNS, volumes (emptyDir, configMap, secret, downwardAPI, projected, hostPath),
 init containers, restart policy with crash-loop backoff, probes (exec,
-httpGet, tcpSocket) and graceful termination, and reports pod status. Images
-must be in containerd or in an OCI archive in imageDir. Stopping the agent
+httpGet, tcpSocket), postStart/preStop hooks and graceful termination, and
+reports pod status; a pod that does not fit the node is rejected (OutOfcpu,
+OutOfmemory, OutOfpods, NodePorts). Images come from containerd, from OCI
+archives in imageDir, or from their registry by imagePullPolicy (pull
+secrets; containerd's hosts.toml in registryConfigDir). Stopping the agent
 leaves containers running; a restarted agent adopts them and removes those
 whose pod is gone. It serves /healthz, /readyz and /metrics on healthAddress
 (127.0.0.1:10248). The config file is validated whole before anything starts.`,

@@ -122,6 +122,7 @@ those daemons itself: each is a role of this one binary.`,
 		newUpCommand(streams, g),
 		newStatusCommand(streams, g),
 		newResetCommand(streams, g),
+		newNodeCommand(streams, g),
 	)
 	return root
 }

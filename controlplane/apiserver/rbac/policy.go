@@ -279,6 +279,8 @@ func Bootstrap() *Policy {
 		allow("*", events, "events"),
 		allow("*", coord, "leases"),
 		allow("*", "autoscaling", "horizontalpodautoscalers", "horizontalpodautoscalers/status"),
+		allow("*", "batch", "jobs", "jobs/status", "cronjobs", "cronjobs/status"),
+		allow("*", "policy", "poddisruptionbudgets", "poddisruptionbudgets/status"),
 		allow(read, netw, "ingresses", "ingressclasses"),
 		// The aggregation controller writes aggregated roles' rules,
 		// which it need not hold itself.

@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 	"k8s.io/klog/v2"
 )
@@ -206,6 +205,3 @@ func normalize(raw []int64, reverse bool) []int64 {
 	}
 	return out
 }
-
-// labelsOf is a node's labels as a set.
-func labelsOf(ni *nodeInfo) labels.Set { return labels.Set(ni.node.Labels) }

@@ -85,11 +85,18 @@ func NewWithRESTConfig(cfg *Config, kc *rest.Config, log *slog.Logger) (*Schedul
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	return newScheduler(cfg, client, log)
+	// Events get a client of their own, as upstream's scheduler does, so
+	// they do not take binds' share of the client rate limit.
+	eventClient, err := roleconfig.NewClient(kc, "kforge-scheduler")
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
+	return newScheduler(cfg, client, eventClient, log)
 }
 
-// newScheduler builds the Scheduler around client (tests pass a fake).
-func newScheduler(cfg *Config, client kubernetes.Interface, log *slog.Logger) (*Scheduler, error) {
+// newScheduler builds the Scheduler around client, recording events
+// through eventClient (tests pass fakes).
+func newScheduler(cfg *Config, client, eventClient kubernetes.Interface, log *slog.Logger) (*Scheduler, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -146,7 +153,7 @@ func newScheduler(cfg *Config, client kubernetes.Interface, log *slog.Logger) (*
 	}); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	s.broadcaster = events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
+	s.broadcaster = events.NewBroadcaster(&events.EventSinkImpl{Interface: eventClient.EventsV1()})
 	s.recorder = s.broadcaster.NewRecorder(scheme.Scheme, cfg.SchedulerName)
 	s.metrics = newMetrics(s.registry, func() float64 { return float64(s.queue.len()) })
 	if cfg.HealthAddress != "" {

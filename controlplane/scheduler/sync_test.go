@@ -20,7 +20,7 @@ func newTestScheduler(t *testing.T, objs ...*corev1.Pod) (*Scheduler, *fake.Clie
 	cfg.Kubeconfig = "unused"
 	cfg.HealthAddress = ""
 	client := fake.NewClientset()
-	s, err := newScheduler(cfg, client, nil)
+	s, err := newScheduler(cfg, client, client, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,7 +20,7 @@ func newTestScheduler(t *testing.T, objs ...*corev1.Pod) (*Scheduler, *fake.Clie
 	cfg.Kubeconfig = "unused"
 	cfg.HealthAddress = ""
 	client := fake.NewClientset()
-	s, err := newScheduler(cfg, client, nil)
+	s, err := newScheduler(cfg, client, client, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,6 +46,27 @@ func addNode(t *testing.T, s *Scheduler, n *corev1.Node) {
 	if err := s.factory.Core().V1().Nodes().Informer().GetIndexer().Add(n); err != nil {
 		t.Fatal(err)
 	}
+	s.cache.setNode(n)
+}
+
+// schedule runs one scheduling cycle for key (queued first) and waits for
+// its binding goroutine.
+func schedule(t *testing.T, s *Scheduler, key string) {
+	t.Helper()
+	obj, ok, err := s.factory.Core().V1().Pods().Informer().GetIndexer().GetByKey(key)
+	if err == nil && ok {
+		s.podChanged(nil, obj)
+	} else {
+		ns, name, _ := strings.Cut(key, "/")
+		s.queue.add(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
+	}
+	if s.queue.active.Len() == 0 {
+		return // not for this scheduler
+	}
+	if !s.scheduleOne(context.Background()) {
+		t.Fatal("queue closed")
+	}
+	s.binds.Wait()
 }
 
 func bindings(client *fake.Clientset) map[string]string {
@@ -67,9 +89,7 @@ func TestSyncCountsAssumedPods(t *testing.T) {
 	addNode(t, s, readyNode("b", "1", "1Gi", 10))
 	ctx := context.Background()
 	for _, key := range []string{"default/p1", "default/p2"} {
-		if err := s.sync(ctx, key); err != nil {
-			t.Fatalf("sync %s: %v", key, err)
-		}
+		schedule(t, s, key)
 	}
 	b := bindings(client)
 	if len(b) != 2 || b["p1"] == b["p2"] {
@@ -78,8 +98,9 @@ func TestSyncCountsAssumedPods(t *testing.T) {
 	// A third one fits nowhere.
 	p3 := podReq("p3", "800m", "")
 	addPod(t, s, client, p3)
-	if err := s.sync(ctx, "default/p3"); err != errUnschedulable {
-		t.Fatalf("sync p3: %v, want errUnschedulable", err)
+	schedule(t, s, "default/p3")
+	if !s.cache.isAssumed("default/p1") || s.cache.isAssumed("default/p3") {
+		t.Error("p1 should be assumed and p3 not")
 	}
 	got, err := client.CoreV1().Pods("default").Get(ctx, "p3", metav1.GetOptions{})
 	if err != nil {
@@ -109,9 +130,7 @@ func TestSyncLeavesOtherPodsAlone(t *testing.T) {
 	s, client := newTestScheduler(t, other, bound, deleting, done)
 	addNode(t, s, readyNode("a", "1", "1Gi", 10))
 	for _, key := range []string{"default/other", "default/bound", "default/deleting", "default/done", "default/gone"} {
-		if err := s.sync(context.Background(), key); err != nil {
-			t.Errorf("sync %s: %v", key, err)
-		}
+		schedule(t, s, key)
 	}
 	if b := bindings(client); len(b) != 0 {
 		t.Errorf("bound %v", b)

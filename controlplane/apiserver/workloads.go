@@ -13,6 +13,7 @@ import (
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -24,7 +25,7 @@ import (
 // This file holds what upstream's registry strategies do for Jobs,
 // CronJobs, StatefulSets and PodDisruptionBudgets: defaults, the
 // generated Job selector, validation (with the fields that are immutable)
-// and the kubectl table columns.
+// and the kubectl table columns (with ControllerRevision's).
 
 // Labels a Job's generated selector and its pods carry, as upstream.
 const (
@@ -499,6 +500,17 @@ func intOrStringOrNA(v *intstr.IntOrString) string {
 	return v.String()
 }
 
+// revisionController is kubectl's CONTROLLER column of a
+// ControllerRevision: kind.group/name of its controller.
+func revisionController(r *appsv1.ControllerRevision) string {
+	ref := metav1.GetControllerOf(r)
+	if ref == nil {
+		return "<none>"
+	}
+	gk := schema.FromAPIVersionAndKind(ref.APIVersion, ref.Kind).GroupKind()
+	return strings.ToLower(gk.String()) + "/" + ref.Name
+}
+
 // podTemplateColumns are the -o wide CONTAINERS, IMAGES and SELECTOR
 // columns of a workload.
 func podTemplateColumns[T runtime.Object](spec func(T) *corev1.PodSpec, sel func(T) *metav1.LabelSelector) []column {
@@ -547,6 +559,11 @@ var workloadColumns = map[string][]column{
 		})),
 		ageCol,
 	}, podTemplateColumns[*appsv1.StatefulSet](func(s *appsv1.StatefulSet) *corev1.PodSpec { return &s.Spec.Template.Spec }, nil)...),
+	"apps/ControllerRevision": {nameCol,
+		col("Controller", "string", 0, typed(func(r *appsv1.ControllerRevision, _ time.Time) any { return revisionController(r) })),
+		col("Revision", "integer", 0, typed(func(r *appsv1.ControllerRevision, _ time.Time) any { return r.Revision })),
+		ageCol,
+	},
 	"policy/PodDisruptionBudget": {nameCol,
 		col("Min Available", "string", 0, typed(func(b *policyv1.PodDisruptionBudget, _ time.Time) any { return intOrStringOrNA(b.Spec.MinAvailable) })),
 		col("Max Unavailable", "string", 0, typed(func(b *policyv1.PodDisruptionBudget, _ time.Time) any { return intOrStringOrNA(b.Spec.MaxUnavailable) })),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"sort"
 	"strings"
@@ -90,6 +91,9 @@ func setPodPhase(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns,
 			}
 		}
 		p.Status.Phase = phase
+		h := fnv.New32a()
+		h.Write([]byte(name))
+		p.Status.PodIP = fmt.Sprintf("10.244.%d.%d", h.Sum32()%250, 1+h.Sum32()/250%250)
 		ready := corev1.ConditionFalse
 		if phase == corev1.PodRunning {
 			ready = corev1.ConditionTrue
@@ -189,6 +193,11 @@ func TestStatefulSet(t *testing.T) {
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	headless := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone,
+		Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}}}
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, headless, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	sets := cs.AppsV1().StatefulSets(ns)
 	set, err := sets.Create(ctx, newStatefulSet("web", 3, ""), metav1.CreateOptions{})
 	if err != nil {
@@ -249,6 +258,27 @@ func TestStatefulSet(t *testing.T) {
 		if s.Status.CurrentRevision != s.Status.UpdateRevision || s.Status.AvailableReplicas != 3 {
 			t.Errorf("status %+v", s.Status)
 		}
+		// The headless Service's endpoints carry the pods' hostnames,
+		// which cluster DNS serves as web-0.web.NS.svc.
+		eventually(t, "endpoint hostnames", 20*time.Second, func() error {
+			l, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=web"})
+			if err != nil {
+				return err
+			}
+			var hosts []string
+			for _, sl := range l.Items {
+				for _, e := range sl.Endpoints {
+					if e.Hostname != nil {
+						hosts = append(hosts, *e.Hostname)
+					}
+				}
+			}
+			sort.Strings(hosts)
+			if !slices.Equal(hosts, []string{"web-0", "web-1", "web-2"}) {
+				return fmt.Errorf("hostnames %v", hosts)
+			}
+			return nil
+		})
 	})
 
 	t.Run("disruption budget counts the scale", func(t *testing.T) {

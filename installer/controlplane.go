@@ -31,6 +31,8 @@ type ControlPlane struct {
 	encryptionFile string
 	// cleanup removes a dry run's temporary PKI copy.
 	cleanup func()
+	// rotation, when set, makes the run a certificate rotation.
+	rotation *rotation
 }
 
 // Close removes temporary files.
@@ -62,7 +64,11 @@ func (cp *ControlPlane) lbHost() Host {
 // balancer coming before the first role that is a client of it, then the
 // admin kubeconfig.
 func (cp *ControlPlane) Phases() []Phase {
-	phases := []Phase{&PKIPhase{cp}, &DistributePKIPhase{cp}, &ConfigsPhase{cp}}
+	phases := []Phase{&PKIPhase{cp}}
+	if cp.rotation != nil {
+		phases = append(phases, &ReissuePhase{cp: cp, rot: cp.rotation})
+	}
+	phases = append(phases, &DistributePKIPhase{cp}, &ConfigsPhase{cp})
 	waited := false
 	for _, r := range Roles {
 		if r.NeedsAPI && !waited {
@@ -73,6 +79,9 @@ func (cp *ControlPlane) Phases() []Phase {
 	}
 	if !waited {
 		phases = append(phases, &WaitAPIPhase{cp})
+	}
+	if cp.rotation != nil {
+		phases = append(phases, &ServedCertsPhase{cp: cp, rot: cp.rotation})
 	}
 	return append(phases, &KubeconfigPhase{cp})
 }

@@ -130,7 +130,8 @@ func (h *simHost) DialContext(_ context.Context, _, addr string) (net.Conn, erro
 	defer h.mu.Unlock()
 	owner := map[string]string{LBMetricsAddress: "kforge-lb.service",
 		ControllerManagerMetricsAddress: "kforge-controller-manager.service", SchedulerHealthAddress: "kforge-scheduler.service",
-		nodeagent.DefaultHealthAddress: "kforge-agent.service", ProxyHealthAddress: "kforge-proxy.service", DNSHealthAddress: "kforge-dns.service"}
+		nodeagent.DefaultHealthAddress: "kforge-agent.service", ProxyHealthAddress: "kforge-proxy.service", DNSHealthAddress: "kforge-dns.service",
+		IngressHealthAddress: "kforge-ingress.service"}
 	unit := owner[addr]
 	if unit == "" || h.units[unit] != "active" {
 		return nil, errors.New("connection refused")
@@ -331,7 +332,7 @@ func TestUpPhaseOrder(t *testing.T) {
 			got = append(got, e)
 		}
 	}
-	want := "facts:start preflight:start upload-binary:start pki:start distribute-pki:start configs:start etcd:start apiserver:start lb:start wait-api:start controller-manager:start scheduler:start agent:start proxy:start dns:start kubeconfig:start"
+	want := "facts:start preflight:start upload-binary:start pki:start distribute-pki:start configs:start etcd:start apiserver:start lb:start wait-api:start controller-manager:start scheduler:start agent:start proxy:start dns:start ingress:start kubeconfig:start"
 	if strings.Join(got, " ") != want {
 		t.Errorf("phases\n got %s\nwant %s", strings.Join(got, " "), want)
 	}
@@ -344,14 +345,15 @@ func TestUpPhaseOrder(t *testing.T) {
 	}
 	if fmt.Sprint(order) != "[kforge-etcd.service kforge-etcd.service kforge-etcd.service kforge-apiserver.service kforge-apiserver.service kforge-apiserver.service kforge-lb.service"+
 		" kforge-controller-manager.service kforge-controller-manager.service kforge-controller-manager.service"+
-		" kforge-scheduler.service kforge-scheduler.service kforge-scheduler.service kforge-agent.service kforge-proxy.service kforge-dns.service]" {
+		" kforge-scheduler.service kforge-scheduler.service kforge-scheduler.service kforge-agent.service kforge-proxy.service kforge-dns.service kforge-ingress.service]" {
 		t.Errorf("start order %v", order)
 	}
 	// A worker gets its files but no CA key, nobody else's key, and of the
-	// units only the agent's, the proxy's and the DNS server's.
+	// units only the agent's, the proxy's, the DNS server's and the
+	// ingress controller's.
 	for _, p := range s.host("w1").uploads {
 		if strings.Contains(p, "ca.key") || strings.Contains(p, "etcd") || strings.Contains(p, "apiserver") || strings.Contains(p, "sa.key") ||
-			strings.Contains(p, "encryption") || (strings.Contains(p, "systemd") && !strings.HasSuffix(p, "/kforge-agent.service") && !strings.HasSuffix(p, "/kforge-proxy.service") && !strings.HasSuffix(p, "/kforge-dns.service")) {
+			strings.Contains(p, "encryption") || (strings.Contains(p, "systemd") && !strings.HasSuffix(p, "/kforge-agent.service") && !strings.HasSuffix(p, "/kforge-proxy.service") && !strings.HasSuffix(p, "/kforge-dns.service") && !strings.HasSuffix(p, "/kforge-ingress.service")) {
 			t.Errorf("w1 got %s", p)
 		}
 	}
@@ -517,8 +519,8 @@ func TestBinaryChangeRestartsMastersOneAtATime(t *testing.T) {
 			}
 		}
 	}
-	if n != 16 {
-		t.Errorf("%d restarts; want 3 etcd + 3 apiserver + 1 lb + 3 controller managers + 3 schedulers + 1 agent + 1 proxy + 1 dns:\n%s", n, strings.Join(lines, "\n"))
+	if n != 17 {
+		t.Errorf("%d restarts; want 3 etcd + 3 apiserver + 1 lb + 3 controller managers + 3 schedulers + 1 agent + 1 proxy + 1 dns + 1 ingress:\n%s", n, strings.Join(lines, "\n"))
 	}
 }
 

@@ -1,5 +1,8 @@
 // Package installer owns the SSH installer and the commands that act on a
-// whole cluster: up, status and reset. Each is an ordered list of phases
+// whole cluster: up, cert rotate (RotateCerts: up's phases with a reissue
+// and a served-certificates check), status, reset, and node add/remove
+// (workers: the converge of up cut to the new host; cordon, an Eviction API
+// drain that retries 429s, the Node's deletion and the host's reset). Each is an ordered list of phases
 // over a Host interface (SSH, or a fake in tests), every remote write behind
 // one dry-run gate. The cluster.yaml types live in api/v1alpha1 and the
 // local lab in installer/lab.

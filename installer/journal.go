@@ -33,6 +33,9 @@ type JournalRecord struct {
 	Error      string `json:"error,omitempty"`
 	// Version is the kforge version, on run-start.
 	Version string `json:"version,omitempty"`
+	// Command is the command of the run ("up", "cert rotate"), on
+	// run-start; empty means up.
+	Command string `json:"command,omitempty"`
 }
 
 // JournalPath is where the journal of a cluster file lives: beside it,

@@ -33,12 +33,16 @@ func (p *ServicePhase) hosts() []Host {
 }
 
 // ShouldRun is false when the role runs nowhere in this cluster (the lb
-// with an external load balancer).
+// with an external load balancer), or on no host of this run (node add
+// works on the new host alone).
 func (p *ServicePhase) ShouldRun() (bool, string) {
 	if p.Role.Skip != nil {
 		if why := p.Role.Skip(p.cp.Cluster); why != "" {
 			return false, why
 		}
+	}
+	if len(p.hosts()) == 0 {
+		return false, "no host of this run runs it"
 	}
 	return true, ""
 }
@@ -80,6 +84,7 @@ func (p *ServicePhase) Run(ctx context.Context) error {
 	}
 	var start, restart, keep []Host
 	why := map[string]string{}
+	reloaded := map[string]string{} // host: reloadable files that changed on a running unit
 	for i, h := range hosts {
 		changed := cp.Env.Changed.Changed(h.Name(), p.Role.inputs()...)
 		switch {
@@ -95,6 +100,13 @@ func (p *ServicePhase) Run(ctx context.Context) error {
 			why[h.Name()] = "changed: " + strings.Join(names, ", ")
 		default:
 			keep = append(keep, h)
+			if rc := cp.Env.Changed.Changed(h.Name(), p.Role.reloads()...); len(rc) > 0 {
+				names := make([]string, len(rc))
+				for j, c := range rc {
+					names[j] = path.Base(c)
+				}
+				reloaded[h.Name()] = strings.Join(names, ", ")
+			}
 		}
 	}
 	// etcd members whose data dir is empty while others have data lost it
@@ -141,9 +153,7 @@ func (p *ServicePhase) Run(ctx context.Context) error {
 	}
 	if len(restart) > 0 {
 		env := *cp.Env
-		if p.Role.Serial {
-			env.Parallel = 1 // one host at a time: quorum-safe
-		}
+		env.Parallel = restartBatch(p.Role, len(restart))
 		if err := env.Each(ctx, p, restart, act("restart", "systemctl restart "+unit)); err != nil {
 			return err
 		}
@@ -159,6 +169,15 @@ func (p *ServicePhase) Run(ctx context.Context) error {
 	}
 	if len(keep) > 0 {
 		return cp.Env.Each(ctx, p, keep, func(ctx context.Context, h Host) (string, error) {
+			if rc := reloaded[h.Name()]; rc != "" {
+				if dry {
+					return "would reload " + rc + " in place (no restart)", nil
+				}
+				if err := p.wait(ctx, h); err != nil {
+					return "", fmt.Errorf("%s is running but not healthy: %w", unit, err)
+				}
+				return "reloads " + rc + " in place (no restart), healthy", nil
+			}
 			if dry {
 				return "", &SkipError{Why: "running, unchanged"}
 			}
@@ -169,6 +188,15 @@ func (p *ServicePhase) Run(ctx context.Context) error {
 		})
 	}
 	return nil
+}
+
+// restartBatch is how many hosts of a role restart at once: one for a
+// Serial role (quorum-safe), else a third of them, at least one.
+func restartBatch(r *Role, n int) int {
+	if r.Serial {
+		return 1
+	}
+	return max(1, n/3)
 }
 
 func indexes(n int) []int {

@@ -17,6 +17,9 @@ const (
 	StatusSkipped = "skipped" // ShouldRun said no, or nothing to do on this host
 	StatusChange  = "change"  // a remote write done, or planned in a dry run
 	StatusSummary = "summary" // the end of the run
+	// StatusProgress tells something a long step is going through (a
+	// drain's refusals and retries) before its ✓ or ✗.
+	StatusProgress = "progress"
 )
 
 // Event is one progress report. With --output json each is one line.
@@ -115,6 +118,8 @@ func (r *TextReporter) Report(e Event) {
 	case e.Status == StatusChange:
 		// The host's ✓ line says what changed (and stdout lists a dry
 		// run's plan); JSON output carries every change as an event.
+	case e.Status == StatusProgress:
+		fmt.Fprintf(r.w, "   %-6s %s\n", e.Host, oneLine(e.Message))
 	case e.Status == StatusSummary:
 		r.stopSpinner()
 	}

@@ -37,6 +37,11 @@ type Role struct {
 	// PKIFiles are the files of /etc/kforge/pki the daemon reads at start:
 	// when one changes, it restarts.
 	PKIFiles []string
+	// ReloadsCerts are those of PKIFiles the running daemon re-reads by
+	// itself when they change (certificates it serves or presents,
+	// polled or read per handshake): a change to them alone does not
+	// restart it.
+	ReloadsCerts []string
 	// Ports are the TCP ports it listens on, which preflight wants free
 	// (or held by this role's running unit).
 	Ports []int
@@ -48,8 +53,9 @@ type Role struct {
 	Health func(ctx context.Context, cp *ControlPlane, h Host) error
 	Wait   time.Duration
 	// Serial roles restart one host at a time, each healthy before the
-	// next, so a quorum and a serving apiserver remain; the others too,
-	// since a restart is rare and cheap to order.
+	// next, so a quorum and a serving apiserver remain; the others restart
+	// in batches of a third of their hosts (at least one), so two thirds
+	// keep serving.
 	Serial bool
 	// NeedsAPI roles are clients of the API: they start once the API
 	// answers through the load balancer.
@@ -71,7 +77,7 @@ type Role struct {
 }
 
 // Roles are the daemon roles in start order; reset stops them in reverse.
-var Roles = []*Role{etcdRole, apiserverRole, lbRole, controllerManagerRole, schedulerRole, agentRole, proxyRole, dnsRole}
+var Roles = []*Role{etcdRole, apiserverRole, lbRole, controllerManagerRole, schedulerRole, agentRole, proxyRole, dnsRole, ingressRole}
 
 // RoleNamed returns the role with this name, or nil.
 func RoleNamed(name string) *Role {
@@ -136,11 +142,22 @@ func (r *Role) RenderUnit() ([]byte, error) {
 	})
 }
 
-// inputs are the remote files the daemon reads at start: when one changed
-// in this run, the daemon restarts.
+// inputs are the remote files the daemon reads only at start: when one
+// changed in this run, the daemon restarts.
 func (r *Role) inputs() []string {
 	out := []string{BinaryPath, r.ConfigPath(), r.UnitPath()}
 	for _, f := range r.PKIFiles {
+		if !slices.Contains(r.ReloadsCerts, f) {
+			out = append(out, path.Join(templates.PKIDir, f))
+		}
+	}
+	return out
+}
+
+// reloads are the remote files the running daemon re-reads by itself.
+func (r *Role) reloads() []string {
+	var out []string
+	for _, f := range r.ReloadsCerts {
 		out = append(out, path.Join(templates.PKIDir, f))
 	}
 	return out

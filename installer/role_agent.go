@@ -41,6 +41,9 @@ var agentRole = &Role{
 	},
 	Parse:    func(data []byte) error { _, err := nodeagent.ParseConfig(data, "/"); return err },
 	PKIFiles: []string{"cluster-ca.crt", "agent.kubeconfig", "agent-client.crt", "agent-client.key", "agent-server.crt", "agent-server.key"},
+	// The agent API's serving certificate is polled (certreload); the
+	// client certificate is in the kubeconfig, read at start.
+	ReloadsCerts: []string{"agent-server.crt", "agent-server.key"},
 	// The health listener, the node-local load balancer, the agent API.
 	Ports: []int{10248, 6444, 10250},
 	After: []string{"containerd.service"},

@@ -45,6 +45,10 @@ var apiserverRole = &Role{
 	PKIFiles: []string{"cluster-ca.crt", "etcd-ca.crt", "apiserver.crt", "apiserver.key",
 		"apiserver-etcd-client.crt", "apiserver-etcd-client.key", "apiserver-kubelet-client.crt", "apiserver-kubelet-client.key",
 		"sa.key", "sa.pub", encryptionFileName},
+	// The serving and kubelet client certificates are polled
+	// (certreload); the etcd client reads its pair per handshake.
+	ReloadsCerts: []string{"apiserver.crt", "apiserver.key", "apiserver-etcd-client.crt", "apiserver-etcd-client.key",
+		"apiserver-kubelet-client.crt", "apiserver-kubelet-client.key"},
 	Ports: []int{6443},
 	After: []string{"etcd"},
 	Health: func(ctx context.Context, cp *ControlPlane, h Host) error {

@@ -48,7 +48,10 @@ var etcdRole = &Role{
 	},
 	Parse:    func(data []byte) error { _, err := etcd.ParseConfig(data, "/"); return err },
 	PKIFiles: []string{"etcd-ca.crt", "etcd-server.crt", "etcd-server.key", "etcd-peer.crt", "etcd-peer.key"},
-	Ports:    []int{2379, 2380},
+	// etcd's transport reads its serving and peer pairs on every
+	// handshake.
+	ReloadsCerts: []string{"etcd-server.crt", "etcd-server.key", "etcd-peer.crt", "etcd-peer.key"},
+	Ports:        []int{2379, 2380},
 	Health: func(ctx context.Context, cp *ControlPlane, h Host) error {
 		_, err := cp.prober.EtcdMember(ctx, h.Address())
 		return err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,9 +17,6 @@ import (
 	"kforge.dev/kforge/installer/ssh"
 	"kforge.dev/kforge/pki"
 )
-
-// NotYet is what `kforge up` says it does not do yet.
-const NotYet = "not there yet: ingress on the workers"
 
 // UpOptions configure `kforge up`.
 type UpOptions struct {
@@ -45,6 +43,14 @@ type UpOptions struct {
 	Reporter Reporter
 	// NewProber replaces the health prober that dials the hosts (tests).
 	NewProber func(c *v1alpha1.Cluster, inv *pki.Inventory) (Prober, error)
+	// BeforeChanges run after the preflight checks and before the first
+	// change to a host; After run once everything else has.
+	BeforeChanges, After []Phase
+	// Command names the run in its summary; "kforge up" when empty.
+	Command string
+
+	// rotation, set by RotateCerts, adds the reissue and served-certs phases.
+	rotation *rotation
 }
 
 // UpResult is what a run did.
@@ -109,17 +115,19 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		}
 		defer j.Close()
 		env.Journal = j
-		if err := j.Record(JournalRecord{Kind: JournalRunStart, Version: o.Version, OK: true}); err != nil {
+		if err := j.Record(JournalRecord{Kind: JournalRunStart, Command: o.command(), Version: o.Version, OK: true}); err != nil {
 			return nil, err
 		}
 	}
-	cp := &ControlPlane{Env: env, Cluster: o.Cluster, NewProber: o.NewProber}
+	cp := &ControlPlane{Env: env, Cluster: o.Cluster, NewProber: o.NewProber, rotation: o.rotation}
 	defer cp.Close()
-	m := &Manager{Env: env, Phases: append([]Phase{
-		&FactsPhase{Env: env},
-		&PreflightPhase{Env: env, Binary: bin},
-		&UploadBinaryPhase{Env: env, Binary: bin, File: file},
-	}, cp.Phases()...)}
+	phases := append([]Phase{&FactsPhase{Env: env}, &PreflightPhase{Env: env, Binary: bin}}, o.BeforeChanges...)
+	// A rotation keeps the deployed binary: it changes certificates only.
+	if o.rotation == nil {
+		phases = append(phases, &UploadBinaryPhase{Env: env, Binary: bin, File: file})
+	}
+	phases = append(phases, cp.Phases()...)
+	m := &Manager{Env: env, Phases: append(phases, o.After...)}
 	err = m.Run(ctx)
 	res := &UpResult{Changes: gate.Changes(), Duration: time.Since(start)}
 	if err == nil && !o.DryRun && o.Cluster.Path != "" {
@@ -132,7 +140,7 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		}
 		_ = env.Journal.Record(rec)
 	}
-	summary := summaryText(o, len(hosts), res, err)
+	summary := summaryText(o, hosts, res, err)
 	if res.Kubeconfig != "" {
 		summary += "\n\n" + usageText(o.Cluster, res.Kubeconfig)
 	}
@@ -159,7 +167,8 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	return res, err
 }
 
-func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
+func summaryText(o UpOptions, runHosts []Host, res *UpResult, err error) string {
+	hosts := len(runHosts)
 	verb := "done"
 	if o.DryRun {
 		verb = "dry run done"
@@ -167,12 +176,37 @@ func summaryText(o UpOptions, hosts int, res *UpResult, err error) string {
 	if err != nil {
 		verb = "failed"
 	}
-	roles := make([]string, len(Roles))
-	for i, r := range Roles {
-		roles[i] = r.Name
+	if o.rotation != nil {
+		n, what := len(o.rotation.done), "reissued and rolled out"
+		if o.DryRun {
+			n, what = o.rotation.planned, "to reissue and roll out"
+		}
+		return fmt.Sprintf("kforge cert rotate %s in %s on %d hosts: %d leaf certificate(s) %s (%d change(s)).",
+			verb, formatDuration(res.Duration), hosts, n, what, len(res.Changes))
 	}
-	return fmt.Sprintf("kforge up %s in %s on %d hosts: binary, PKI, %s (%d change(s)). %s.",
-		verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes), NotYet)
+	var roles []string
+	for _, r := range Roles {
+		for _, h := range o.Cluster.Spec.Hosts {
+			if r.RunsOn(o.Cluster, h) && slices.ContainsFunc(runHosts, func(rh Host) bool { return rh.Name() == h.Name }) {
+				roles = append(roles, r.Name)
+				break
+			}
+		}
+	}
+	cmd := o.Command
+	if cmd == "" {
+		cmd = "kforge up"
+	}
+	return fmt.Sprintf("%s %s in %s on %d hosts: binary, PKI, %s (%d change(s)).",
+		cmd, verb, formatDuration(res.Duration), hosts, strings.Join(roles, ", "), len(res.Changes))
+}
+
+// command is the run's command for the journal: "up", "cert rotate", ...
+func (o UpOptions) command() string {
+	if o.Command == "" {
+		return "up"
+	}
+	return strings.TrimPrefix(o.Command, "kforge ")
 }
 
 func usageText(c *v1alpha1.Cluster, kubeconfig string) string {

@@ -35,6 +35,7 @@ import (
 
 	"kforge.dev/kforge/controlplane/lb"
 	"kforge.dev/kforge/controlplane/roleconfig"
+	"kforge.dev/kforge/internal/certreload"
 	"kforge.dev/kforge/nodeagent/server"
 )
 
@@ -77,10 +78,12 @@ type Agent struct {
 	ln       net.Listener
 	// The agent API (nodeagent/server): its listener and TLS, nil when
 	// off.
-	apiLn   net.Listener
-	api     *server.Server
-	apiTLS  *tls.Config
-	started time.Time
+	apiLn  net.Listener
+	api    *server.Server
+	apiTLS *tls.Config
+	// apiReload re-reads the agent API's certificate and client CA.
+	apiReload *certreload.Watcher
+	started   time.Time
 
 	runtimeVersion atomic.Value // string
 	podCIDR        atomic.Value // string
@@ -240,7 +243,7 @@ func (a *Agent) enqueueAll() {
 // newAPI builds the agent API and binds its listener; the bound port is
 // what the Node publishes in status.daemonEndpoints.
 func (a *Agent) newAPI(client kubernetes.Interface) error {
-	tc, err := server.TLSConfig(a.cfg.Server.CertFile, a.cfg.Server.KeyFile, a.cfg.Server.ClientCAFile)
+	tc, reload, err := server.TLSConfig(a.cfg.Server.CertFile, a.cfg.Server.KeyFile, a.cfg.Server.ClientCAFile)
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -253,7 +256,8 @@ func (a *Agent) newAPI(client kubernetes.Interface) error {
 	if err != nil {
 		return fmt.Errorf("agent: API listener: %w", err)
 	}
-	a.api, a.apiTLS, a.apiLn = api, tc, ln
+	reload.Log = a.log
+	a.api, a.apiTLS, a.apiReload, a.apiLn = api, tc, reload, ln
 	a.cfg.serverPort = int32(ln.Addr().(*net.TCPAddr).Port)
 	return nil
 }
@@ -328,6 +332,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				serveErr <- err
 			}
 		})
+		bg.Go(func() { a.apiReload.Run(runCtx) })
 	}
 	if a.ln != nil {
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 5 * time.Second}

@@ -9,7 +9,9 @@
 // copies to that host. Init makes the PKI directory match the inventory,
 // idempotently, and refuses a broken directory without changing it.
 // KubeconfigFor builds one kubeconfig from the directory; Status reads every
-// certificate's expiry. EncryptionKey writes, once, the key that encrypts
+// certificate's expiry. Reissue replaces leaves (all, a host's, or those
+// expiring soon) with new keys under the kept CAs and rebuilds what embeds
+// them. EncryptionKey writes, once, the key that encrypts
 // Secrets at rest (an EncryptionConfiguration for the apiservers).
 //
 // Layout under the PKI directory: ca/ (the CAs and the service-account key

@@ -23,6 +23,11 @@ type Identity struct {
 	// another CA is answered 401 with a Status, not a failed handshake.
 	// Nil trusts the TLS layer's verification (r.TLS.VerifiedChains).
 	ClientCAs *x509.CertPool
+	// ClientCAPool, when set, replaces ClientCAs with the pool it returns
+	// at each request: a CA bundle reloaded from its file
+	// (certreload.CABundle.Pool). Chains verified against an earlier pool
+	// are verified again.
+	ClientCAPool func() *x509.CertPool
 	// ServiceAccount signs and verifies service-account tokens; nil
 	// serves no TokenRequest and authenticates no bearer token.
 	ServiceAccount *TokenIssuer
@@ -76,6 +81,14 @@ func (s *Server) authenticate(r *http.Request, path string) (user, error) {
 
 var errNoCredentials = errors.New("no credentials")
 
+// clientCAs is the pool client certificates are verified against.
+func (id Identity) clientCAs() *x509.CertPool {
+	if id.ClientCAPool != nil {
+		return id.ClientCAPool()
+	}
+	return id.ClientCAs
+}
+
 // bearerToken reads "Authorization: Bearer TOKEN".
 func bearerToken(r *http.Request) (string, bool) {
 	h := r.Header.Get("Authorization")
@@ -99,8 +112,8 @@ func (s *Server) certUser(r *http.Request) (user, error) {
 		leaf = r.TLS.VerifiedChains[0][0]
 	case len(r.TLS.PeerCertificates) == 0:
 		return user{}, errNoCredentials
-	case s.cfg.Identity.ClientCAs != nil:
-		if err := s.certs.verify(s.cfg.Identity.ClientCAs, r.TLS.PeerCertificates, time.Now()); err != nil {
+	case s.cfg.Identity.clientCAs() != nil:
+		if err := s.certs.verify(s.cfg.Identity.clientCAs(), r.TLS.PeerCertificates, time.Now()); err != nil {
 			return user{}, err
 		}
 		leaf = r.TLS.PeerCertificates[0]
@@ -118,8 +131,9 @@ func (s *Server) certUser(r *http.Request) (user, error) {
 // that sends many requests pays for one chain verification. Validity
 // dates are checked on every request: an entry proves only the signatures.
 type certVerifier struct {
-	mu sync.Mutex
-	ok map[[32]byte]bool
+	mu    sync.Mutex
+	ok    map[[32]byte]bool
+	roots *x509.CertPool // the pool the remembered chains verified against
 }
 
 // maxVerifiedChains bounds the remembered chains; the map starts over
@@ -140,6 +154,9 @@ func (v *certVerifier) verify(roots *x509.CertPool, chain []*x509.Certificate, n
 	var key [32]byte
 	copy(key[:], h.Sum(nil))
 	v.mu.Lock()
+	if v.roots != roots { // a reloaded CA bundle: verify every chain again
+		v.ok, v.roots = nil, roots
+	}
 	known := v.ok[key]
 	v.mu.Unlock()
 	if known {
@@ -154,6 +171,10 @@ func (v *certVerifier) verify(roots *x509.CertPool, chain []*x509.Certificate, n
 		return err
 	}
 	v.mu.Lock()
+	if v.roots != roots {
+		v.mu.Unlock()
+		return nil // verified against a pool replaced meanwhile: not remembered
+	}
 	if v.ok == nil || len(v.ok) >= maxVerifiedChains {
 		v.ok = map[[32]byte]bool{}
 	}

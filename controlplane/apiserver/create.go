@@ -93,6 +93,9 @@ func (s *Server) create(ctx context.Context, res *Resource, ns string, obj runti
 	if err := s.admitServiceAccount(ctx, res, obj); err != nil {
 		return nil, err
 	}
+	if err := s.admitDefaultIngressClass(ctx, obj); err != nil {
+		return nil, err
+	}
 	admitCreate(obj)
 	if errs := validateObject(res, obj, nil); len(errs) > 0 {
 		s.releaseClusterIP(ctx, obj)

@@ -23,7 +23,9 @@
 //     defaults and Secret stringData (defaults.go). Mutating admission on
 //     create (admission.go): TaintNodesByCondition's not-ready:NoSchedule
 //     taint on new Nodes and DefaultTolerationSeconds' 300 s not-ready
-//     and unreachable tolerations on new Pods. pods/eviction (policy/v1,
+//     and unreachable tolerations on new Pods; DefaultIngressClass's
+//     default class on new Ingresses that name none
+//     (ingressclass_admission.go). pods/eviction (policy/v1,
 //     eviction.go) deletes the pod with the Eviction's options once the
 //     PodDisruptionBudget that selects it allows a disruption (429
 //     otherwise). Job, CronJob, StatefulSet and PodDisruptionBudget

@@ -13,10 +13,10 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"k8s.io/client-go/util/cert"
 
 	"kforge.dev/kforge/controlplane/apiserver/storage"
 	"kforge.dev/kforge/controlplane/roleconfig"
+	"kforge.dev/kforge/internal/certreload"
 )
 
 // Instance is the running apiserver role: an etcd client over mutual TLS,
@@ -32,6 +32,9 @@ type Instance struct {
 	// storeOpts transform values at rest (encryption).
 	storeOpts []storage.Option
 	identity  Identity
+	// reload re-reads the serving and kubelet client certificates when
+	// their files change (the etcd client reads its own per handshake).
+	reload *certreload.Watcher
 
 	etcd *clientv3.Client
 	srv  *Server
@@ -55,14 +58,15 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 	}
 	log = log.With("component", "apiserver")
 
-	pair, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	pair, err := certreload.NewKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: serving certificate: %w", err)
 	}
-	pool, err := cert.NewPool(cfg.TLS.ClientCAFile)
+	clientCAs, err := certreload.NewCABundle(cfg.TLS.ClientCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: tls.clientCAFile: %w", err)
 	}
+	reload := &certreload.Watcher{Items: []certreload.Reloader{pair, clientCAs}, Log: log}
 	etcdTLS, err := transport.TLSInfo{
 		CertFile:      cfg.Etcd.CertFile,
 		KeyFile:       cfg.Etcd.KeyFile,
@@ -84,9 +88,11 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 		if ca == "" {
 			ca = cfg.TLS.ClientCAFile
 		}
-		if nodeTLS, err = NodeClientTLS(kc.CertFile, kc.KeyFile, ca); err != nil {
+		var nodePair *certreload.KeyPair
+		if nodeTLS, nodePair, err = nodeClientTLS(kc.CertFile, kc.KeyFile, ca); err != nil {
 			return nil, err
 		}
+		reload.Items = append(reload.Items, nodePair)
 	}
 	entries, err := cfg.Encryption.Load()
 	if err != nil {
@@ -99,20 +105,19 @@ func NewInstance(cfg *Config, log *slog.Logger) (*Instance, error) {
 	return &Instance{
 		nodeTLS:   nodeTLS,
 		storeOpts: storeOpts,
-		identity:  Identity{ClientCAs: pool, ServiceAccount: tokens},
+		identity:  Identity{ClientCAPool: clientCAs.Pool, ServiceAccount: tokens},
 		cfg:       cfg,
 		log:       log,
-		serving: &tls.Config{
-			Certificates: []tls.Certificate{pair},
+		reload:    reload,
+		serving: certreload.ServerConfig(&tls.Config{
 			// The CA names are sent to the client; the Server verifies
-			// the certificate (Identity.ClientCAs), so one that is
+			// the certificate (Identity.ClientCAPool), so one that is
 			// missing, expired or from another CA gets a 401 Status, not
-			// a failed handshake.
-			ClientCAs:  pool,
+			// a failed handshake. Both follow the reloaded bundle.
 			ClientAuth: tls.RequestClientCert,
 			MinVersion: tls.VersionTLS12,
 			NextProtos: []string{"h2", "http/1.1"},
-		},
+		}, pair, clientCAs),
 		etcdTLS: etcdTLS,
 		readyc:  make(chan struct{}),
 		errc:    make(chan error, 1),
@@ -169,6 +174,7 @@ func (in *Instance) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	in.cancel = cancel
 	in.wg.Go(func() { in.run(runCtx) })
+	in.wg.Go(func() { in.reload.Run(runCtx) })
 	return nil
 }
 
@@ -234,7 +240,7 @@ func (in *Instance) Server() *Server { return in.srv }
 //  1. end the serving context: the listener closes, in-flight requests
 //     finish (up to 10 s), open watches end and are waited for (see
 //     Server.Serve); a bootstrap still retrying gives up;
-//  2. wait for the serving goroutine;
+//  2. wait for the serving goroutine and the certificate watcher;
 //  3. close the etcd client.
 func (in *Instance) Close() {
 	in.closeOnce.Do(func() {

@@ -17,6 +17,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"kforge.dev/kforge/internal/certreload"
 )
 
 // The node agent's subresources: pods/log, pods/exec, pods/attach and
@@ -67,20 +69,28 @@ func isNodeAgentRequest(parts []string) bool {
 // agents: the kubelet client certificate, and the cluster CA for their
 // serving certificates.
 func NodeClientTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	c, _, err := nodeClientTLS(certFile, keyFile, caFile)
+	return c, err
+}
+
+// nodeClientTLS is NodeClientTLS with the client certificate's KeyPair,
+// which a certreload.Watcher reloads: each new connection to an agent
+// presents the current certificate.
+func nodeClientTLS(certFile, keyFile, caFile string) (*tls.Config, *certreload.KeyPair, error) {
+	pair, err := certreload.NewKeyPair(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("apiserver: kubelet client certificate: %w", err)
+		return nil, nil, fmt.Errorf("apiserver: kubelet client certificate: %w", err)
 	}
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("apiserver: kubelet client CA: %w", err)
+		return nil, nil, fmt.Errorf("apiserver: kubelet client CA: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("apiserver: %s holds no certificate", caFile)
+		return nil, nil, fmt.Errorf("apiserver: %s holds no certificate", caFile)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"}}, nil
+	return &tls.Config{GetClientCertificate: pair.GetClientCertificate, RootCAs: pool, MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"}}, pair, nil
 }
 
 // serveNodeProxy proxies one request for a node agent subresource; path

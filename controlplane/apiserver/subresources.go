@@ -135,6 +135,24 @@ func mediaType(r *http.Request) string {
 	return ct
 }
 
+// bindingKey marks the context of a binding's update: the one update
+// that may set a pod's spec.nodeName.
+type bindingKey struct{}
+
+// validationBase is the old object an update is validated against: for a
+// binding, the old pod with the node it is being bound to, so that the
+// rest of the spec is still held immutable.
+func validationBase(ctx context.Context, obj, old runtime.Object) runtime.Object {
+	p, ok := old.(*corev1.Pod)
+	np, nok := obj.(*corev1.Pod)
+	if !ok || !nok || ctx.Value(bindingKey{}) == nil || p.Spec.NodeName != "" {
+		return old
+	}
+	c := p.DeepCopy()
+	c.Spec.NodeName = np.Spec.NodeName
+	return c
+}
+
 // bind handles POST pods/NAME/binding: it sets spec.nodeName once and
 // marks the pod scheduled.
 func (s *Server) bind(ctx context.Context, req *request, r *http.Request, body []byte) (runtime.Object, error) {
@@ -148,7 +166,7 @@ func (s *Server) bind(ctx context.Context, req *request, r *http.Request, body [
 	if b.Target.Name == "" {
 		return nil, apierrors.NewBadRequest("target.name: a node name is required")
 	}
-	return s.guaranteedUpdate(ctx, req.res, req.ns, req.name, "", func(old runtime.Object) (runtime.Object, error) {
+	return s.guaranteedUpdate(context.WithValue(ctx, bindingKey{}, true), req.res, req.ns, req.name, "", func(old runtime.Object) (runtime.Object, error) {
 		p := old.(*corev1.Pod)
 		if p.DeletionTimestamp != nil {
 			return nil, apierrors.NewConflict(groupResource(req.res), req.name, fmt.Errorf("pod %s is being deleted, cannot be assigned to a host", req.name))

@@ -166,7 +166,7 @@ func (s *Server) guaranteedUpdate(ctx context.Context, res *Resource, ns, name, 
 			if m, merr := meta.Accessor(obj); merr == nil && m.GetResourceVersion() == "" {
 				m.SetResourceVersion(fmt.Sprint(kv.ModRevision))
 			}
-			if errs := validateObject(res, obj, old); len(errs) > 0 {
+			if errs := validateObject(res, obj, validationBase(ctx, obj, old)); len(errs) > 0 {
 				err = apierrors.NewInvalid(res.GroupVersion().WithKind(res.Kind).GroupKind(), name, errs)
 			}
 		}

@@ -156,7 +156,7 @@ func validatePodSpec(s *corev1.PodSpec, p *field.Path) field.ErrorList {
 	default:
 		errs = append(errs, field.NotSupported(p.Child("restartPolicy"), s.RestartPolicy, []string{"Always", "OnFailure", "Never"}))
 	}
-	return errs
+	return append(errs, validatePodSpecDetail(s, p)...)
 }
 
 // podUpdateForbidden is upstream's message for a pod update that changes
@@ -166,13 +166,11 @@ const podUpdateForbidden = "pod updates may not change fields other than `spec.c
 // validatePodUpdate follows upstream's ValidatePodUpdate: a pod's spec is
 // immutable but for container images, activeDeadlineSeconds, added
 // tolerations, terminationGracePeriodSeconds and removed scheduling gates.
-// spec.nodeName may be set once (binding does it) and never changed.
+// spec.nodeName is set by pods/binding only (or at creation), never by
+// an update, as upstream.
 func validatePodUpdate(pod, old *corev1.Pod) field.ErrorList {
 	sp := field.NewPath("spec")
 	var errs field.ErrorList
-	if old.Spec.NodeName != "" && old.Spec.NodeName != pod.Spec.NodeName {
-		errs = append(errs, field.Forbidden(sp.Child("nodeName"), "may not be changed once set"))
-	}
 	// Copy the fields that may change from the new spec into the old one;
 	// any other difference is forbidden.
 	mutable := old.Spec.DeepCopy()
@@ -188,9 +186,6 @@ func validatePodUpdate(pod, old *corev1.Pod) field.ErrorList {
 	}
 	mutable.ActiveDeadlineSeconds = pod.Spec.ActiveDeadlineSeconds
 	mutable.TerminationGracePeriodSeconds = pod.Spec.TerminationGracePeriodSeconds
-	if old.Spec.NodeName == "" {
-		mutable.NodeName = pod.Spec.NodeName
-	}
 	if hasAll(pod.Spec.Tolerations, old.Spec.Tolerations) {
 		mutable.Tolerations = pod.Spec.Tolerations
 	}

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +25,8 @@ import (
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	"kforge.dev/kforge/nodeagent/podlogs"
+
+	"kforge.dev/kforge/internal/certreload"
 )
 
 // Timeouts of streaming sessions, upstream's kubelet defaults.
@@ -373,27 +374,24 @@ func (a streams) PortForward(ctx context.Context, name, _ string, port int32, st
 // TLSConfig is the agent API's TLS: the serving certificate, and client
 // certificates verified against the CA when given (a request without one
 // is answered 401, not refused at the handshake). HTTP/1.1 only: the
-// streaming protocols upgrade the connection.
-func TLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+// streaming protocols upgrade the connection. Both files are re-read
+// when they change while the returned Watcher runs (its owner runs it
+// until the API stops), so a rotated certificate needs no restart.
+func TLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, *certreload.Watcher, error) {
+	pair, err := certreload.NewKeyPair(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("agent API: serving certificate: %w", err)
+		return nil, nil, fmt.Errorf("agent API: serving certificate: %w", err)
 	}
-	caPEM, err := os.ReadFile(clientCAFile)
+	cas, err := certreload.NewCABundle(clientCAFile)
 	if err != nil {
-		return nil, fmt.Errorf("agent API: client CA: %w", err)
+		return nil, nil, fmt.Errorf("agent API: client CA: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("agent API: client CA %s holds no certificate", clientCAFile)
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		ClientCAs:    pool,
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"http/1.1"},
-	}, nil
+	c := certreload.ServerConfig(&tls.Config{
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+	}, pair, cas)
+	return c, &certreload.Watcher{Items: []certreload.Reloader{pair, cas}}, nil
 }
 
 // Serve serves the API with TLS on l until ctx ends, then closes the

@@ -233,8 +233,10 @@ echo HEADLESS; nslookup web-headless.default.svc.cluster.local`)
 			"volumes":[{"name":"e2e","hostPath":{"path":"/var/lib/kforge-e2e","type":"Directory"}}]}}`
 		phase, out := e.runPodJSON(t, "api-client", pod)
 		if phase != "Succeeded" || !strings.Contains(out, "host https://198.18.16.1:443") ||
-			!regexp.MustCompile(`(?m)^pods [1-9]`).MatchString(out) || !strings.Contains(out, "secrets forbidden") {
-			t.Fatalf("the in-cluster client (%s) should list pods as viewer through 198.18.16.1:443 and be refused secrets:\n%s", phase, out)
+			!regexp.MustCompile(`(?m)^pods [1-9]`).MatchString(out) || !strings.Contains(out, "secrets forbidden") ||
+			!strings.Contains(out, "resolved kubernetes.default 198.18.16.1\n") ||
+			!regexp.MustCompile(`(?m)^pods via https://kubernetes.default.svc [1-9]`).MatchString(out) {
+			t.Fatalf("the in-cluster client (%s) should resolve kubernetes.default and list pods as viewer through 198.18.16.1:443 and https://kubernetes.default.svc, and be refused secrets:\n%s", phase, out)
 		}
 		for _, w := range []string{"w1", "w2", "w3"} {
 			_, _ = e.ssh(w, "rm -rf /var/lib/kforge-e2e")

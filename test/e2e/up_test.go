@@ -491,6 +491,19 @@ func TestUp(t *testing.T) {
 		}
 	})
 
+	t.Run("cert rotate under load", func(t *testing.T) { testCertRotate(t, newRotateEnv(t, bin, dir)) })
+
+	t.Run("node remove and add of a worker", func(t *testing.T) {
+		testNodeOps(t, nodeOpsEnv{
+			workloadEnv: workloadEnv{kubectlBin: kc, kubeconfig: kubeconfig, ssh: func(host, cmd string) (string, error) {
+				out, _, err := kforge(t, bin, nil, "lab", "ssh", "--dir", dir, host, "--", cmd)
+				return out, err
+			}},
+			bin: bin, spec: spec,
+			kforge: func(args ...string) (string, string, error) { return kforge(t, bin, nil, args...) },
+		})
+	})
+
 	t.Run("reset leaves the hosts clean", func(t *testing.T) {
 		if _, _, err := kforge(t, bin, nil, "reset", "-f", spec); err == nil {
 			t.Error("reset without --yes and without a terminal went ahead")

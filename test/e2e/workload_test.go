@@ -246,6 +246,7 @@ func testWorkload(t *testing.T, e workloadEnv) {
 
 	t.Run("kubectl reaches the pods through the agent", func(t *testing.T) { testAccess(t, e) })
 	t.Run("Services answer", func(t *testing.T) { testServices(t, e) })
+	t.Run("Ingress routes to the pods", func(t *testing.T) { testIngress(t, e) })
 	testNodeFaults(t, e)
 }
 

@@ -118,10 +118,12 @@ those daemons itself: each is a role of this one binary.`,
 		newAgentCommand(streams, g),
 		newProxyCommand(streams, g),
 		newDNSCommand(streams, g),
+		newIngressCommand(streams, g),
 		newLocalCommand(streams, g),
 		newUpCommand(streams, g),
 		newStatusCommand(streams, g),
 		newResetCommand(streams, g),
+		newNodeCommand(streams, g),
 	)
 	return root
 }

@@ -11,7 +11,7 @@ import (
 func TestControllerManagerCommandRejectsBadConfigBeforeStarting(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "cm.yaml")
-	doc := "apiVersion: kforge.dev/v1alpha1\nkind: ControllerManagerConfig\nworkers: 0\ncontrollers: [replicaset, cronjob]\n"
+	doc := "apiVersion: kforge.dev/v1alpha1\nkind: ControllerManagerConfig\nworkers: 0\ncontrollers: [replicaset, nosuch]\n"
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +20,7 @@ func TestControllerManagerCommandRejectsBadConfigBeforeStarting(t *testing.T) {
 	if err == nil {
 		t.Fatal("a bad config was accepted")
 	}
-	for _, want := range []string{"kubeconfig", "workers", "cronjob"} {
+	for _, want := range []string{"kubeconfig", "workers", "nosuch"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %s:\n%v", want, err)
 		}

@@ -95,7 +95,7 @@ func TestKubeconfigCommand(t *testing.T) {
 	for _, tt := range []struct{ user, server, authInfo string }{
 		{"", "https://198.18.0.10:6443", "kubernetes-admin"},
 		{"scheduler", "https://198.18.0.10:6443", "system:kube-scheduler"},
-		{"dns", "https://198.18.0.10:6443", "system:kforge:dns"},
+		{"dns", "https://127.0.0.1:6444", "system:kforge:dns"}, // worker roles use the agent's local LB
 		{"agent:w1", "https://127.0.0.1:6444", "system:node:w1"},
 		{"w1", "https://127.0.0.1:6444", "system:node:w1"},
 	} {

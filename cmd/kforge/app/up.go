@@ -31,8 +31,6 @@ It is idempotent: a re-run with nothing to do changes and restarts nothing; a
 changed file restarts only the daemons that read it, one master at a time,
 each healthy before the next.
 
-` + installer.NotYet + `.
-
 Progress goes to stderr, one ✓/✗ line per phase and host; --output json
 prints one JSON event per line on stdout instead. --dry-run connects and
 reads, changes nothing, and lists what it would change.`,

@@ -327,11 +327,13 @@ func Bootstrap() *Policy {
 	}, eventWrites...)...), users(ProxyUser))
 
 	// The ingress controller: routes from Ingresses to Service endpoints,
-	// TLS from Secrets, status back on the Ingress.
+	// TLS from Secrets, status back on the Ingress; each instance creates
+	// its IngressClass when it is missing.
 	add(clusterRole("system:kforge:ingress", append([]rbacv1.PolicyRule{
 		allow(read, core, "services", "endpoints", "secrets", "namespaces"),
 		allow(read, discovery, "endpointslices"),
 		allow(read, netw, "ingresses", "ingressclasses"),
+		allow("create", netw, "ingressclasses"),
 		allow("get update patch", netw, "ingresses/status"),
 	}, eventWrites...)...), users(IngressUser))
 

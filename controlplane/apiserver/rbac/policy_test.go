@@ -113,6 +113,8 @@ func TestBootstrapPolicyGrants(t *testing.T) {
 		{ingress, res("list", "networking.k8s.io", "ingressclasses", "", "", ""), true},
 		{ingress, res("update", "networking.k8s.io", "ingresses", "status", "default", "i"), true},
 		{ingress, res("update", "networking.k8s.io", "ingresses", "", "default", "i"), false},
+		{ingress, res("create", "networking.k8s.io", "ingressclasses", "", "", "kforge"), true},
+		{ingress, res("delete", "networking.k8s.io", "ingressclasses", "", "", "kforge"), false},
 		{ingress, res("get", "", "secrets", "", "default", "tls"), true},
 		{ingress, res("watch", "", "endpoints", "", "", ""), true},
 

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -46,6 +47,27 @@ func run() error {
 		return fmt.Errorf("list pods: %w", err)
 	}
 	fmt.Println("pods", len(pods.Items))
+
+	// The same by name: Go's resolver applies resolv.conf's search list
+	// (ndots:5), as glibc's does, so the short names resolve too.
+	for _, name := range []string{"kubernetes.default", "kubernetes.default.svc"} {
+		addrs, err := net.DefaultResolver.LookupHost(ctx, name)
+		if err != nil {
+			return fmt.Errorf("resolve %s: %w", name, err)
+		}
+		fmt.Println("resolved", name, strings.Join(addrs, ","))
+	}
+	byName := rest.CopyConfig(cfg)
+	byName.Host = "https://kubernetes.default.svc"
+	csByName, err := kubernetes.NewForConfig(byName)
+	if err != nil {
+		return err
+	}
+	pods, err = csByName.CoreV1().Pods(strings.TrimSpace(string(ns))).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list pods through %s: %w", byName.Host, err)
+	}
+	fmt.Println("pods via", byName.Host, len(pods.Items))
 	_, err = cs.CoreV1().Secrets(strings.TrimSpace(string(ns))).List(ctx, metav1.ListOptions{})
 	switch {
 	case apierrors.IsForbidden(err):

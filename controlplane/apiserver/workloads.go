@@ -3,6 +3,7 @@ package apiserver
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -328,10 +329,21 @@ func validateCronJob(c *batchv1.CronJob, old *batchv1.CronJob) field.ErrorList {
 	return errs
 }
 
-// validateStatefulSet follows upstream's ValidateStatefulSetSpec.
+// validateStatefulSet follows upstream's ValidateStatefulSetSpec. The
+// template's pod spec is validated with each volume claim template as a
+// volume of its name, since containers mount the claims (upstream leaves
+// the template's pod spec unchecked for that reason; the union is what its
+// pods will hold).
 func validateStatefulSet(s *appsv1.StatefulSet) field.ErrorList {
 	p := field.NewPath("spec")
-	errs := validateWorkload(s.Spec.Selector, &s.Spec.Template, s.Spec.Replicas)
+	tmpl := s.Spec.Template.DeepCopy()
+	for _, c := range s.Spec.VolumeClaimTemplates {
+		if !slices.ContainsFunc(tmpl.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == c.Name }) {
+			tmpl.Spec.Volumes = append(tmpl.Spec.Volumes, corev1.Volume{Name: c.Name,
+				VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.Name}}})
+		}
+	}
+	errs := validateWorkload(s.Spec.Selector, tmpl, s.Spec.Replicas)
 	switch s.Spec.PodManagementPolicy {
 	case appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement:
 	default:

@@ -219,6 +219,13 @@ func TestStatefulSet(t *testing.T) {
 		if _, err := sets.Create(ctx, bad, metav1.CreateOptions{}); !apierrors.IsInvalid(err) {
 			t.Errorf("podManagementPolicy Sometimes: %v, want 422", err)
 		}
+		// Containers mount claim templates; a mount of neither a volume
+		// nor a claim template is refused.
+		bad = newStatefulSet("bad", 1, "")
+		bad.Spec.VolumeClaimTemplates = nil
+		if _, err := sets.Create(ctx, bad, metav1.CreateOptions{}); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "volumeMounts[0].name") {
+			t.Errorf("mount of nothing: %v, want 422", err)
+		}
 		sc, err := sets.GetScale(ctx, "web", metav1.GetOptions{})
 		if err != nil || sc.Spec.Replicas != 3 || sc.Status.Selector != "app=web" {
 			t.Errorf("scale: %+v %v", sc, err)

@@ -23,7 +23,7 @@ func TestEncryptionOptions(t *testing.T) {
 		{"secrets", []encryption.ResourceConfig{entry("secrets")}, 1, ""},
 		// Both Event versions share one stored prefix.
 		{"events twice", []encryption.ResourceConfig{entry("events", "events.events.k8s.io")}, 1, ""},
-		{"apps wildcard", []encryption.ResourceConfig{entry("*.apps")}, 4, ""}, // deployments, replicasets, daemonsets, controllerrevisions
+		{"apps wildcard", []encryption.ResourceConfig{entry("*.apps")}, 5, ""}, // deployments, replicasets, daemonsets, statefulsets, controllerrevisions
 		{"typo", []encryption.ResourceConfig{entry("secret")}, 0, `"secret" is not a resource this apiserver serves`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

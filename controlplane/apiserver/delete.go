@@ -91,10 +91,11 @@ func (s *Server) delete(ctx context.Context, res *Resource, ns, name string, opt
 	return nil, storageError(storage.ErrConflict, groupResource(res), name)
 }
 
-// gracePeriod is the deletion grace in seconds: only bound pods wait.
+// gracePeriod is the deletion grace in seconds: only bound pods that
+// have not finished wait, as upstream's pod strategy.
 func gracePeriod(res *Resource, obj runtime.Object, opts metav1.DeleteOptions) int64 {
 	p, ok := obj.(*corev1.Pod)
-	if !ok || p.Spec.NodeName == "" {
+	if !ok || p.Spec.NodeName == "" || p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
 		return 0
 	}
 	if opts.GracePeriodSeconds != nil {

@@ -28,10 +28,9 @@
 //     (ingressclass_admission.go). pods/eviction (policy/v1,
 //     eviction.go) deletes the pod with the Eviction's options once the
 //     PodDisruptionBudget that selects it allows a disruption (429
-//     otherwise). Job, CronJob and PodDisruptionBudget defaults,
-//     validation and table columns are in workloads.go, with StatefulSet
-//     rules that no request reaches while the kind is not in the
-//     resource table.
+//     otherwise). Job, CronJob, StatefulSet and PodDisruptionBudget
+//     defaults, validation (with upstream's immutable fields) and table
+//     columns are in workloads.go.
 //   - Limits (limits.go, set in the config's limits section): requests in
 //     flight (429), a deadline per request (504, watches exempt), JSON
 //     patch operations and copy size, HTTP/2 streams, watches per user.

@@ -172,6 +172,8 @@ func DefaultResources() []*Resource {
 			Subresources: []string{"status", "scale"}, New: newOf[appsv1.ReplicaSet](), NewList: newOf[appsv1.ReplicaSetList]()},
 		{Group: "apps", Version: "v1", Kind: "DaemonSet", Plural: "daemonsets", ShortNames: []string{"ds"}, Categories: all, Namespaced: true,
 			Subresources: []string{"status"}, New: newOf[appsv1.DaemonSet](), NewList: newOf[appsv1.DaemonSetList]()},
+		{Group: "apps", Version: "v1", Kind: "StatefulSet", Plural: "statefulsets", ShortNames: []string{"sts"}, Categories: all, Namespaced: true,
+			Subresources: []string{"status", "scale"}, New: newOf[appsv1.StatefulSet](), NewList: newOf[appsv1.StatefulSetList]()},
 		{Group: "apps", Version: "v1", Kind: "ControllerRevision", Plural: "controllerrevisions", Namespaced: true,
 			New: newOf[appsv1.ControllerRevision](), NewList: newOf[appsv1.ControllerRevisionList]()},
 		{Group: "batch", Version: "v1", Kind: "Job", Plural: "jobs", Categories: all, Namespaced: true,

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -24,7 +26,7 @@ import (
 // This file holds what upstream's registry strategies do for Jobs,
 // CronJobs, StatefulSets and PodDisruptionBudgets: defaults, the
 // generated Job selector, validation (with the fields that are immutable)
-// and the kubectl table columns.
+// and the kubectl table columns (with ControllerRevision's).
 
 // Labels a Job's generated selector and its pods carry, as upstream.
 const (
@@ -327,10 +329,21 @@ func validateCronJob(c *batchv1.CronJob, old *batchv1.CronJob) field.ErrorList {
 	return errs
 }
 
-// validateStatefulSet follows upstream's ValidateStatefulSetSpec.
+// validateStatefulSet follows upstream's ValidateStatefulSetSpec. The
+// template's pod spec is validated with each volume claim template as a
+// volume of its name, since containers mount the claims (upstream leaves
+// the template's pod spec unchecked for that reason; the union is what its
+// pods will hold).
 func validateStatefulSet(s *appsv1.StatefulSet) field.ErrorList {
 	p := field.NewPath("spec")
-	errs := validateWorkload(s.Spec.Selector, &s.Spec.Template, s.Spec.Replicas)
+	tmpl := s.Spec.Template.DeepCopy()
+	for _, c := range s.Spec.VolumeClaimTemplates {
+		if !slices.ContainsFunc(tmpl.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == c.Name }) {
+			tmpl.Spec.Volumes = append(tmpl.Spec.Volumes, corev1.Volume{Name: c.Name,
+				VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.Name}}})
+		}
+	}
+	errs := validateWorkload(s.Spec.Selector, tmpl, s.Spec.Replicas)
 	switch s.Spec.PodManagementPolicy {
 	case appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement:
 	default:
@@ -499,6 +512,17 @@ func intOrStringOrNA(v *intstr.IntOrString) string {
 	return v.String()
 }
 
+// revisionController is kubectl's CONTROLLER column of a
+// ControllerRevision: kind.group/name of its controller.
+func revisionController(r *appsv1.ControllerRevision) string {
+	ref := metav1.GetControllerOf(r)
+	if ref == nil {
+		return "<none>"
+	}
+	gk := schema.FromAPIVersionAndKind(ref.APIVersion, ref.Kind).GroupKind()
+	return strings.ToLower(gk.String()) + "/" + ref.Name
+}
+
 // podTemplateColumns are the -o wide CONTAINERS, IMAGES and SELECTOR
 // columns of a workload.
 func podTemplateColumns[T runtime.Object](spec func(T) *corev1.PodSpec, sel func(T) *metav1.LabelSelector) []column {
@@ -547,6 +571,11 @@ var workloadColumns = map[string][]column{
 		})),
 		ageCol,
 	}, podTemplateColumns[*appsv1.StatefulSet](func(s *appsv1.StatefulSet) *corev1.PodSpec { return &s.Spec.Template.Spec }, nil)...),
+	"apps/ControllerRevision": {nameCol,
+		col("Controller", "string", 0, typed(func(r *appsv1.ControllerRevision, _ time.Time) any { return revisionController(r) })),
+		col("Revision", "integer", 0, typed(func(r *appsv1.ControllerRevision, _ time.Time) any { return r.Revision })),
+		ageCol,
+	},
 	"policy/PodDisruptionBudget": {nameCol,
 		col("Min Available", "string", 0, typed(func(b *policyv1.PodDisruptionBudget, _ time.Time) any { return intOrStringOrNA(b.Spec.MinAvailable) })),
 		col("Max Unavailable", "string", 0, typed(func(b *policyv1.PodDisruptionBudget, _ time.Time) any { return intOrStringOrNA(b.Spec.MaxUnavailable) })),

@@ -31,6 +31,7 @@ const (
 	NameNodeIPAM         = "nodeipam"
 	NameNodeLifecycle    = "nodelifecycle"
 	NameDaemonSet        = "daemonset"
+	NameStatefulSet      = "statefulset"
 	NameJob              = "job"
 	NameTTLAfterFinished = "ttl-after-finished"
 	NameCronJob          = "cronjob"
@@ -45,7 +46,7 @@ const (
 var AllControllers = []string{
 	NameReplicaSet, NameDeployment, NameEndpoints,
 	NameServiceAccount, NameGarbageCollector, NameNamespace, NameNodeIPAM,
-	NameNodeLifecycle, NameDaemonSet, NameJob, NameTTLAfterFinished, NameCronJob,
+	NameNodeLifecycle, NameDaemonSet, NameStatefulSet, NameJob, NameTTLAfterFinished, NameCronJob,
 	NameDisruption,
 	NameRootCACertPublisher, NameClusterRoleAggregation,
 }

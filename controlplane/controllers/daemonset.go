@@ -561,11 +561,17 @@ func (c *DaemonSetController) claimPods(ctx context.Context, ds *appsv1.DaemonSe
 	return owned, nil
 }
 
-// revisionData is the ControllerRevision data of ds's template in the
-// form kubectl rollout undo applies as a strategic merge patch:
-// {"spec":{"template":{...,"$patch":"replace"}}}.
+// revisionData is the ControllerRevision data of ds's template.
 func revisionData(ds *appsv1.DaemonSet) ([]byte, error) {
-	b, err := json.Marshal(ds.Spec.Template)
+	return templateRevisionData(&ds.Spec.Template)
+}
+
+// templateRevisionData is the ControllerRevision data of a DaemonSet's or
+// StatefulSet's pod template in the form kubectl rollout undo applies as
+// a strategic merge patch (and compares byte for byte with the one it
+// builds from the live object): {"spec":{"template":{...,"$patch":"replace"}}}.
+func templateRevisionData(t *corev1.PodTemplateSpec) ([]byte, error) {
+	b, err := json.Marshal(t)
 	if err != nil {
 		return nil, err
 	}

@@ -46,7 +46,8 @@ type DisruptionController struct {
 }
 
 // NewDisruptionController wires the controller to the shared informers;
-// stsInf may be nil (StatefulSet pods then have no known scale).
+// stsInf may be nil (StatefulSet pods then have no known scale, as in
+// unit tests that build the controller alone).
 func NewDisruptionController(client kubernetes.Interface, pdbInf policyinformers.PodDisruptionBudgetInformer, podInf coreinformers.PodInformer,
 	rsInf appsinformers.ReplicaSetInformer, depInf appsinformers.DeploymentInformer, stsInf appsinformers.StatefulSetInformer,
 	log *slog.Logger, m *metrics) (*DisruptionController, error) {

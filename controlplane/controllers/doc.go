@@ -23,7 +23,13 @@
 // the DaemonSet controller
 // (a pod per eligible node with the daemon tolerations and node-name
 // affinity, templates as ControllerRevisions, RollingUpdate within
-// maxUnavailable or maxSurge, OnDelete), the Job controller (pods to
+// maxUnavailable or maxSurge, OnDelete), the StatefulSet controller
+// (pods NAME-ORDINAL with hostname and the governing Service's subdomain,
+// OrderedReady or Parallel creation and scale-down from the highest
+// ordinal, templates as ControllerRevisions, RollingUpdate from the
+// highest ordinal down to the partition within maxUnavailable, OnDelete,
+// failed pods recreated; claim templates become emptyDir volumes, as no
+// PersistentVolumeClaims are served), the Job controller (pods to
 // completions with the job-tracking finalizer, backoffLimit,
 // activeDeadlineSeconds, suspend, Indexed mode), the ttl-after-finished
 // controller, the CronJob controller (Jobs on a cron schedule in a time
@@ -44,6 +50,6 @@
 // deep-copies before changing anything and writes status through the
 // status subresource. All controllers share one informer factory.
 //
-// Not here yet: HPA, Jobs, StatefulSets, pod garbage collection, and
-// foreground deletion in the garbage collector.
+// Not here yet: HPA, PersistentVolumeClaims for StatefulSets, pod
+// garbage collection, and foreground deletion in the garbage collector.
 package controllers

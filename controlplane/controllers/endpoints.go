@@ -206,7 +206,17 @@ func portsKey(ports []corev1.EndpointPort) string {
 	return strings.Join(parts, ",")
 }
 
-func address(p *corev1.Pod) corev1.EndpointAddress {
+// podHostname is the DNS label an endpoint of p gets under svc, as
+// upstream: the pod's hostname when its subdomain names the Service (a
+// StatefulSet's pods and their headless Service).
+func podHostname(p *corev1.Pod, svc *corev1.Service) string {
+	if p.Spec.Hostname != "" && p.Spec.Subdomain == svc.Name && p.Namespace == svc.Namespace {
+		return p.Spec.Hostname
+	}
+	return ""
+}
+
+func address(p *corev1.Pod, svc *corev1.Service) corev1.EndpointAddress {
 	a := corev1.EndpointAddress{IP: p.Status.PodIP, TargetRef: &corev1.ObjectReference{
 		Kind: "Pod", Namespace: p.Namespace, Name: p.Name, UID: p.UID,
 	}}
@@ -214,9 +224,7 @@ func address(p *corev1.Pod) corev1.EndpointAddress {
 		n := p.Spec.NodeName
 		a.NodeName = &n
 	}
-	if p.Spec.Hostname != "" {
-		a.Hostname = p.Spec.Hostname
-	}
+	a.Hostname = podHostname(p, svc)
 	return a
 }
 
@@ -232,9 +240,9 @@ func (c *EndpointsController) writeEndpoints(ctx context.Context, svc *corev1.Se
 			subsets = append(subsets, corev1.EndpointSubset{Ports: t.ports})
 		}
 		if t.ready {
-			subsets[i].Addresses = append(subsets[i].Addresses, address(t.pod))
+			subsets[i].Addresses = append(subsets[i].Addresses, address(t.pod, svc))
 		} else {
-			subsets[i].NotReadyAddresses = append(subsets[i].NotReadyAddresses, address(t.pod))
+			subsets[i].NotReadyAddresses = append(subsets[i].NotReadyAddresses, address(t.pod, svc))
 		}
 	}
 	existing, err := c.endpoints.Endpoints(svc.Namespace).Get(svc.Name)
@@ -294,6 +302,9 @@ func (c *EndpointsController) writeSlice(ctx context.Context, svc *corev1.Servic
 		if t.pod.Spec.NodeName != "" {
 			n := t.pod.Spec.NodeName
 			ep.NodeName = &n
+		}
+		if h := podHostname(t.pod, svc); h != "" {
+			ep.Hostname = &h
 		}
 		eps = append(eps, ep)
 	}

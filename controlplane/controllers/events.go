@@ -11,6 +11,7 @@ const (
 	reporterReplicaSet    = "replicaset-controller"
 	reporterDeployment    = "deployment-controller"
 	reporterDaemonSet     = "daemonset-controller"
+	reporterStatefulSet   = "statefulset-controller"
 	reporterNodeLifecycle = "node-controller"
 	reporterJob           = "job-controller"
 	reporterCronJob       = "cronjob-controller"

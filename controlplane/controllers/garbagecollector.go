@@ -40,8 +40,8 @@ type gcKind struct {
 // (background propagation) and releases the dependents of owners deleted
 // with the orphan finalizer. It knows Pods, ReplicaSets, EndpointSlices,
 // ControllerRevisions and Jobs as dependents and Deployments,
-// ReplicaSets, Services, DaemonSets, Jobs and CronJobs as owners; an
-// owner of any other kind is taken to exist.
+// ReplicaSets, Services, DaemonSets, StatefulSets, Jobs and CronJobs as
+// owners; an owner of any other kind is taken to exist.
 //
 // Queue keys are "dep|RESOURCE|NS/NAME" (check a dependent) and
 // "orphan|RESOURCE|NS/NAME" (release an owner's dependents).
@@ -154,10 +154,19 @@ func NewGarbageCollector(client kubernetes.Interface, f informers.SharedInformer
 			return err
 		}}
 	c.dependents = []*gcKind{pods, rss, eps, revs, jobs}
-	c.owners = []*gcKind{deps, rss, svcs, dss, jobs, cjs}
+	stss := &gcKind{resource: "statefulsets", apiVersion: "apps/v1", kind: "StatefulSet", informer: f.Apps().V1().StatefulSets().Informer(),
+		get: func(ctx context.Context, ns, n string) (runtime.Object, error) {
+			return client.AppsV1().StatefulSets(ns).Get(ctx, n, metav1.GetOptions{})
+		},
+		update: func(ctx context.Context, o runtime.Object) error {
+			s := o.(*stsT)
+			_, err := client.AppsV1().StatefulSets(s.Namespace).Update(ctx, s, metav1.UpdateOptions{})
+			return err
+		}}
+	c.owners = []*gcKind{deps, rss, svcs, dss, stss, jobs, cjs}
 
 	var synced []cache.InformerSynced
-	for _, k := range []*gcKind{pods, rss, eps, deps, svcs, dss, revs, jobs, cjs} {
+	for _, k := range []*gcKind{pods, rss, eps, deps, svcs, dss, stss, revs, jobs, cjs} {
 		synced = append(synced, k.informer.HasSynced)
 	}
 	c.loop = newLoop(NameGarbageCollector, log, m, c.sync, synced...)

@@ -204,6 +204,14 @@ func (m *Manager) runControllers(ctx context.Context) error {
 			}
 			return c, err
 		}),
+		add(NameStatefulSet, func() (runner, error) {
+			c, err := NewStatefulSetController(m.client, f.Apps().V1().StatefulSets(), f.Apps().V1().ControllerRevisions(),
+				f.Core().V1().Pods(), log, m.metrics)
+			if err == nil {
+				c.recorder = newRecorder(broadcaster, reporterStatefulSet)
+			}
+			return c, err
+		}),
 		add(NameJob, func() (runner, error) {
 			c, err := NewJobController(m.client, f.Batch().V1().Jobs(), f.Core().V1().Pods(), log, m.metrics)
 			if err == nil {
@@ -220,7 +228,7 @@ func (m *Manager) runControllers(ctx context.Context) error {
 		}),
 		add(NameDisruption, func() (runner, error) {
 			return NewDisruptionController(m.client, f.Policy().V1().PodDisruptionBudgets(), f.Core().V1().Pods(),
-				f.Apps().V1().ReplicaSets(), f.Apps().V1().Deployments(), nil, log, m.metrics)
+				f.Apps().V1().ReplicaSets(), f.Apps().V1().Deployments(), f.Apps().V1().StatefulSets(), log, m.metrics)
 		}),
 		add(NameTTLAfterFinished, func() (runner, error) {
 			return NewTTLAfterFinishedController(m.client, f.Batch().V1().Jobs(), log, m.metrics)

@@ -15,6 +15,7 @@ type (
 	deployT  = appsv1.Deployment
 	svcT     = corev1.Service
 	dsT      = appsv1.DaemonSet
+	stsT     = appsv1.StatefulSet
 	revT     = appsv1.ControllerRevision
 	jobT     = batchv1.Job
 	cronJobT = batchv1.CronJob

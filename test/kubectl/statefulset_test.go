@@ -63,7 +63,11 @@ func (c *cluster) waitOut(t *testing.T, want string, args ...string) {
 func TestStatefulSetRollout(t *testing.T) {
 	c := setup(t)
 	ns := c.namespace(t)
-	c.apply(t, dbManifest(ns, "busybox:1"))
+	// Created, not applied: kubectl warns on an undo of an applied object
+	// (its last-applied annotation is not rolled back), as upstream.
+	if r := c.run(t, dbManifest(ns, "busybox:1"), "create", "-f", "-"); r.Code != 0 {
+		t.Fatalf("kubectl create: %s", r)
+	}
 	out := c.ok(t, "get", "statefulsets", "-n", ns)
 	wantHeader(t, out, "NAME", "READY", "AGE")
 	if r := row(t, out, 0, "db"); r[1] != "0/2" {

@@ -96,11 +96,6 @@ func nodeClientTLS(certFile, keyFile, caFile string) (*tls.Config, *certreload.K
 // serveNodeProxy proxies one request for a node agent subresource; path
 // is the rest of the URL after nodes/NAME/proxy.
 func (s *Server) serveNodeProxy(w http.ResponseWriter, r *http.Request, req *request, path string) {
-	if s.nodeTransport == nil {
-		writeError(w, apierrors.NewServiceUnavailable(fmt.Sprintf(
-			"%s/%s: this apiserver has no client certificate for the node agents (kubeletClient in its config)", req.res.Plural, req.sub)))
-		return
-	}
 	ctx := r.Context()
 	var nodeName, target string
 	q := url.Values{}
@@ -165,6 +160,13 @@ func (s *Server) serveNodeProxy(w http.ResponseWriter, r *http.Request, req *req
 	host, err := s.nodeAddress(ctx, nodeName)
 	if err != nil {
 		writeError(w, err)
+		return
+	}
+	// Checked last, so that a missing pod or node, or a bad option, is
+	// answered as upstream would (404, 400) even here.
+	if s.nodeTransport == nil {
+		writeError(w, apierrors.NewServiceUnavailable(fmt.Sprintf(
+			"%s/%s: this apiserver has no client certificate for the node agents (kubeletClient in its config)", req.res.Plural, req.sub)))
 		return
 	}
 	u := &url.URL{Scheme: "https", Host: host, Path: target, RawQuery: q.Encode()}

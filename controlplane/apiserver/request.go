@@ -110,8 +110,16 @@ func (s *Server) parseRequest(r *http.Request, parts []string) (*request, error)
 		switch {
 		case req.sub == "proxy":
 			// nodes/proxy: the verb of the method, as upstream.
-		case r.Method == http.MethodGet && req.sub == "log":
+		case req.sub == "log":
+			// pods/log is read-only: GET alone, as upstream.
+			if r.Method != http.MethodGet {
+				return nil, apierrors.NewMethodNotSupported(req.gr(), r.Method+" on pods/log")
+			}
 			req.verb = "get"
+		case r.Method != http.MethodGet && r.Method != http.MethodPost:
+			// exec, attach and portforward are connections: GET (a
+			// WebSocket upgrade) or POST (SPDY), nothing else.
+			return nil, apierrors.NewMethodNotSupported(req.gr(), r.Method+" on "+req.res.Plural+"/"+req.sub)
 		default:
 			// exec, attach and portforward run things: create, also for
 			// a WebSocket upgrade, which is a GET.

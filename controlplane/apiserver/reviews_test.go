@@ -66,9 +66,29 @@ func TestNodeAgentSubresourcesAre503AndDryRunWritesNothing(t *testing.T) {
 	if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = pods.GetLogs("p", &corev1.PodLogOptions{}).DoRaw(ctx)
-	if !apierrors.IsServiceUnavailable(err) {
+	// Unscheduled: 400 as upstream, before any agent is looked for.
+	if _, err = pods.GetLogs("p", &corev1.PodLogOptions{}).DoRaw(ctx); !apierrors.IsBadRequest(err) {
+		t.Fatalf("pods/log of an unscheduled pod: %v", err)
+	}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+	if _, err := e.admin.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.0.99"}}
+	if _, err := e.admin.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bind := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Target: corev1.ObjectReference{Kind: "Node", Name: "n1"}}
+	if err := pods.Bind(ctx, bind, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Scheduled, but this apiserver has no kubelet client: 503.
+	if _, err = pods.GetLogs("p", &corev1.PodLogOptions{}).DoRaw(ctx); !apierrors.IsServiceUnavailable(err) {
 		t.Fatalf("pods/log: %v", err)
+	}
+	// pods/log is GET only.
+	if err := pods.GetLogs("p", &corev1.PodLogOptions{}).Verb("DELETE").Do(ctx).Error(); !apierrors.IsMethodNotSupported(err) {
+		t.Fatalf("DELETE pods/log: %v", err)
 	}
 	if err := pods.Delete(ctx, "p", metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -30,6 +31,12 @@ type fieldManagers struct {
 }
 
 func (s *Server) fieldManager(res *Resource, sub string) (*managedfields.FieldManager, error) {
+	if res.Custom != nil {
+		if sub != "status" {
+			sub = ""
+		}
+		return res.Custom.fieldManager(sub)
+	}
 	f := &s.fields
 	f.once.Do(func() {
 		// Upstream's schema for the built-in types: list keys such as
@@ -47,7 +54,11 @@ func (s *Server) fieldManager(res *Resource, sub string) (*managedfields.FieldMa
 		return fm, nil
 	}
 	gvk := res.GroupVersion().WithKind(res.Kind)
-	fm, err := managedfields.NewDefaultFieldManager(f.tc, scheme.Scheme, scheme.Scheme, scheme.Scheme, gvk, gvk.GroupVersion(), sub, nil)
+	tc, sch := f.tc, scheme.Scheme
+	if res.Group == apiextensionsv1.GroupName {
+		tc, sch = crdTypeConverter(), crdScheme
+	}
+	fm, err := managedfields.NewDefaultFieldManager(tc, sch, sch, sch, gvk, gvk.GroupVersion(), sub, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -33,6 +33,8 @@ func (s *Server) startIndexes(ctx context.Context) (stop func()) {
 		wg.Go(func() { s.authz.Run(ctx) })
 		wg.Go(func() { s.store.Follow(ctx, "node-graph", podsPrefix, s.nodes, s.log) })
 		wg.Go(func() { s.store.Follow(ctx, "cache", "/registry/", s.cache, s.log) })
+		wg.Go(func() { s.store.Follow(ctx, "crds", s.crdRes().KeyPrefix(""), s.crds, s.log) })
+		wg.Go(func() { s.crds.run(ctx) })
 		stop = func() {
 			cancel()
 			wg.Wait()

@@ -40,7 +40,7 @@ func FuzzCreateHandler(f *testing.F) {
 	if err := srv.Bootstrap(context.Background()); err != nil {
 		f.Fatal(err)
 	}
-	resources := srv.reg.list
+	resources := srv.reg.all()
 	admin := &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{Subject: pkix.Name{CommonName: "admin", Organization: []string{"system:masters"}}}}}}
 	for _, s := range []struct {
 		kind, body string

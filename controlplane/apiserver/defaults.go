@@ -16,6 +16,9 @@ import (
 // prepareForCreate resets what a client may not set on create and applies
 // the defaults upstream's apiserver applies (controllers dereference them).
 func (s *Server) prepareForCreate(ctx context.Context, res *Resource, obj runtime.Object) error {
+	if res.Prepare != nil {
+		res.Prepare(obj, nil)
+	}
 	switch o := obj.(type) {
 	case *corev1.Namespace:
 		o.Status = corev1.NamespaceStatus{Phase: corev1.NamespaceActive}
@@ -93,6 +96,9 @@ func defaultSubjects(subjects []rbacv1.Subject) {
 // prepareForUpdate keeps immutable fields and re-applies defaults that a
 // full PUT may have dropped.
 func (s *Server) prepareForUpdate(ctx context.Context, res *Resource, obj, old runtime.Object) error {
+	if res.Prepare != nil {
+		res.Prepare(obj, old)
+	}
 	switch o := obj.(type) {
 	case *corev1.Namespace:
 		setNamespaceNameLabel(o)
@@ -257,9 +263,13 @@ func setNamespaceNameLabel(ns *corev1.Namespace) {
 // for this kind, as upstream's strategies do for workloads, pods and
 // ingresses (not for config, namespaces, nodes or services).
 func tracksGeneration(res *Resource) bool {
+	if res.Custom != nil {
+		return true
+	}
 	switch res.Group + "/" + res.Kind {
 	case "/Pod", "apps/Deployment", "apps/ReplicaSet", "apps/DaemonSet", "networking.k8s.io/Ingress",
-		"batch/Job", "batch/CronJob", "apps/StatefulSet", "policy/PodDisruptionBudget":
+		"batch/Job", "batch/CronJob", "apps/StatefulSet", "policy/PodDisruptionBudget",
+		"apiextensions.k8s.io/CustomResourceDefinition":
 		return true
 	}
 	return false

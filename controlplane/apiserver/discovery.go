@@ -32,7 +32,7 @@ var (
 func (reg *Registry) groupVersions() []metav1.GroupVersionForDiscovery {
 	seen := map[string]bool{}
 	var out []metav1.GroupVersionForDiscovery
-	for _, r := range reg.list {
+	for _, r := range reg.all() {
 		gv := r.APIVersion()
 		if !seen[gv] && r.Group != "" {
 			seen[gv] = true
@@ -48,7 +48,7 @@ func (reg *Registry) APIResourceList(group, ver string) (*metav1.APIResourceList
 	list := &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}}
 	list.GroupVersion = metav1.GroupVersion{Group: group, Version: ver}.String()
 	found := false
-	for _, r := range reg.list {
+	for _, r := range reg.all() {
 		if r.Group != group || r.Version != ver {
 			continue
 		}

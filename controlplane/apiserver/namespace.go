@@ -77,7 +77,7 @@ func (s *Server) afterDelete(ctx context.Context, obj runtime.Object) {
 // finalized by hand while content remained, and namespaces stored without
 // the finalizer (created before kforge set it), which are deleted at once.
 func (s *Server) purgeNamespace(ctx context.Context, ns string) {
-	for _, res := range s.reg.list {
+	for _, res := range s.reg.all() {
 		if !res.Namespaced || res.Review != nil || res.StoredAs != nil {
 			continue
 		}

@@ -58,7 +58,7 @@ func (s *Server) buildOpenAPI() {
 // openAPIKinds describes the resource table for the openapi package.
 func (s *Server) openAPIKinds() []openapi.Kind {
 	var out []openapi.Kind
-	for _, r := range s.reg.list {
+	for _, r := range s.reg.all() {
 		out = append(out, openapi.Kind{
 			Group: r.Group, Version: r.Version, Kind: r.Kind, Plural: r.Plural, Namespaced: r.Namespaced,
 			Subresources: r.Subresources,

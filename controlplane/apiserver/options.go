@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -9,6 +10,7 @@ import (
 	metainternalversionscheme "k8s.io/apimachinery/pkg/apis/meta/internalversion/scheme"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -84,6 +86,11 @@ func deleteOptions(r *http.Request) (metav1.DeleteOptions, error) {
 		if mediaType(r) == "application/vnd.kubernetes.protobuf" {
 			gvk := metav1.SchemeGroupVersion.WithKind("DeleteOptions")
 			_, _, err = protoSerializer.Decode(body, &gvk, &o)
+			if runtime.IsNotRegisteredError(err) {
+				// The DeleteOptions of a group the client-go scheme
+				// does not know (apiextensions): the same message.
+				err = decodeProtoDeleteOptions(body, &o)
+			}
 		} else {
 			err = json.Unmarshal(body, &o)
 		}
@@ -97,4 +104,18 @@ func deleteOptions(r *http.Request) (metav1.DeleteOptions, error) {
 		return o, invalidOptions("DeleteOptions", errs)
 	}
 	return o, nil
+}
+
+// decodeProtoDeleteOptions reads DeleteOptions from the protobuf envelope
+// whatever group its type information names.
+func decodeProtoDeleteOptions(body []byte, o *metav1.DeleteOptions) error {
+	const magic = "k8s\x00"
+	if !strings.HasPrefix(string(body), magic) {
+		return errors.New("not a protobuf message")
+	}
+	var unk runtime.Unknown
+	if err := unk.Unmarshal(body[len(magic):]); err != nil {
+		return err
+	}
+	return o.Unmarshal(unk.Raw)
 }

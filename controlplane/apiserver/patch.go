@@ -34,6 +34,12 @@ func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body 
 		obj, err := s.applyPatch(ctx, req, r, body)
 		return obj, nil, err
 	}
+	if req.res.Custom != nil && types.PatchType(ct) == types.StrategicMergePatchType {
+		// As upstream: custom resources have no patch strategies.
+		return nil, nil, apierrors.NewGenericServerResponse(http.StatusUnsupportedMediaType, "PATCH", groupResource(req.res), req.name,
+			fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: %s, %s, %s",
+				types.JSONPatchType, types.MergePatchType, types.ApplyYAMLPatchType), 0, false)
+	}
 	var jp jsonpatch.Patch
 	if types.PatchType(ct) == types.JSONPatchType {
 		var err error

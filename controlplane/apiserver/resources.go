@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
@@ -19,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Resource is one row of the table of kinds the apiserver serves. A new
@@ -49,6 +52,15 @@ type Resource struct {
 	// TTL, when set, is how long an object lives after its last write
 	// (Events: Options.EventTTL).
 	TTL bool
+	// Custom, when set, makes this one served version of a
+	// CustomResourceDefinition (customresource.go): its objects are
+	// unstructured, checked against the version's structural schema.
+	Custom *customResource
+	// Prepare, when set, fills what the server owns in a new (old nil) or
+	// updated object before it is validated.
+	Prepare func(obj, old runtime.Object)
+	// Validate, when set, adds the kind's own checks to the common ones.
+	Validate func(obj, old runtime.Object) field.ErrorList
 }
 
 // GroupVersion of the resource.
@@ -212,32 +224,72 @@ func boolString(b bool) string {
 	return "false"
 }
 
-// Registry indexes the resource table.
+// Registry indexes the resource table. The built-in rows are fixed; the
+// rows of custom resources (crd.go) come and go with their
+// CustomResourceDefinitions, so readers see one consistent snapshot.
 type Registry struct {
+	snap atomic.Pointer[registrySnapshot]
+	mu   sync.Mutex // serializes writers
+}
+
+type registrySnapshot struct {
 	list   []*Resource
 	byPath map[string]*Resource // "group/version/plural"
+	// generation counts changes, so what is built from the table
+	// (OpenAPI) knows when to build again.
+	generation int64
 }
 
 // NewRegistry indexes resources and fills the derived names.
 func NewRegistry(rs []*Resource) *Registry {
-	reg := &Registry{list: rs, byPath: map[string]*Resource{}}
+	reg := &Registry{}
+	reg.snap.Store(newSnapshot(rs, 0))
+	return reg
+}
+
+func newSnapshot(rs []*Resource, gen int64) *registrySnapshot {
+	s := &registrySnapshot{list: rs, byPath: map[string]*Resource{}, generation: gen}
 	for _, r := range rs {
 		if r.Singular == "" {
 			r.Singular = strings.ToLower(r.Kind)
 		}
-		reg.byPath[r.Group+"/"+r.Version+"/"+r.Plural] = r
+		s.byPath[r.Group+"/"+r.Version+"/"+r.Plural] = r
 	}
-	return reg
+	return s
+}
+
+// all is the current table; callers must not change it.
+func (reg *Registry) all() []*Resource { return reg.snap.Load().list }
+
+// generation changes whenever the table does.
+func (reg *Registry) generation() int64 { return reg.snap.Load().generation }
+
+// replaceCustom swaps the rows of one custom resource group/plural
+// (every version of a CustomResourceDefinition) for rows; no rows
+// removes them.
+func (reg *Registry) replaceCustom(group, plural string, rows []*Resource) {
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	cur := reg.snap.Load()
+	var list []*Resource
+	for _, r := range cur.list {
+		if r.Custom != nil && r.Group == group && r.Plural == plural {
+			continue
+		}
+		list = append(list, r)
+	}
+	list = append(list, rows...)
+	reg.snap.Store(newSnapshot(list, cur.generation+1))
 }
 
 // Lookup finds a resource by group, version and plural name.
 func (reg *Registry) Lookup(group, version, plural string) *Resource {
-	return reg.byPath[group+"/"+version+"/"+plural]
+	return reg.snap.Load().byPath[group+"/"+version+"/"+plural]
 }
 
 // ByKind finds a resource by group and kind.
 func (reg *Registry) ByKind(group, kind string) *Resource {
-	for _, r := range reg.list {
+	for _, r := range reg.all() {
 		if r.Group == group && r.Kind == kind {
 			return r
 		}

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -124,6 +125,11 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	// This apiserver serves a definition it wrote at once; the others
+	// follow from etcd.
+	if crd, ok := obj.(*apiextensionsv1.CustomResourceDefinition); ok && req.verb != "delete" && !isDryRun(r) {
+		s.crds.sync(crd.DeepCopy())
 	}
 	if isDryRun(r) && code == http.StatusCreated {
 		code = http.StatusOK

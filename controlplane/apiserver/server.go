@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -114,6 +115,10 @@ type Server struct {
 	// nodeTransport reaches the node agents (nodeproxy.go); nil without
 	// Options.NodeClientTLS.
 	nodeTransport *http.Transport
+
+	// crds serves the custom resources of the stored
+	// CustomResourceDefinitions (crd.go).
+	crds *crdWatcher
 }
 
 // New builds a Server. Call Bootstrap before serving.
@@ -152,6 +157,8 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{cfg: o, reg: NewRegistry(o.Resources), store: o.Store, log: o.Logger,
 		authz: rbac.New(o.Store, o.Logger), nodes: newNodeGraph(), cache: storage.NewCache(), inflight: newInFlight(o.Limits)}
+	s.reg = NewRegistry(append(slices.Clip(o.Resources), s.crdResource()))
+	s.crds = newCRDWatcher(s)
 	setJSONPatchCopyLimit(o.Limits.JSONPatchMaxCopyBytes)
 	// An idle watch learns the cache's progress as often as it may send
 	// a bookmark.

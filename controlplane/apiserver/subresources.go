@@ -23,6 +23,9 @@ import (
 
 // toScale is the autoscaling/v1 Scale view of a deployment or replica set.
 func toScale(res *Resource, obj runtime.Object) (runtime.Object, error) {
+	if res.Custom != nil {
+		return res.Custom.toScale(obj)
+	}
 	var replicas, statusReplicas int32
 	var sel *metav1.LabelSelector
 	switch o := obj.(type) {
@@ -108,6 +111,11 @@ func (s *Server) updateScale(ctx context.Context, req *request, r *http.Request,
 			return nil, apierrors.NewBadRequest("spec.replicas: must be greater than or equal to 0")
 		}
 		n := scale.Spec.Replicas
+		if req.res.Custom != nil {
+			if err := req.res.Custom.setReplicas(old, n); err != nil {
+				return nil, err
+			}
+		}
 		switch o := old.(type) {
 		case *appsv1.Deployment:
 			o.Spec.Replicas = &n

@@ -490,6 +490,9 @@ var createdAtCol = col("Created At", "date", 0, func(o runtime.Object, _ time.Ti
 })
 
 func columnsFor(res *Resource) []column {
+	if res.Custom != nil {
+		return res.Custom.columns
+	}
 	if c, ok := tableColumns[res.Group+"/"+res.Kind]; ok {
 		return c
 	}
@@ -530,6 +533,8 @@ func toTable(res *Resource, objs []runtime.Object, includeObject string, withCol
 				if om, ok := a.GetObjectMeta().(*metav1.ObjectMeta); ok {
 					pm.ObjectMeta = *om
 				}
+			} else if om, ok := objectMetaOf(o); ok {
+				pm.ObjectMeta = om
 			}
 			row.Object.Object = pm
 		}

@@ -43,6 +43,9 @@ func (s *Server) update(ctx context.Context, req *request, obj runtime.Object) (
 // mergeUpdate applies the subresource and metadata rules to a new object
 // given the stored one.
 func (s *Server) mergeUpdate(req *request, old, obj runtime.Object) (runtime.Object, error) {
+	if req.res.Custom != nil {
+		return mergeCustomUpdate(req, old, obj)
+	}
 	om, _ := meta.Accessor(old)
 	nm, _ := meta.Accessor(obj)
 	oldStatus, hasStatus := fieldByName(old, "Status")

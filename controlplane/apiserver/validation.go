@@ -98,6 +98,9 @@ func validateObject(res *Resource, obj, old runtime.Object) field.ErrorList {
 	default:
 		errs = append(errs, validateWorkloadKinds(obj, old)...)
 	}
+	if res.Validate != nil {
+		errs = append(errs, res.Validate(obj, old)...)
+	}
 	return errs
 }
 

@@ -195,7 +195,9 @@ func newCRDWatcher(s *Server) *crdWatcher {
 	return &crdWatcher{s: s, served: map[string]string{}, rev: map[string]int64{}, cleanup: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
-func (s *Server) crdRes() *Resource { return s.reg.Lookup(apiextensionsv1.GroupName, "v1", "customresourcedefinitions") }
+func (s *Server) crdRes() *Resource {
+	return s.reg.Lookup(apiextensionsv1.GroupName, "v1", "customresourcedefinitions")
+}
 
 // Replace implements storage.Mirror.
 func (c *crdWatcher) Replace(items []storage.KV, _ int64) {

@@ -228,6 +228,39 @@ func TestCustomResourceLifecycle(t *testing.T) {
 		t.Errorf("table row: %v", table.Rows[0].Cells)
 	}
 
+	// OpenAPI v3 and v2 describe the kind from its schema.
+	doc, err := e.admin.Discovery().OpenAPIV3().Paths()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gvDoc, ok := doc["apis/stable.example.com/v1"]
+	if !ok {
+		t.Fatalf("no OpenAPI v3 document for stable.example.com/v1 in %v", doc)
+	}
+	v3, err := gvDoc.Schema("application/json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(v3), `"com.example.stable.v1.CronTab"`) || !strings.Contains(string(v3), `"cronSpec"`) ||
+		!strings.Contains(string(v3), `"fieldValidation"`) {
+		t.Errorf("OpenAPI v3 document: %.500s", v3)
+	}
+	v2, err := e.admin.Discovery().OpenAPISchema() // protobuf
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range v2.GetDefinitions().GetAdditionalProperties() {
+		if d.GetName() == "com.example.stable.v1.CronTab" {
+			for _, p := range d.GetValue().GetProperties().GetAdditionalProperties() {
+				found = found || p.GetName() == "spec"
+			}
+		}
+	}
+	if !found {
+		t.Error("OpenAPI v2 has no CronTab with its spec")
+	}
+
 	// A watch sees changes as unstructured objects.
 	w, err := crs.Watch(ctx, metav1.ListOptions{ResourceVersion: cur.GetResourceVersion()})
 	if err != nil {

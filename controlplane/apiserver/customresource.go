@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -23,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/util/jsonpath"
 	"k8s.io/kube-openapi/pkg/validation/spec"
+
+	"kforge.dev/kforge/controlplane/apiserver/openapi"
 )
 
 // customResource is what serving one version of a CustomResourceDefinition
@@ -366,4 +369,18 @@ func objectMetaOf(o runtime.Object) (metav1.ObjectMeta, bool) {
 		return metav1.ObjectMeta{}, false
 	}
 	return om, true
+}
+
+// openAPIKind describes the version for the OpenAPI documents: its
+// schema as JSON.
+func (cr *customResource) openAPIKind(r *Resource) openapi.Kind {
+	k := openapi.Kind{Group: r.Group, Version: r.Version, Kind: r.Kind, Plural: r.Plural, Namespaced: r.Namespaced,
+		Subresources: r.Subresources, ListKind: cr.crd.Status.AcceptedNames.ListKind, Schema: openapi.Schema{"type": "object"}}
+	if data, err := json.Marshal(cr.openAPI); err == nil {
+		var m map[string]any
+		if json.Unmarshal(data, &m) == nil && m != nil {
+			k.Schema = m
+		}
+	}
+	return k
 }

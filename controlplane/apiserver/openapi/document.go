@@ -2,6 +2,7 @@ package openapi
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
@@ -19,6 +20,11 @@ type Kind struct {
 	Object, List reflect.Type
 	// CreateOnly kinds (access reviews) are only ever POSTed.
 	CreateOnly bool
+	// Schema, when set, is the object's schema (a custom resource's,
+	// from its definition) and Object and List are not read.
+	Schema Schema
+	// ListKind is the kind of a custom resource's list.
+	ListKind string
 }
 
 var (
@@ -76,6 +82,9 @@ func camel(s string) string {
 func Document(gv schema.GroupVersion, kinds []Kind) Schema {
 	b := NewBuilder()
 	for _, k := range kinds {
+		if k.Schema != nil {
+			continue
+		}
 		b.SetGVK(k.Object, schema.GroupVersionKind{Group: k.Group, Version: k.Version, Kind: k.Kind})
 		if !k.CreateOnly {
 			b.SetGVK(k.List, schema.GroupVersionKind{Group: k.Group, Version: k.Version, Kind: k.Kind + "List"})
@@ -99,10 +108,14 @@ func Document(gv schema.GroupVersion, kinds []Kind) Schema {
 	paths := Schema{}
 	for _, k := range kinds {
 		gvk := Schema{"group": k.Group, "version": k.Version, "kind": k.Kind}
-		objRef := b.Ref(k.Object)
-		listRef := ""
-		if !k.CreateOnly {
-			listRef = b.Ref(k.List)
+		var objRef, listRef string
+		switch {
+		case k.Schema != nil:
+			objRef, listRef = b.defineCustom(k)
+		case k.CreateOnly:
+			objRef = b.Ref(k.Object)
+		default:
+			objRef, listRef = b.Ref(k.Object), b.Ref(k.List)
 		}
 		statusRef := b.Ref(statusType)
 		nsPart, nsParams := "", []Schema{}
@@ -223,6 +236,9 @@ func Document(gv schema.GroupVersion, kinds []Kind) Schema {
 func Schemas(kinds []Kind) map[string]Schema {
 	b := NewBuilder()
 	for _, k := range kinds {
+		if k.Schema != nil {
+			continue
+		}
 		b.SetGVK(k.Object, schema.GroupVersionKind{Group: k.Group, Version: k.Version, Kind: k.Kind})
 		if !k.CreateOnly {
 			b.SetGVK(k.List, schema.GroupVersionKind{Group: k.Group, Version: k.Version, Kind: k.Kind + "List"})
@@ -230,8 +246,66 @@ func Schemas(kinds []Kind) map[string]Schema {
 	}
 	b.SetGVK(scaleType, schema.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "Scale"})
 	for _, k := range kinds {
+		if k.Schema != nil {
+			b.defineCustom(k)
+			continue
+		}
 		b.Ref(k.Object)
 	}
 	b.Ref(scaleType)
 	return b.Schemas()
+}
+
+var (
+	objectMetaType = reflect.TypeOf(metav1.ObjectMeta{})
+	listMetaType   = reflect.TypeOf(metav1.ListMeta{})
+)
+
+// customName is upstream's definition name of a custom kind: the group
+// reversed, the version, the kind ("com.example.stable.v1.CronTab").
+func customName(group, version, kind string) string {
+	parts := strings.Split(group, ".")
+	slices.Reverse(parts)
+	return strings.Join(parts, ".") + "." + version + "." + kind
+}
+
+// defineCustom defines a custom kind and its list from the kind's schema,
+// with apiVersion, kind and metadata as every object has them, and
+// returns their references.
+func (b *Builder) defineCustom(k Kind) (objRef, listRef string) {
+	name := customName(k.Group, k.Version, k.Kind)
+	obj := Schema{}
+	for key, v := range k.Schema {
+		obj[key] = v
+	}
+	props := Schema{}
+	if p, ok := obj["properties"].(map[string]any); ok {
+		for key, v := range p {
+			props[key] = v
+		}
+	}
+	props["apiVersion"] = Schema{"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}
+	props["kind"] = Schema{"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}
+	props["metadata"] = Schema{"$ref": b.Ref(objectMetaType), "description": "Standard object's metadata."}
+	obj["properties"] = props
+	obj["type"] = "object"
+	obj["x-kubernetes-group-version-kind"] = []map[string]string{{"group": k.Group, "version": k.Version, "kind": k.Kind}}
+	b.schemas[name] = obj
+	listKind := k.ListKind
+	if listKind == "" {
+		listKind = k.Kind + "List"
+	}
+	objRef = "#/components/schemas/" + name
+	b.schemas[customName(k.Group, k.Version, listKind)] = Schema{
+		"type":     "object",
+		"required": []string{"items"},
+		"properties": Schema{
+			"apiVersion": Schema{"type": "string"},
+			"kind":       Schema{"type": "string"},
+			"items":      Schema{"type": "array", "items": Schema{"$ref": objRef}},
+			"metadata":   Schema{"$ref": b.Ref(listMetaType)},
+		},
+		"x-kubernetes-group-version-kind": []map[string]string{{"group": k.Group, "version": k.Version, "kind": listKind}},
+	}
+	return objRef, "#/components/schemas/" + customName(k.Group, k.Version, listKind)
 }

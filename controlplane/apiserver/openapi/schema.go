@@ -138,6 +138,10 @@ func special(t reflect.Type) (Schema, bool) {
 		return s, true
 	}
 	if n, ok := v.(schemaTypeNamer); ok {
+		if len(n.OpenAPISchemaType()) == 0 {
+			// Any JSON value (apiextensions' JSON, JSONSchemaPropsOrBool).
+			return Schema{"x-kubernetes-preserve-unknown-fields": true}, true
+		}
 		s := Schema{"type": n.OpenAPISchemaType()[0]}
 		if f, ok := v.(schemaFormatter); ok && f.OpenAPISchemaFormat() != "" {
 			s["format"] = f.OpenAPISchemaFormat()

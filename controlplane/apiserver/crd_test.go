@@ -107,6 +107,12 @@ func TestCustomResourceLifecycle(t *testing.T) {
 		"spec":     map[string]any{"cronSpec": "* * * * */5", "image": "busybox", "unknown": "pruned"},
 		"status":   map[string]any{"replicas": int64(7)},
 	}}
+	// Unknown fields: Strict refuses them, Warn (the default) prunes them
+	// with a warning.
+	_, err = crs.Create(ctx, obj, metav1.CreateOptions{FieldValidation: "Strict"})
+	if !apierrors.IsBadRequest(err) || !strings.Contains(err.Error(), `unknown field "spec.unknown"`) {
+		t.Fatalf("strict create with an unknown field: %v", err)
+	}
 	created, err := crs.Create(ctx, obj, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

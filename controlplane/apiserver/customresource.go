@@ -3,6 +3,7 @@ package apiserver
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"reflect"
 	"strings"
 	"sync"
@@ -383,4 +384,32 @@ func (cr *customResource) openAPIKind(r *Resource) openapi.Kind {
 		}
 	}
 	return k
+}
+
+// unknownFields answers the request's fieldValidation for the fields of
+// obj the version's schema does not know (which pruning drops), as
+// upstream: Strict refuses them (400), Ignore says nothing, Warn (the
+// default) warns.
+func (cr *customResource) unknownFields(r *http.Request, obj runtime.Object) ([]string, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, nil
+	}
+	directive := r.URL.Query().Get("fieldValidation")
+	if directive == "Ignore" {
+		return nil, nil
+	}
+	c := runtime.DeepCopyJSON(u.Object)
+	paths := pruning.PruneWithOptions(c, cr.structural, true, structuralschema.UnknownFieldPathOptions{TrackUnknownFieldPaths: true})
+	if len(paths) == 0 {
+		return nil, nil
+	}
+	msgs := make([]string, len(paths))
+	for i, p := range paths {
+		msgs[i] = fmt.Sprintf("unknown field %q", p)
+	}
+	if directive == "Strict" {
+		return nil, apierrors.NewBadRequest("strict decoding error: " + strings.Join(msgs, ", "))
+	}
+	return msgs, nil
 }

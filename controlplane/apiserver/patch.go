@@ -88,6 +88,13 @@ func (s *Server) patch(ctx context.Context, req *request, r *http.Request, body 
 				}
 			}
 		}
+		if req.res.Custom != nil {
+			w, err := req.res.Custom.unknownFields(r, obj)
+			if err != nil {
+				return nil, err
+			}
+			warnings = w
+		}
 		m, _ := meta.Accessor(obj)
 		if m.GetName() != req.name {
 			return nil, apierrors.NewBadRequest("a patch cannot change the name")

@@ -88,6 +88,9 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 		case req.verb == "create":
 			into := req.res.New()
 			warnings, err = decodeBody(r, body, gvk, into)
+			if err == nil && req.res.Custom != nil {
+				warnings, err = req.res.Custom.unknownFields(r, into)
+			}
 			if err == nil {
 				obj, err = s.create(ctx, req.res, req.ns, into)
 				code = http.StatusCreated
@@ -95,6 +98,9 @@ func (s *Server) serveResource(w http.ResponseWriter, r *http.Request, req *requ
 		case req.verb == "update":
 			into := req.res.New()
 			warnings, err = decodeBody(r, body, gvk, into)
+			if err == nil && req.res.Custom != nil {
+				warnings, err = req.res.Custom.unknownFields(r, into)
+			}
 			if err == nil {
 				obj, err = s.update(ctx, req, into)
 			}

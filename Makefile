@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X kforge.dev/kforge/cmd/kforge/app.Version=$(VERSION) -X kforge.dev/kforge/cmd/kforge/app.Commit=$(COMMIT)
 
-.PHONY: all build test test-unit test-fuzz test-kubectl test-e2e lint deps demo demo-down clean
+.PHONY: all build test test-unit test-fuzz test-kubectl test-helm test-e2e lint deps demo demo-down clean
 
 all: build
 
@@ -36,6 +36,12 @@ test-fuzz:
 # Building kubectl takes minutes the first time; the suite then ~1 minute.
 test-kubectl: build
 	cd test/kubectl && KFORGE_KUBECTL=1 KFORGE_BINARY=$(CURDIR)/bin/kforge $(GO) test -count=1 -timeout 20m -v .
+
+# The real Helm 4 client (test/helm, its own module) against `kforge local
+# up`: install, upgrade, rollback and uninstall of testdata/demo. Building
+# Helm takes minutes the first time.
+test-helm: build
+	cd test/helm && KFORGE_HELM=1 KFORGE_BINARY=$(CURDIR)/bin/kforge $(GO) test -count=1 -timeout 20m -v .
 
 test-e2e: build
 	KFORGE_E2E=1 KFORGE_BINARY=$(CURDIR)/bin/kforge $(GO) test -count=1 -timeout 20m -v ./test/e2e/...

@@ -315,12 +315,30 @@ func TestChartLifecycle(t *testing.T) {
 		t.Errorf("gadget spec (a default expected): %v", g.Object["spec"])
 	}
 	for what, get := range map[string]func() error{
-		"deployment":     func() error { _, err := c.cs.AppsV1().Deployments(ns).Get(ctx, "demo-web", metav1.GetOptions{}); return err },
-		"service":        func() error { _, err := c.cs.CoreV1().Services(ns).Get(ctx, "demo-web", metav1.GetOptions{}); return err },
-		"secret":         func() error { _, err := c.cs.CoreV1().Secrets(ns).Get(ctx, "demo-secret", metav1.GetOptions{}); return err },
-		"serviceaccount": func() error { _, err := c.cs.CoreV1().ServiceAccounts(ns).Get(ctx, "demo", metav1.GetOptions{}); return err },
-		"role":           func() error { _, err := c.cs.RbacV1().Roles(ns).Get(ctx, "demo-reader", metav1.GetOptions{}); return err },
-		"rolebinding":    func() error { _, err := c.cs.RbacV1().RoleBindings(ns).Get(ctx, "demo-reader", metav1.GetOptions{}); return err },
+		"deployment": func() error {
+			_, err := c.cs.AppsV1().Deployments(ns).Get(ctx, "demo-web", metav1.GetOptions{})
+			return err
+		},
+		"service": func() error {
+			_, err := c.cs.CoreV1().Services(ns).Get(ctx, "demo-web", metav1.GetOptions{})
+			return err
+		},
+		"secret": func() error {
+			_, err := c.cs.CoreV1().Secrets(ns).Get(ctx, "demo-secret", metav1.GetOptions{})
+			return err
+		},
+		"serviceaccount": func() error {
+			_, err := c.cs.CoreV1().ServiceAccounts(ns).Get(ctx, "demo", metav1.GetOptions{})
+			return err
+		},
+		"role": func() error {
+			_, err := c.cs.RbacV1().Roles(ns).Get(ctx, "demo-reader", metav1.GetOptions{})
+			return err
+		},
+		"rolebinding": func() error {
+			_, err := c.cs.RbacV1().RoleBindings(ns).Get(ctx, "demo-reader", metav1.GetOptions{})
+			return err
+		},
 	} {
 		if err := get(); err != nil {
 			t.Errorf("%s: %v", what, err)

@@ -496,9 +496,11 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, sb *sandbox
 	}
 	policy := pullPolicy(c)
 	pullStart := time.Now()
-	img, pulled, err := a.rt.ensureImage(ctx, c.Image, policy, pullSecretCredentials(pod, func(ns, name string) (*corev1.Secret, error) {
-		return a.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
-	}), pullSecretsKey(pod), func() {
+	img, pulled, err := a.rt.ensureImage(ctx, c.Image, policy, func() credentials {
+		return pullSecretCredentials(pod, func(ns, name string) (*corev1.Secret, error) {
+			return a.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		})
+	}, pullSecretsKey(pod), func() {
 		pullStart = time.Now()
 		a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Pulling", "Pull", "Pulling image %q", c.Image)
 	})

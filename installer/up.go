@@ -26,6 +26,9 @@ type UpOptions struct {
 	AcceptNewHostKeys bool
 	// Binary is the kforge binary to push; empty means the running one.
 	Binary string
+	// UploadEncoding is how the binary crosses the wire (UploadEncodings;
+	// EncodingAuto when empty).
+	UploadEncoding string
 	// JSON prints one JSON event per line on Out instead of status lines on ErrOut.
 	JSON bool
 	// TTY turns the spinner on (ErrOut is a terminal).
@@ -124,7 +127,7 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	phases := append([]Phase{&FactsPhase{Env: env}, &PreflightPhase{Env: env, Binary: bin}}, o.BeforeChanges...)
 	// A rotation keeps the deployed binary: it changes certificates only.
 	if o.rotation == nil {
-		phases = append(phases, &UploadBinaryPhase{Env: env, Binary: bin, File: file})
+		phases = append(phases, &UploadBinaryPhase{Env: env, Binary: bin, File: file, Encoding: o.UploadEncoding})
 	}
 	phases = append(phases, cp.Phases()...)
 	m := &Manager{Env: env, Phases: append(phases, o.After...)}

@@ -77,8 +77,7 @@ type UploadBinaryPhase struct {
 // encodedBinary is the binary compressed once per run and encoding.
 type encodedBinary struct {
 	once sync.Once
-	data []byte
-	took time.Duration
+	enc  *ssh.Encoded
 	err  error
 }
 
@@ -111,51 +110,55 @@ func stampCommand(sha string) string {
 }
 
 func (p *UploadBinaryPhase) Run(ctx context.Context) error {
-	return p.Env.Each(ctx, p, p.hosts(), func(ctx context.Context, h Host) (string, error) {
-		f := p.Env.Facts.Get(h.Name())
-		if f != nil && f.KforgeSHA256 == p.Binary.SHA256 {
-			if !f.KforgeUnstamped {
-				return "", &SkipError{Why: "up to date (sha256 match, stamped)"}
-			}
-			if _, err := p.Env.Gate.Write(ctx, h, stampCommand(p.Binary.SHA256), "stamp the binary's sha256"); err != nil {
-				return "", err
-			}
-			return "up to date (sha256 match); stamped", nil
+	return p.Env.Each(ctx, p, p.hosts(), p.upload)
+}
+
+// upload brings one host's binary up to date: the stamp alone, the
+// upload and the stamp, or nothing (a *SkipError).
+func (p *UploadBinaryPhase) upload(ctx context.Context, h Host) (string, error) {
+	f := p.Env.Facts.Get(h.Name())
+	if f != nil && f.KforgeSHA256 == p.Binary.SHA256 {
+		if !f.KforgeUnstamped {
+			return "", &SkipError{Why: "up to date (sha256 match, stamped)"}
 		}
-		u := ssh.Upload{File: p.File, Remote: BinaryPath, Mode: 0o755, Owner: "root:root", Differs: f != nil}
-		enc := p.encodingFor(f)
-		if enc != EncodingSFTP && !p.Env.Gate.DryRun() {
-			e, err := p.encode(enc)
-			if err != nil {
-				return "", err
-			}
-			u.Encoded = e
-		}
-		start := time.Now()
-		changed, err := p.Env.Gate.Upload(ctx, h, u)
-		if err != nil {
-			return "", err
-		}
-		if changed {
-			p.Env.Changed.add(h.Name(), BinaryPath)
-		}
-		switch {
-		case !changed:
-			return "", &SkipError{Why: "up to date (sha256 match)"}
-		case p.Env.Gate.DryRun():
-			return "would upload " + humanBytes(p.Binary.Size) + " to " + BinaryPath + " (" + enc + ")", nil
-		}
-		d := time.Since(start)
 		if _, err := p.Env.Gate.Write(ctx, h, stampCommand(p.Binary.SHA256), "stamp the binary's sha256"); err != nil {
 			return "", err
 		}
-		wire := p.Binary.Size
-		if u.Encoded != nil {
-			wire = u.Encoded.Size
+		return "up to date (sha256 match); stamped", nil
+	}
+	u := ssh.Upload{File: p.File, Remote: BinaryPath, Mode: 0o755, Owner: "root:root", Differs: f != nil}
+	enc := p.encodingFor(f)
+	if enc != EncodingSFTP && !p.Env.Gate.DryRun() {
+		e, err := p.encode(enc)
+		if err != nil {
+			return "", err
 		}
-		return fmt.Sprintf("uploaded %s to %s in %s: %.1f MiB/s of binary, %s on the wire (%s), sha256 checked",
-			humanBytes(p.Binary.Size), BinaryPath, formatDuration(d), float64(p.Binary.Size)/(1<<20)/d.Seconds(), humanBytes(wire), enc), nil
-	})
+		u.Encoded = e
+	}
+	start := time.Now()
+	changed, err := p.Env.Gate.Upload(ctx, h, u)
+	if err != nil {
+		return "", err
+	}
+	if changed {
+		p.Env.Changed.add(h.Name(), BinaryPath)
+	}
+	switch {
+	case !changed:
+		return "", &SkipError{Why: "up to date (sha256 match)"}
+	case p.Env.Gate.DryRun():
+		return "would upload " + humanBytes(p.Binary.Size) + " to " + BinaryPath + " (" + enc + ")", nil
+	}
+	d := time.Since(start)
+	if _, err := p.Env.Gate.Write(ctx, h, stampCommand(p.Binary.SHA256), "stamp the binary's sha256"); err != nil {
+		return "", err
+	}
+	wire := p.Binary.Size
+	if u.Encoded != nil {
+		wire = u.Encoded.Size
+	}
+	return fmt.Sprintf("uploaded %s to %s in %s: %.1f MiB/s of binary, %s on the wire (%s), sha256 checked",
+		humanBytes(p.Binary.Size), BinaryPath, formatDuration(d), float64(p.Binary.Size)/(1<<20)/d.Seconds(), humanBytes(wire), enc), nil
 }
 
 // encodingFor picks the encoding for a host with facts f.
@@ -179,7 +182,7 @@ func (p *UploadBinaryPhase) encodingFor(f *Facts) string {
 // encode returns the binary in encoding enc, compressing it on first use.
 func (p *UploadBinaryPhase) encode(enc string) (*ssh.Encoded, error) {
 	if enc == EncodingNone {
-		return &ssh.Encoded{Decoder: "cat", Open: p.File.Open, Size: p.File.Size}, nil
+		return EncodeBinary(enc, p.File)
 	}
 	p.mu.Lock()
 	if p.encoded == nil {
@@ -191,19 +194,25 @@ func (p *UploadBinaryPhase) encode(enc string) (*ssh.Encoded, error) {
 		p.encoded[enc] = e
 	}
 	p.mu.Unlock()
-	e.once.Do(func() {
-		start := time.Now()
-		e.data, e.err = compress(enc, p.File)
-		e.took = time.Since(start)
-	})
-	if e.err != nil {
-		return nil, fmt.Errorf("compressing the binary (%s): %w", enc, e.err)
+	e.once.Do(func() { e.enc, e.err = EncodeBinary(enc, p.File) })
+	return e.enc, e.err
+}
+
+// EncodeBinary encodes f for an Upload's Encoded: zstd or gzip compressed
+// in memory (once; every host reads the same bytes), or none (the file
+// itself, decoded by cat).
+func EncodeBinary(enc string, f ssh.File) (*ssh.Encoded, error) {
+	decoder := map[string]string{EncodingZstd: "zstd -dcq", EncodingGzip: "gzip -dc", EncodingNone: "cat"}[enc]
+	switch {
+	case decoder == "":
+		return nil, fmt.Errorf("upload encoding %q cannot be streamed (want zstd, gzip or none)", enc)
+	case enc == EncodingNone:
+		return &ssh.Encoded{Decoder: decoder, Open: f.Open, Size: f.Size}, nil
 	}
-	decoder := map[string]string{EncodingZstd: "zstd -dcq", EncodingGzip: "gzip -dc"}[enc]
-	if decoder == "" {
-		return nil, fmt.Errorf("unknown upload encoding %q (want one of %v)", enc, UploadEncodings)
+	data, err := compress(enc, f)
+	if err != nil {
+		return nil, fmt.Errorf("compressing the binary (%s): %w", enc, err)
 	}
-	data := e.data
 	return &ssh.Encoded{Decoder: decoder, Size: int64(len(data)),
 		Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }}, nil
 }

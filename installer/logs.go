@@ -95,8 +95,8 @@ func parseJournalLine(host string, line []byte) (LogEntry, error) {
 		}
 	}
 	unit, _ := fields["_SYSTEMD_UNIT"].(string)
-	if unit == "" {
-		unit, _ = fields["UNIT"].(string) // systemd's own lines about the unit
+	if u, _ := fields["UNIT"].(string); strings.HasPrefix(u, "kforge-") {
+		unit = u // systemd's own lines about the unit (_SYSTEMD_UNIT init.scope)
 	}
 	e.Role = strings.TrimSuffix(strings.TrimPrefix(unit, "kforge-"), ".service")
 	if e.Role == "" {

@@ -159,6 +159,13 @@ func TestLogsRefusesUnknownRoleAndHost(t *testing.T) {
 	}
 }
 
+func TestParseJournalLineSystemdAboutUnit(t *testing.T) {
+	e, err := parseJournalLine("m1", []byte(`{"__REALTIME_TIMESTAMP":"1","_SYSTEMD_UNIT":"init.scope","UNIT":"kforge-apiserver.service","MESSAGE":"Stopping kforge-apiserver.service"}`))
+	if err != nil || e.Role != "apiserver" {
+		t.Errorf("%+v %v; want role apiserver", e, err)
+	}
+}
+
 func TestParseJournalLineBytesMessage(t *testing.T) {
 	e, err := parseJournalLine("m1", []byte(`{"__REALTIME_TIMESTAMP":"1700000000000000","UNIT":"kforge-lb.service","MESSAGE":[104,105,255]}`))
 	if err != nil {

@@ -504,6 +504,8 @@ func TestUp(t *testing.T) {
 		})
 	})
 
+	t.Run("backup and restore", func(t *testing.T) { testBackupRestore(t, newBackupEnv(t, bin, dir)) })
+
 	t.Run("reset leaves the hosts clean", func(t *testing.T) {
 		if _, _, err := kforge(t, bin, nil, "reset", "-f", spec); err == nil {
 			t.Error("reset without --yes and without a terminal went ahead")

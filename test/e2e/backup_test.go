@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -79,6 +80,32 @@ func testBackupRestore(t *testing.T, e backupEnv) {
 		t.Errorf("backup output:\n%s\n%s", stderr, out)
 	}
 	create("e2e-backup-after", 3)
+	// A fourth web pod, made after the backup: the restore must take it
+	// off its node.
+	before := e.webPods(t)
+	if out, err := e.kubectl(10*time.Second, "scale", "deployment/web", "--replicas=4"); err != nil {
+		t.Fatalf("scale: %v\n%s", err, out)
+	}
+	var extra, extraNode string
+	if msg := eventually(60*time.Second, time.Second, func() string {
+		for name, p := range e.webPods(t) {
+			if _, old := before[name]; !old && p[3] == "true" {
+				extra, extraNode = name, p[0]
+				return ""
+			}
+		}
+		return "no fourth web pod Ready"
+	}); msg != "" {
+		t.Fatal(msg)
+	}
+	// containersOf lists the containers on host that belong to pod.
+	containersOf := func(host, pod string) string {
+		out, _ := e.ssh(host, `ctr -n k8s.io containers ls -q 'labels."io.kforge.pod.name"==`+pod+`'`)
+		return strings.TrimSpace(out)
+	}
+	if containersOf(extraNode, extra) == "" {
+		t.Fatalf("no container of %s on %s", extra, extraNode)
+	}
 
 	webReady := func(what string) {
 		t.Helper()
@@ -116,6 +143,22 @@ func testBackupRestore(t *testing.T, e backupEnv) {
 			t.Errorf("%s: %s\n%s", what, msg, last)
 		}
 	}
+	// podsRun checks that every web pod's container runs on its node.
+	podsRun := func(what string) {
+		t.Helper()
+		if msg := eventually(60*time.Second, 2*time.Second, func() string {
+			for name, p := range e.webPods(t) {
+				id := strings.TrimPrefix(p[2], "containerd://")
+				out, _ := e.ssh(p[0], "ctr -n k8s.io tasks ls")
+				if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(id) + `\s+\d+\s+RUNNING`).MatchString(out) {
+					return fmt.Sprintf("%s's container %s does not run on %s:\n%s", name, id, p[0], out)
+				}
+			}
+			return ""
+		}); msg != "" {
+			t.Errorf("%s: %s", what, msg)
+		}
+	}
 	restore := func(what string) {
 		t.Helper()
 		start := time.Now()
@@ -137,6 +180,18 @@ func testBackupRestore(t *testing.T, e backupEnv) {
 			t.Errorf("%s: ConfigMaps written after the backup are back: %v", what, got)
 		}
 		statusClean(what)
+		podsRun(what)
+		if _, err := e.kubectl(10*time.Second, "get", "pod", extra); err == nil {
+			t.Errorf("%s: pod %s, made after the backup, is back", what, extra)
+		}
+		if msg := eventually(60*time.Second, 2*time.Second, func() string {
+			if ids := containersOf(extraNode, extra); ids != "" {
+				return fmt.Sprintf("%s still has containers of %s (made after the backup): %s", extraNode, extra, ids)
+			}
+			return ""
+		}); msg != "" {
+			t.Errorf("%s: %s", what, msg)
+		}
 	}
 
 	t.Run("restore onto the running cluster", func(t *testing.T) {

@@ -100,6 +100,7 @@ type Agent struct {
 	pullErrors map[string]int // image → failed attempts in a row, for ImagePullBackOff
 	readySeen  map[string]bool
 	workers    sync.WaitGroup
+	tokens     *tokenCache // service-account tokens of the pods' volumes
 }
 
 // options are knobs tests turn; the role uses the zero value.
@@ -155,6 +156,7 @@ func newAgent(cfg *Config, kc *rest.Config, log *slog.Logger, o options) (*Agent
 		pullErrors: map[string]int{},
 		readySeen:  map[string]bool{},
 		admitted:   map[types.UID]bool{},
+		tokens:     newTokenCache(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](syncBackoffMin, syncBackoffMax),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agent-pods"}),

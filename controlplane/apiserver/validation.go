@@ -98,6 +98,7 @@ func validateObject(res *Resource, obj, old runtime.Object) field.ErrorList {
 		errs = append(errs, ingressvalidation.Validate(o)...)
 	default:
 		errs = append(errs, validateWorkloadKinds(obj, old)...)
+		errs = append(errs, validateClusterKinds(obj, old)...)
 	}
 	return errs
 }

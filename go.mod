@@ -28,7 +28,10 @@ require (
 	sigs.k8s.io/yaml v1.6.0
 )
 
-require github.com/robfig/cron/v3 v3.0.1
+require (
+	github.com/robfig/cron/v3 v3.0.1
+	go.etcd.io/etcd/etcdutl/v3 v3.7.3
+)
 
 require (
 	github.com/pelletier/go-toml/v2 v2.4.3 // indirect

@@ -49,6 +49,10 @@ type UpOptions struct {
 	// BeforeChanges run after the preflight checks and before the first
 	// change to a host; After run once everything else has.
 	BeforeChanges, After []Phase
+	// BeforeServices, when set, builds phases that run once the configs
+	// are written, just before the first daemon's phase (restore stops
+	// the daemons and rebuilds etcd's data there).
+	BeforeServices func(env *Env) []Phase
 	// Command names the run in its summary; "kforge up" when empty.
 	Command string
 
@@ -136,7 +140,14 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		phases = append(phases, cp.Phases()...)
 	default:
 		phases = append(phases, upload)
-		phases = append(phases, cp.Phases()...)
+		for _, p := range cp.Phases() {
+			// A restore's steps come just before the first daemon starts.
+			if _, ok := p.(*ServicePhase); ok && o.BeforeServices != nil {
+				phases = append(phases, o.BeforeServices(env)...)
+				o.BeforeServices = nil
+			}
+			phases = append(phases, p)
+		}
 	}
 	m := &Manager{Env: env, Phases: append(phases, o.After...)}
 	err = m.Run(ctx)

@@ -504,6 +504,8 @@ func TestUp(t *testing.T) {
 		})
 	})
 
+	t.Run("backup and restore", func(t *testing.T) { testBackupRestore(t, newBackupEnv(t, bin, dir)) })
+
 	// It upgrades back at its end, so the reset below finds the lab as it was.
 	t.Run("upgrade under load, logs, and back", func(t *testing.T) { testUpgrade(t, newRotateEnv(t, bin, dir)) })
 

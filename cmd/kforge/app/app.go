@@ -126,6 +126,8 @@ those daemons itself: each is a role of this one binary.`,
 		newNodeCommand(streams, g),
 		newUpgradeCommand(streams, g),
 		newLogsCommand(streams, g),
+		newBackupCommand(streams, g),
+		newRestoreCommand(streams, g),
 	)
 	return root
 }

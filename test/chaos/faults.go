@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -41,6 +44,9 @@ type faultRun struct {
 	load             *load
 	injected, healed time.Time
 	extra            map[string]string // writes acknowledged outside the load
+	// afterHealthy, when set, checks what must hold once the cluster is
+	// healthy again.
+	afterHealthy func(ctx context.Context)
 }
 
 func (fr *faultRun) heal() { fr.healed = time.Now() }
@@ -67,7 +73,7 @@ var faults = []*fault{
 		run: func(ctx context.Context, fr *faultRun) error { return fr.killMaster(ctx, false) }},
 	{name: "no-quorum", desc: "two masters' kforge units stopped for 15s, then one back, then the other",
 		run: noQuorum},
-	{name: "partition-leader", desc: "the etcd leader's master cut off from the other masters (nftables) for 20s",
+	{name: "partition-leader", desc: "the etcd leader's master cut off from the other masters (nftables) for 15s",
 		run: partition},
 	{name: "lb-down", desc: "kforge-lb stopped on the lb host for 15s; workers use their node-local LBs",
 		run: lbDown},
@@ -77,6 +83,8 @@ var faults = []*fault{
 		run: dnsStop},
 	{name: "agent-kill-rollout", desc: "a worker's agent killed (-9) during a Deployment rollout", workload: true,
 		run: agentKillRollout},
+	{name: "up-interrupted", desc: "kforge up killed (-9) three times at different moments while it re-uploads a worker's binary, then re-run",
+		run: upInterrupted},
 }
 
 // killAll kills every kforge unit's processes with SIGKILL; their
@@ -109,12 +117,10 @@ func (fr *faultRun) killMaster(ctx context.Context, leader bool) error {
 		return err
 	}
 	fr.heal()
-	if _, err := fr.waitHealthy(ctx, fr.healed); err == nil {
-		after, err := restarts()
-		if err != nil {
-			return err
-		}
-		if after <= before {
+	fr.afterHealthy = func(ctx context.Context) {
+		if after, err := restarts(); err != nil {
+			fr.problem("%v", err)
+		} else if after <= before {
 			fr.problem("systemd did not restart kforge-etcd on %s (NRestarts %d → %d)", target, before, after)
 		}
 		if nl, _, err := fr.etcdLeader(ctx); err == nil {
@@ -600,4 +606,82 @@ func agentKillRollout(ctx context.Context, fr *faultRun) error {
 		fr.note("rollout complete %s after %s's agent was killed", seconds(time.Since(start)), w)
 	}
 	return nil
+}
+
+// upKills are when each interrupted `kforge up` is killed: early (connect,
+// preflight), during the upload, and during the restarts.
+var upKills = []time.Duration{1500 * time.Millisecond, 4 * time.Second, 8 * time.Second}
+
+// upInterrupted gives `kforge up` work (a worker without its binary, so
+// it uploads it and restarts the worker's daemons), kills it at several
+// moments, then runs it to the end: it must converge, the run after that
+// must change nothing, and no upload's temporary file may be left.
+func upInterrupted(ctx context.Context, fr *faultRun) error {
+	ws := fr.cluster.Workers()
+	victim := ws[len(ws)-1].Name
+	for _, d := range upKills {
+		if _, err := fr.sh(ctx, victim, "rm -f /usr/local/bin/kforge"); err != nil {
+			return err
+		}
+		var stderr syncBuffer
+		cmd := exec.CommandContext(ctx, fr.bin, "up", "-f", fr.spec, "--binary", fr.bin)
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		sleep(ctx, d)
+		_ = cmd.Process.Kill()
+		err := cmd.Wait()
+		fr.note("up killed after %s (%v), in: %s", d, err, lastStep(stderr.String()))
+	}
+	fr.heal()
+	out, err := exec.CommandContext(ctx, fr.bin, "up", "-f", fr.spec, "--binary", fr.bin).CombinedOutput()
+	if err != nil {
+		fr.problem("kforge up after the interruptions: %v: %s", err, oneLine(string(out[max(0, len(out)-600):])))
+		return nil
+	}
+	out, err = exec.CommandContext(ctx, fr.bin, "up", "-f", fr.spec, "--binary", fr.bin).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "(0 change(s))") {
+		fr.problem("the run after the converging one was not a no-op: %v: %s", err, oneLine(string(out[max(0, len(out)-600):])))
+	}
+	for _, h := range fr.cluster.Spec.Hosts {
+		left, err := fr.sh(ctx, h.Name, "find /usr/local/bin /etc/kforge /etc/systemd/system -name '.*.kforge-*' 2>/dev/null; true")
+		if err != nil {
+			return err
+		}
+		if left = strings.TrimSpace(left); left != "" {
+			fr.problem("%s keeps temporary upload files: %s", h.Name, oneLine(left))
+		}
+	}
+	return nil
+}
+
+// lastStep is the last phase or host line of kforge up's progress.
+func lastStep(stderr string) string {
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return oneLine(l)
+		}
+	}
+	return "(no output yet)"
+}
+
+// syncBuffer is a bytes.Buffer for one writer (a command's output) and
+// one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

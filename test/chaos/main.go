@@ -249,7 +249,7 @@ func (e *env) waitHealthy(ctx context.Context, since time.Time) (seconds, error)
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return never, err
 		}
-		sleep(ctx, 2*time.Second)
+		sleep(ctx, time.Second)
 	}
 }
 
@@ -313,6 +313,8 @@ func (e *env) runFault(ctx context.Context, f *fault) Result {
 	r.Healthy = healthy
 	if err != nil {
 		fr.problem("not healthy %s after the heal: %v", e.healthyWithin, err)
+	} else if fr.afterHealthy != nil {
+		fr.afterHealthy(ctx)
 	}
 	sleep(ctx, 2*time.Second) // writes on the healed cluster
 	stopLoad()

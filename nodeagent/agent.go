@@ -193,6 +193,7 @@ func newAgent(cfg *Config, kc *rest.Config, log *slog.Logger, o options) (*Agent
 	a.broadcaster = events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
 	a.recorder = a.broadcaster.NewRecorder(scheme.Scheme, "kubelet")
 	a.metrics = newAgentMetrics(a.registry, a.runningPods)
+	a.rt.timing = a.metrics.since
 	a.started = time.Now()
 	if cfg.HealthAddress != "" {
 		if a.ln, err = net.Listen("tcp", cfg.HealthAddress); err != nil {
@@ -557,6 +558,28 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 type agentMetrics struct {
 	startLatency prometheus.Histogram
 	syncs        *prometheus.CounterVec
+	// operations times the steps of starting a pod, as the kubelet's
+	// runtime operation histograms do: where a pod's start time goes.
+	operations *prometheus.HistogramVec
+}
+
+// The operations timed in kforge_agent_pod_operation_duration_seconds.
+const (
+	opNetNS        = "sandbox_netns"   // the pod's network namespace
+	opNetwork      = "sandbox_network" // CNI ADD of its interface and address
+	opVolumes      = "volumes"         // the pod's volumes set up
+	opImage        = "image"           // the image looked up (or pulled) and unpacked
+	opSpec         = "container_spec"  // the OCI spec: env, mounts, security
+	opCreate       = "container_create"
+	opStart        = "container_start" // task created and started
+	opStatusUpdate = "status_update"   // the pod status written to the API
+)
+
+// since records one operation that began at start.
+func (m *agentMetrics) since(op string, start time.Time) {
+	if m != nil {
+		m.operations.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	}
 }
 
 func newAgentMetrics(reg prometheus.Registerer, running func() float64) *agentMetrics {
@@ -570,8 +593,13 @@ func newAgentMetrics(reg prometheus.Registerer, running func() float64) *agentMe
 			Name: "kforge_agent_pod_syncs_total",
 			Help: "Pod syncs by result (ok or error).",
 		}, []string{"result"}),
+		operations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kforge_agent_pod_operation_duration_seconds",
+			Help:    "Duration of the steps of starting a pod, by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}, []string{"operation"}),
 	}
-	reg.MustRegister(m.startLatency, m.syncs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	reg.MustRegister(m.startLatency, m.syncs, m.operations, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "kforge_agent_running_pods",
 		Help: "Pods of this node the agent knows, not terminated.",
 	}, running))

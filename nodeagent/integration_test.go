@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -28,9 +27,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
-	"kforge.dev/kforge/controlplane/local"
+	"kforge.dev/kforge/controlplane/local/localtest"
 	"kforge.dev/kforge/internal/busyboximage"
 )
 
@@ -183,43 +181,8 @@ func startControlPlane(t *testing.T) *rest.Config {
 // holding its PKI.
 func startControlPlaneDir(t *testing.T) (*rest.Config, string) {
 	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- local.Up(ctx, local.Options{Dir: dir, Port: 0, ErrOut: io.Discard,
-			Logger: slog.New(slog.DiscardHandler), ReadyTimeout: 40 * time.Second})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("local.Up: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("local.Up did not return 30s after cancel")
-		}
-	})
-	deadline := time.Now().Add(40 * time.Second)
-	for {
-		if _, err := os.Stat(local.KubeconfigPath(dir)); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no kubeconfig after 40s")
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("local.Up returned early: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", local.KubeconfigPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rc, dir
+	cp := localtest.Start(t)
+	return cp.Config, cp.Dir
 }
 
 // runAgent runs an agent until the returned stop is called.

@@ -81,16 +81,20 @@ func (a *Agent) ensureSandbox(ctx context.Context, pod *corev1.Pod) (*sandbox, e
 				return nil, err
 			}
 		}
+		start := time.Now()
 		ns, err := newNetNS(filepath.Dir(pin), filepath.Base(pin))
 		if err != nil {
 			return nil, err
 		}
+		a.metrics.since(opNetNS, start)
+		start = time.Now()
 		ip, err := a.net.add(ctx, pod, string(pod.UID), ns)
 		if err != nil {
 			_ = a.net.del(ctx, pod, string(pod.UID), ns)
 			_ = removeNetNS(ns)
 			return nil, err
 		}
+		a.metrics.since(opNetwork, start)
 		sb.NetNS, sb.IP = ns, ip
 	}
 	if err := a.writeEtcFiles(pod, sb); err != nil {

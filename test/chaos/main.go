@@ -275,7 +275,7 @@ func (e *env) etcdLeader(ctx context.Context) (leader string, followers []string
 // prepare makes the suite's namespace and, when a node fault is selected,
 // the workload those faults act on.
 func (e *env) prepare(ctx context.Context, selected []*fault) error {
-	if err := e.status(ctx); err != nil {
+	if _, err := e.waitHealthy(ctx, time.Now()); err != nil {
 		return fmt.Errorf("the cluster is not healthy before any fault: %w", err)
 	}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}

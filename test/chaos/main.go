@@ -17,12 +17,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"kforge.dev/kforge/api/v1alpha1"
 	"kforge.dev/kforge/installer"
@@ -66,6 +68,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if *dir == "" {
 		return errors.New("-lab DIR is required")
 	}
+	// client-go logs every failed request through klog; the results say
+	// what failed.
+	klog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	e, err := newEnv(*dir, *bin, *timeout, *healthyWithin, stderr)

@@ -83,7 +83,7 @@ var faults = []*fault{
 		run: dnsStop},
 	{name: "agent-kill-rollout", desc: "a worker's agent killed (-9) during a Deployment rollout", workload: true,
 		run: agentKillRollout},
-	{name: "up-interrupted", desc: "kforge up killed (-9) three times at different moments while it re-uploads a worker's binary, then re-run",
+	{name: "up-interrupted", desc: "kforge up killed (-9) in its upload, certificate and node-agent phases while it re-uploads a worker's binary, then re-run",
 		run: upInterrupted},
 }
 
@@ -608,18 +608,25 @@ func agentKillRollout(ctx context.Context, fr *faultRun) error {
 	return nil
 }
 
-// upKills are when each interrupted `kforge up` is killed: early (connect,
-// preflight), during the upload, and during the restarts.
-var upKills = []time.Duration{1500 * time.Millisecond, 4 * time.Second, 8 * time.Second}
+// upKills are where each interrupted `kforge up` is killed: a moment
+// after the progress line of a phase (its title) appears.
+var upKills = []struct {
+	phase string
+	after time.Duration
+}{
+	{"Upload the kforge binary", 300 * time.Millisecond},
+	{"Distribute certificates and kubeconfigs", 300 * time.Millisecond},
+	{"node agents", 500 * time.Millisecond},
+}
 
 // upInterrupted gives `kforge up` work (a worker without its binary, so
-// it uploads it and restarts the worker's daemons), kills it at several
-// moments, then runs it to the end: it must converge, the run after that
+// it uploads it and restarts the worker's daemons), kills it in several
+// phases, then runs it to the end: it must converge, the run after that
 // must change nothing, and no upload's temporary file may be left.
 func upInterrupted(ctx context.Context, fr *faultRun) error {
 	ws := fr.cluster.Workers()
 	victim := ws[len(ws)-1].Name
-	for _, d := range upKills {
+	for _, k := range upKills {
 		if _, err := fr.sh(ctx, victim, "rm -f /usr/local/bin/kforge"); err != nil {
 			return err
 		}
@@ -629,20 +636,44 @@ func upInterrupted(ctx context.Context, fr *faultRun) error {
 		if err := cmd.Start(); err != nil {
 			return err
 		}
-		sleep(ctx, d)
-		_ = cmd.Process.Kill()
-		err := cmd.Wait()
-		fr.note("up killed after %s (%v), in: %s", d, err, lastStep(stderr.String()))
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		trigger := "• " + k.phase
+		var err error
+	wait:
+		for deadline := time.Now().Add(3 * time.Minute); ; {
+			select {
+			case err = <-exited:
+				break wait
+			case <-time.After(50 * time.Millisecond):
+			}
+			if strings.Contains(stderr.String(), trigger) || time.Now().After(deadline) {
+				sleep(ctx, k.after)
+				_ = cmd.Process.Kill()
+				err = <-exited
+				break
+			}
+		}
+		if !strings.Contains(stderr.String(), trigger) {
+			fr.problem("kforge up never reached %q: %v", k.phase, err)
+		}
+		fr.note("up killed %s into %q (%v), last line: %s", k.after, k.phase, err, lastStep(stderr.String()))
 	}
-	fr.heal()
+	// The heal is the end of the run that converges: HEALTHY is what
+	// remains after kforge up says it is done.
+	start := time.Now()
 	out, err := exec.CommandContext(ctx, fr.bin, "up", "-f", fr.spec, "--binary", fr.bin).CombinedOutput()
+	fr.heal()
 	if err != nil {
 		fr.problem("kforge up after the interruptions: %v: %s", err, oneLine(string(out[max(0, len(out)-600):])))
 		return nil
 	}
-	out, err = exec.CommandContext(ctx, fr.bin, "up", "-f", fr.spec, "--binary", fr.bin).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "(0 change(s))") {
-		fr.problem("the run after the converging one was not a no-op: %v: %s", err, oneLine(string(out[max(0, len(out)-600):])))
+	fr.note("the converging kforge up took %s", seconds(time.Since(start)))
+	fr.afterHealthy = func(ctx context.Context) {
+		out, err := exec.CommandContext(ctx, fr.bin, "up", "-f", fr.spec, "--binary", fr.bin).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "(0 change(s))") {
+			fr.problem("the run after the converging one was not a no-op: %v: %s", err, oneLine(string(out[max(0, len(out)-600):])))
+		}
 	}
 	for _, h := range fr.cluster.Spec.Hosts {
 		left, err := fr.sh(ctx, h.Name, "find /usr/local/bin /etc/kforge /etc/systemd/system -name '.*.kforge-*' 2>/dev/null; true")

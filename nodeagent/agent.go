@@ -17,7 +17,6 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -36,6 +35,7 @@ import (
 	"kforge.dev/kforge/controlplane/lb"
 	"kforge.dev/kforge/controlplane/roleconfig"
 	"kforge.dev/kforge/internal/certreload"
+	"kforge.dev/kforge/internal/health"
 	"kforge.dev/kforge/nodeagent/server"
 )
 
@@ -100,6 +100,7 @@ type Agent struct {
 	pullErrors map[string]int // image → failed attempts in a row, for ImagePullBackOff
 	readySeen  map[string]bool
 	workers    sync.WaitGroup
+	tokens     *tokenCache // service-account tokens of the pods' volumes
 }
 
 // options are knobs tests turn; the role uses the zero value.
@@ -155,6 +156,7 @@ func newAgent(cfg *Config, kc *rest.Config, log *slog.Logger, o options) (*Agent
 		pullErrors: map[string]int{},
 		readySeen:  map[string]bool{},
 		admitted:   map[types.UID]bool{},
+		tokens:     newTokenCache(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](syncBackoffMin, syncBackoffMax),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agent-pods"}),
@@ -292,21 +294,15 @@ func (a *Agent) Registry() *prometheus.Registry { return a.registry }
 // Handler serves /healthz (the process is up), /readyz (Ready, and the
 // Node it reports is Ready: what kforge up waits for) and /metrics.
 func (a *Agent) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !a.Ready() {
-			http.Error(w, "not ready: node not registered, informers not synced, or shutting down", http.StatusServiceUnavailable)
-			return
+	return health.Handler(func() string {
+		switch {
+		case !a.Ready():
+			return "node not registered, informers not synced, or shutting down"
+		case !a.nodeReady.Load():
+			return "the Node is not Ready (container runtime unreachable, or no pod CIDR yet)"
 		}
-		if !a.nodeReady.Load() {
-			http.Error(w, "not ready: the Node is not Ready (container runtime unreachable, or no pod CIDR yet)", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
-	return mux
+		return ""
+	}, a.registry)
 }
 
 // Run runs the agent until ctx ends, then shuts down in order: stop

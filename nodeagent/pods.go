@@ -133,6 +133,7 @@ func (a *Agent) sandboxUIDs() []types.UID {
 // and tears its sandbox down.
 func (a *Agent) removePodRuntime(ctx context.Context, uid types.UID, pod *corev1.Pod, recs []*containerRecord, grace time.Duration) error {
 	a.probes.removePod(uid)
+	a.tokens.forgetPod(uid)
 	if err := a.stopAll(ctx, recs, grace); err != nil {
 		return err
 	}
@@ -804,15 +805,25 @@ func (o *apiObjects) Secret(ns, name string) (*corev1.Secret, error) {
 	return o.a.client.CoreV1().Secrets(ns).Get(o.ctx, name, metav1.GetOptions{})
 }
 
-// serviceAccountToken asks the TokenRequest API for a token bound to the
-// pod.
+// serviceAccountToken is a token bound to the pod, from the TokenRequest
+// API or, while fresh, from the agent's cache.
 func (a *Agent) serviceAccountToken(pod *corev1.Pod, p *corev1.ServiceAccountTokenProjection) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
 	}
+	key := tokenKey{pod: pod.UID, account: sa, audience: p.Audience}
+	if p.ExpirationSeconds != nil {
+		key.expiration = *p.ExpirationSeconds
+	}
+	return a.tokens.get(key, func() (string, time.Time, error) { return a.requestToken(pod, sa, p) })
+}
+
+// requestToken asks the TokenRequest API for a token of sa bound to the
+// pod, and returns it with its expiry.
+func (a *Agent) requestToken(pod *corev1.Pod, sa string, p *corev1.ServiceAccountTokenProjection) (string, time.Time, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
 		ExpirationSeconds: p.ExpirationSeconds,
 		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
@@ -822,7 +833,7 @@ func (a *Agent) serviceAccountToken(pod *corev1.Pod, p *corev1.ServiceAccountTok
 	}
 	out, err := a.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, tr, metav1.CreateOptions{})
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
-	return out.Status.Token, nil
+	return out.Status.Token, out.Status.ExpirationTimestamp.Time, nil
 }

@@ -7,7 +7,9 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -37,6 +39,10 @@ func validateClusterKinds(obj, old runtime.Object) field.ErrorList {
 		return errs
 	case *coordinationv1.Lease:
 		return validateLease(o)
+	case *corev1.Event:
+		return validateEventNamespace(o.Namespace, o.InvolvedObject.Namespace, field.NewPath("involvedObject", "namespace"))
+	case *eventsv1.Event:
+		return validateEventNamespace(o.Namespace, o.Regarding.Namespace, field.NewPath("regarding", "namespace"))
 	case *networkingv1.IngressClass:
 		errs := validateIngressClass(o)
 		if old != nil && old.(*networkingv1.IngressClass).Spec.Controller != o.Spec.Controller {
@@ -279,6 +285,22 @@ func validateSliceAddress(t discoveryv1.AddressType, a string, p *field.Path) fi
 			errs = append(errs, field.Invalid(p, a, msg))
 		}
 		return errs
+	}
+	return nil
+}
+
+// validateEventNamespace follows upstream's legacy event validation: an
+// Event about a namespaced object lives in that object's namespace; one
+// about a cluster-scoped object in "default" (or none).
+func validateEventNamespace(ns, objectNS string, p *field.Path) field.ErrorList {
+	if objectNS == "" {
+		if ns != metav1.NamespaceNone && ns != metav1.NamespaceDefault {
+			return field.ErrorList{field.Invalid(p, objectNS, "does not match event.namespace")}
+		}
+		return nil
+	}
+	if ns != objectNS {
+		return field.ErrorList{field.Invalid(p, objectNS, "does not match event.namespace")}
 	}
 	return nil
 }

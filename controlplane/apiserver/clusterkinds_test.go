@@ -8,6 +8,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -94,6 +95,19 @@ func TestClusterKindsValidated(t *testing.T) {
 	_, err = cs.CoordinationV1().Leases("default").Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "l"},
 		Spec: coordinationv1.LeaseSpec{LeaseDurationSeconds: i32(0)}}, metav1.CreateOptions{})
 	wantInvalid("lease duration", err, "spec.leaseDurationSeconds")
+
+	// Events live in the namespace of the object they are about.
+	_, err = cs.CoreV1().Events("default").Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e1"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "kube-system", Name: "p"}, Reason: "R", Message: "m"}, metav1.CreateOptions{})
+	wantInvalid("event in another namespace", err, "involvedObject.namespace")
+	if _, err := cs.CoreV1().Events("default").Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e2"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: "n1"}, Reason: "R", Message: "m"}, metav1.CreateOptions{}); err != nil {
+		t.Errorf("event about a node in default: %v", err)
+	}
+	_, err = cs.EventsV1().Events("default").Create(ctx, &eventsv1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e3"}, EventTime: metav1.NowMicro(),
+		Regarding: corev1.ObjectReference{Kind: "Pod", Namespace: "kube-system", Name: "p"}, Reason: "R", Note: "m", Type: "Normal",
+		ReportingController: "x/y", ReportingInstance: "i", Action: "A"}, metav1.CreateOptions{})
+	wantInvalid("events.k8s.io event in another namespace", err, "regarding.namespace")
 
 	// IngressClasses.
 	_, err = cs.NetworkingV1().IngressClasses().Create(ctx, &networkingv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: "c"}}, metav1.CreateOptions{})

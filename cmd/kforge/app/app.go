@@ -124,6 +124,8 @@ those daemons itself: each is a role of this one binary.`,
 		newStatusCommand(streams, g),
 		newResetCommand(streams, g),
 		newNodeCommand(streams, g),
+		newUpgradeCommand(streams, g),
+		newLogsCommand(streams, g),
 	)
 	return root
 }

@@ -318,6 +318,34 @@ func run(ctx context.Context, o options) error {
 		fmt.Printf("%-36s %8d %12s %12s\n", op, n, seconds(sum/float64(n)), seconds(sum))
 	}
 	fmt.Println("\nagent steps: kforge_agent_pod_operation_duration_seconds over the run; steps of one pod run in sequence, pods in parallel (8 workers per agent).")
+	return printWarnings(ctx, client)
+}
+
+// printWarnings lists the Warning events of the bench's pods by reason,
+// with one message each: why a pod started late (a failed start, a
+// restart).
+func printWarnings(ctx context.Context, client kubernetes.Interface) error {
+	evs, err := client.CoreV1().Events(benchNS).List(ctx, metav1.ListOptions{FieldSelector: "type=Warning"})
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	count, example := map[string]int{}, map[string]string{}
+	for _, e := range evs.Items {
+		if !strings.HasPrefix(e.InvolvedObject.Name, benchName+"-") {
+			continue
+		}
+		n := max(e.Count, 1)
+		count[e.Reason] += int(n)
+		example[e.Reason] = e.Message
+	}
+	if len(count) == 0 {
+		fmt.Println("\nno Warning events for the bench's pods")
+		return nil
+	}
+	fmt.Println("\nWarning events for the bench's pods:")
+	for r, n := range count {
+		fmt.Printf("  %-28s %4d  e.g. %s\n", r, n, example[r])
+	}
 	return nil
 }
 

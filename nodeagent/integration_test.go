@@ -478,8 +478,34 @@ func TestAgentRunsPods(t *testing.T) {
 	// down): a sandbox with its namespace, and a container.
 	const orphanUID = "0rphan00-0000-0000-0000-000000000000"
 	orphanNS := makeOrphan(t, cfg, sock, orphanUID)
+	// What an agent killed while making a sandbox leaves: the pod's
+	// namespace pinned, no sandbox record. The pod still starts.
+	half, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "half", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: itNode, TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{Name: "c", Image: itImage, Command: []string{"sleep", "3600"}}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newNetNS(filepath.Join(cfg.RunDir, "netns"), "pod-"+string(half.UID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.RootDir, "pods", string(half.UID)), 0o750); err != nil {
+		t.Fatal(err)
+	}
 
 	runAgent(t, cfg, rc, cniExec)
+	eventually(t, "pod half (a half-made sandbox) Ready", itWaitLong, func() error {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "half", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !isReady(&p.Status) {
+			return fmt.Errorf("conditions %+v, containers %+v", p.Status.Conditions, p.Status.ContainerStatuses)
+		}
+		return nil
+	})
 	time.Sleep(3 * time.Second) // a resync, probes and status writes
 	eventually(t, "the orphan removed", 10*time.Second, func() error {
 		if n := containersOf(t, sock, orphanUID); n != 0 {
@@ -702,13 +728,13 @@ func TestAgentRunsPods(t *testing.T) {
 	// Deleting the pods stops their containers, detaches them and lets the
 	// apiserver remove them.
 	start = time.Now()
-	for _, name := range []string{"web", "crash", "warm"} {
+	for _, name := range []string{"web", "crash", "warm", "half"} {
 		if err := cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	eventually(t, "pods gone", 30*time.Second, func() error {
-		for _, name := range []string{"web", "crash", "warm", "greedy", "port-a", "port-b", "hooked", "bad-hook", "pulled", "unauthorized", "never"} {
+		for _, name := range []string{"web", "crash", "warm", "half", "greedy", "port-a", "port-b", "hooked", "bad-hook", "pulled", "unauthorized", "never"} {
 			if _, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				return fmt.Errorf("%s: %v", name, err)
 			}

@@ -17,13 +17,13 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	"kforge.dev/kforge/controlplane/roleconfig"
+	"kforge.dev/kforge/internal/health"
 )
 
 // DNS is one instance of the cluster DNS role. Build it with New, then
@@ -213,17 +213,12 @@ func (d *DNS) Ready() bool { return d.ready.Load() }
 
 // Handler serves /healthz, /readyz and /metrics.
 func (d *DNS) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	return health.Handler(func() string {
 		if !d.Ready() {
-			http.Error(w, "not ready: informers not synced or shutting down", http.StatusServiceUnavailable)
-			return
+			return "informers not synced or shutting down"
 		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(d.registry, promhttp.HandlerOpts{}))
-	return mux
+		return ""
+	}, d.registry)
 }
 
 // Run serves until ctx ends, then shuts down in order: not ready, remove

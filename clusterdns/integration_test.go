@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -25,61 +24,26 @@ import (
 
 	"kforge.dev/kforge/clusterdns"
 	"kforge.dev/kforge/controlplane/local"
+	"kforge.dev/kforge/controlplane/local/localtest"
 )
 
 const dnsIP = "10.96.0.10" // the 10th address of local.ServiceCIDR
 
-// controlPlane is a local control plane on a free port.
+// controlPlane is a local control plane with an admin client.
 type controlPlane struct {
-	admin  kubernetes.Interface
-	dir    string
-	cancel context.CancelFunc
-	done   chan error
+	*localtest.ControlPlane
+	admin kubernetes.Interface
+	dir   string
 }
 
 func upControlPlane(t *testing.T) *controlPlane {
 	t.Helper()
-	cp := &controlPlane{dir: t.TempDir(), done: make(chan error, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
-	cp.cancel = cancel
-	go func() {
-		cp.done <- local.Up(ctx, local.Options{Dir: cp.dir, Port: 0, Logger: slog.New(slog.DiscardHandler), ReadyTimeout: 25 * time.Second})
-	}()
-	t.Cleanup(func() { cp.stop(t) })
-	path := local.KubeconfigPath(cp.dir)
-	deadline := time.After(25 * time.Second)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			break
-		}
-		select {
-		case err := <-cp.done:
-			t.Fatalf("local.Up returned early: %v", err)
-		case <-deadline:
-			t.Fatal("no kubeconfig after 25s")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	cp.admin = kubernetes.NewForConfigOrDie(restConfig(t, path))
-	return cp
+	lc := localtest.Start(t)
+	return &controlPlane{ControlPlane: lc, admin: lc.Client(t), dir: lc.Dir}
 }
 
 // stop ends the control plane (once).
-func (cp *controlPlane) stop(t *testing.T) {
-	if cp.done == nil {
-		return
-	}
-	cp.cancel()
-	select {
-	case err := <-cp.done:
-		if err != nil {
-			t.Errorf("local.Up: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Error("local.Up did not return 20s after cancel")
-	}
-	cp.done = nil
-}
+func (cp *controlPlane) stop(t *testing.T) { cp.Stop(t) }
 
 func restConfig(t *testing.T, path string) *rest.Config {
 	t.Helper()

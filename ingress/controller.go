@@ -16,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -33,6 +32,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"kforge.dev/kforge/controlplane/roleconfig"
+	"kforge.dev/kforge/internal/health"
 )
 
 // Well-known IngressClass and Ingress annotations.
@@ -207,17 +207,12 @@ func (c *Controller) Ready() bool { return c.ready.Load() }
 
 // Handler serves /healthz, /readyz and /metrics.
 func (c *Controller) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	return health.Handler(func() string {
 		if !c.Ready() {
-			http.Error(w, "not ready: informers not synced or shutting down", http.StatusServiceUnavailable)
-			return
+			return "informers not synced or shutting down"
 		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(c.registry, promhttp.HandlerOpts{}))
-	return mux
+		return ""
+	}, c.registry)
 }
 
 func (c *Controller) poke() {

@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -36,6 +35,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"kforge.dev/kforge/controlplane/local"
+	"kforge.dev/kforge/controlplane/local/localtest"
 	"kforge.dev/kforge/ingress"
 )
 
@@ -70,41 +70,8 @@ func (s *syncBuffer) String() string {
 
 func upEnv(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- local.Up(ctx, local.Options{Dir: dir, Port: 0, Logger: slog.New(slog.DiscardHandler), ReadyTimeout: 25 * time.Second})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("local.Up: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("local.Up did not return 20s after cancel")
-		}
-	})
-	path := local.KubeconfigPath(dir)
-	deadline := time.After(25 * time.Second)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("local.Up returned early: %v", err)
-		case <-deadline:
-			t.Fatal("no kubeconfig after 25s")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cp := localtest.Start(t)
+	dir, rc := cp.Dir, cp.Config
 	e := &env{t: t, admin: kubernetes.NewForConfigOrDie(rc), logBuf: &syncBuffer{}}
 	// The role's own identity, as the PKI issues it: RBAC is part of the
 	// test.

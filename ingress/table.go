@@ -17,7 +17,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/util/validation"
+	"kforge.dev/kforge/internal/ingressvalidation"
 )
 
 // Annotations read from an Ingress (prefix ingress.kforge.dev/).
@@ -383,32 +383,17 @@ func hostCovered(hosts map[string]bool, host string) bool {
 	return false
 }
 
-// validateIngress returns why an Ingress cannot be served, or "".
+// validateIngress returns why an Ingress cannot be served, or "": the
+// API's validation, then what this controller serves (Service backends).
 func validateIngress(ing *networkingv1.Ingress) string {
-	if ing.Spec.DefaultBackend == nil && len(ing.Spec.Rules) == 0 {
-		return "neither rules nor a defaultBackend"
+	if errs := ingressvalidation.Validate(ing); len(errs) > 0 {
+		return errs.ToAggregate().Error()
 	}
 	for i, rule := range ing.Spec.Rules {
-		if h := rule.Host; h != "" {
-			name := strings.TrimPrefix(h, "*.")
-			if strings.Contains(name, "*") || len(validation.IsDNS1123Subdomain(strings.ToLower(name))) > 0 {
-				return fmt.Sprintf("rules[%d].host %q is not a DNS name or a single-label wildcard", i, h)
-			}
-		}
 		if rule.HTTP == nil {
 			continue
 		}
 		for j, p := range rule.HTTP.Paths {
-			if msg := validatePath(p.Path); msg != "" {
-				return fmt.Sprintf("rules[%d].http.paths[%d].path %q: %s", i, j, p.Path, msg)
-			}
-			if p.PathType != nil {
-				switch *p.PathType {
-				case networkingv1.PathTypeExact, networkingv1.PathTypePrefix, networkingv1.PathTypeImplementationSpecific:
-				default:
-					return fmt.Sprintf("rules[%d].http.paths[%d].pathType %q is unknown", i, j, *p.PathType)
-				}
-			}
 			if p.Backend.Service == nil {
 				return fmt.Sprintf("rules[%d].http.paths[%d].backend: only Service backends are served", i, j)
 			}
@@ -416,30 +401,6 @@ func validateIngress(ing *networkingv1.Ingress) string {
 	}
 	if db := ing.Spec.DefaultBackend; db != nil && db.Service == nil {
 		return "defaultBackend: only Service backends are served"
-	}
-	return ""
-}
-
-// validatePath checks a path the way the API's validation does for Exact
-// and Prefix: absolute, without empty, "." or ".." segments, no query or
-// fragment.
-func validatePath(p string) string {
-	if p == "" {
-		return ""
-	}
-	if !strings.HasPrefix(p, "/") {
-		return "must begin with /"
-	}
-	if strings.ContainsAny(p, "?# \t\r\n") {
-		return "must not hold ?, #, or spaces"
-	}
-	if strings.Contains(p, "//") {
-		return "must not hold //"
-	}
-	for seg := range strings.SplitSeq(p, "/") {
-		if seg == "." || seg == ".." {
-			return "must not hold . or .. segments"
-		}
 	}
 	return ""
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -177,6 +178,19 @@ func (h *simHost) Write(_ context.Context, cmd string) (string, error) {
 		h.log.add(h.name + " join marker")
 	case strings.HasPrefix(cmd, "install -d"):
 		h.dirsOK = true
+	case strings.Contains(cmd, " etcd restore "):
+		h.log.add(h.name + " etcd restore")
+		aside := f[slices.Index(f, "--move-aside")+1]
+		return "restored member " + h.name + " into /var/lib/kforge/etcd; the old data dir is at " + aside + "\n", nil
+	case strings.HasPrefix(cmd, "set -e; for u in "):
+		// restore's stop script: the units listed stop.
+		units := strings.Fields(strings.SplitN(strings.TrimPrefix(cmd, "set -e; for u in "), ";", 2)[0])
+		for _, u := range units {
+			if h.units[u] == "active" {
+				h.units[u] = "inactive"
+			}
+		}
+		h.log.add(h.name + " stop " + strings.Join(units, " "))
 	case strings.HasPrefix(cmd, "systemctl enable"), strings.HasPrefix(cmd, "systemctl restart"):
 		unit := f[len(f)-1]
 		h.units[unit] = "active"

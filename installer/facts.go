@@ -27,8 +27,15 @@ type Facts struct {
 	CgroupControllers []string `json:"cgroupControllers"`
 	// DiskFree is the free bytes of the filesystem holding each path.
 	DiskFree map[string]uint64 `json:"diskFree"`
-	// KforgeSHA256 is the sha256 of /usr/local/bin/kforge, empty when absent.
-	KforgeSHA256 string `json:"kforgeSHA256,omitempty"`
+	// KforgeSHA256 is the sha256 of /usr/local/bin/kforge, empty when
+	// absent. It comes from the stamp (BinaryStampPath) when the stamp
+	// still describes the file (size, inode, mtime and ctime), else from
+	// hashing it; KforgeUnstamped says it had to be hashed.
+	KforgeSHA256    string `json:"kforgeSHA256,omitempty"`
+	KforgeUnstamped bool   `json:"kforgeUnstamped,omitempty"`
+	// Decoders are the decompressors the host has (zstd, gzip), which the
+	// binary upload may use on the wire.
+	Decoders []string `json:"decoders,omitempty"`
 	// ClockSkew is the host's clock minus this machine's, measured at the
 	// midpoint of a round trip of RTT.
 	ClockSkew time.Duration `json:"clockSkew"`
@@ -63,6 +70,17 @@ const (
 	StateDir   = "/var/lib"
 )
 
+// BinaryStampPath records the sha256 of BinaryPath, written after a
+// verified upload: its first line is the sha256, its second the file's
+// "size inode mtime ctime" (stat -c '%s %i %Y %Z'). Any rewrite, rename
+// or chmod of the binary changes the ctime or the inode, so a stamp whose
+// second line still matches describes the file, and the facts phase reads
+// it instead of hashing 100 MiB on every run.
+const BinaryStampPath = "/var/lib/kforge/binary.sha256"
+
+// binaryStampKey is the shell command printing the stamp's second line.
+const binaryStampKey = "stat -c '%s %i %Y %Z' " + BinaryPath
+
 // factsScript prints key=value lines; it only reads.
 const factsScript = `. /etc/os-release 2>/dev/null
 echo "os=${ID:-unknown}"
@@ -79,7 +97,15 @@ for d in /usr/local/bin /var/lib; do
   p=$d; while [ ! -e "$p" ]; do p=$(dirname "$p"); done
   echo "disk_free_kb $d $(df -Pk "$p" | awk 'NR==2 {print $4}')"
 done
-if [ -f /usr/local/bin/kforge ]; then echo "kforge_sha256=$(sha256sum /usr/local/bin/kforge | cut -d' ' -f1)"; fi
+if [ -f /usr/local/bin/kforge ]; then
+  if [ -f ` + BinaryStampPath + ` ] && [ "$(sed -n 2p ` + BinaryStampPath + `)" = "$(` + binaryStampKey + `)" ]; then
+    echo "kforge_sha256=$(sed -n 1p ` + BinaryStampPath + `)"
+  else
+    echo "kforge_sha256=$(sha256sum /usr/local/bin/kforge | cut -d' ' -f1)"
+    echo kforge_unstamped=1
+  fi
+fi
+for d in zstd gzip; do if command -v $d >/dev/null 2>&1; then echo "decoder=$d"; fi; done
 `
 
 // parseFacts reads factsScript's output.
@@ -126,6 +152,10 @@ func parseFacts(out string) (*Facts, error) {
 			f.CgroupControllers = strings.Fields(v)
 		case "kforge_sha256":
 			f.KforgeSHA256 = v
+		case "kforge_unstamped":
+			f.KforgeUnstamped = v == "1"
+		case "decoder":
+			f.Decoders = append(f.Decoders, v)
 		}
 	}
 	f.Systemd = pid1 == "systemd" && booted

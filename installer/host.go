@@ -2,8 +2,10 @@ package installer
 
 import (
 	"context"
+	"io"
 	"io/fs"
 	"net"
+	"sync"
 
 	"kforge.dev/kforge/installer/ssh"
 )
@@ -102,6 +104,48 @@ func (h *SSHHost) Upload(ctx context.Context, u ssh.Upload) (bool, error) {
 		return false, err
 	}
 	return c.Upload(ctx, u)
+}
+
+// Stream runs cmd as root with its stdout and stderr going to the writers
+// as they flow, until it ends or ctx does; a non-zero exit is an error
+// naming the host, the command and the tail of stderr.
+func (h *SSHHost) Stream(ctx context.Context, cmd string, stdout, stderr io.Writer) error {
+	c, err := h.conn()
+	if err != nil {
+		return err
+	}
+	tail := &tailBuffer{max: 2048}
+	code, err := c.Stream(ctx, cmd, ssh.StreamOptions{Stdout: stdout, Stderr: io.MultiWriter(stderr, tail), Sudo: true})
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &ssh.CommandError{Host: h.name, Command: cmd, ExitCode: code, Stderr: tail.String()}
+	}
+	return nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = t.b[len(t.b)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
 }
 
 // DialContext connects to addr from the host, through its SSH connection.

@@ -236,7 +236,8 @@ func TestInstallThenNoOpRerun(t *testing.T) {
 	}
 	for _, h := range hosts {
 		fh := h.(*fakeHost)
-		if len(fh.uploads) != 1 || len(fh.writes) != 0 {
+		// The binary, then its stamp.
+		if len(fh.uploads) != 1 || len(fh.writes) != 1 || !strings.Contains(fh.writes[0], BinaryStampPath) {
 			t.Errorf("%s: uploads %v writes %v", fh.name, fh.uploads, fh.writes)
 		}
 	}

@@ -2,9 +2,6 @@ package installer
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -21,9 +18,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
-	"k8s.io/client-go/tools/clientcmd"
 
-	"kforge.dev/kforge/controlplane/local"
+	"kforge.dev/kforge/controlplane/local/localtest"
 )
 
 func drainPod(ns, name, node string, mutate ...func(*corev1.Pod)) *corev1.Pod {
@@ -117,47 +113,7 @@ func TestDrainTimesOutOnRefusals(t *testing.T) {
 // manager) in a temp dir on a free port and returns an admin client.
 func startLocalAPI(t *testing.T) kubernetes.Interface {
 	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- local.Up(ctx, local.Options{Dir: dir, Port: 0, ErrOut: io.Discard,
-			Logger: slog.New(slog.DiscardHandler), ReadyTimeout: 25 * time.Second})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("local.Up: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("local.Up did not return 20s after cancel")
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(local.KubeconfigPath(dir)); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no kubeconfig after 30s")
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("local.Up returned early: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", local.KubeconfigPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
+	return localtest.Start(t).Client(t)
 }
 
 // Against the real apiserver: cordon, then a drain evicts the node's pods

@@ -37,7 +37,7 @@ var etcdRole = &Role{
 		// etcd reads the initial cluster only to bootstrap: a member with a
 		// data dir ignores it, so "new" stays right on re-runs.
 		c.InitialClusterState = etcd.ClusterStateNew
-		c.InitialClusterToken = "kforge-" + cp.Cluster.Metadata.Name
+		c.InitialClusterToken = etcdClusterToken(cp.Cluster)
 		c.TLS = etcd.TLS{
 			CertFile: pkiPath("etcd-server.crt"), KeyFile: pkiPath("etcd-server.key"),
 			PeerCertFile: pkiPath("etcd-peer.crt"), PeerKeyFile: pkiPath("etcd-peer.key"),
@@ -60,6 +60,9 @@ var etcdRole = &Role{
 	Serial:          true,
 	RejoinWhenWiped: true,
 }
+
+// etcdClusterToken is the token a cluster's etcd bootstraps with.
+func etcdClusterToken(c *v1alpha1.Cluster) string { return "kforge-" + c.Metadata.Name }
 
 func etcdPeerURL(addr string) string { return "https://" + v1alpha1.HostPort(addr, 2380) }
 

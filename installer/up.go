@@ -26,6 +26,9 @@ type UpOptions struct {
 	AcceptNewHostKeys bool
 	// Binary is the kforge binary to push; empty means the running one.
 	Binary string
+	// UploadEncoding is how the binary crosses the wire (UploadEncodings;
+	// EncodingAuto when empty).
+	UploadEncoding string
 	// JSON prints one JSON event per line on Out instead of status lines on ErrOut.
 	JSON bool
 	// TTY turns the spinner on (ErrOut is a terminal).
@@ -46,11 +49,17 @@ type UpOptions struct {
 	// BeforeChanges run after the preflight checks and before the first
 	// change to a host; After run once everything else has.
 	BeforeChanges, After []Phase
+	// BeforeServices, when set, builds phases that run once the configs
+	// are written, just before the first daemon's phase (restore stops
+	// the daemons and rebuilds etcd's data there).
+	BeforeServices func(env *Env) []Phase
 	// Command names the run in its summary; "kforge up" when empty.
 	Command string
 
 	// rotation, set by RotateCerts, adds the reissue and served-certs phases.
 	rotation *rotation
+	// upgrade, set by Upgrade, replaces the converge with a rolling upgrade.
+	upgrade *upgrade
 }
 
 // UpResult is what a run did.
@@ -122,11 +131,24 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	cp := &ControlPlane{Env: env, Cluster: o.Cluster, NewProber: o.NewProber, rotation: o.rotation}
 	defer cp.Close()
 	phases := append([]Phase{&FactsPhase{Env: env}, &PreflightPhase{Env: env, Binary: bin}}, o.BeforeChanges...)
-	// A rotation keeps the deployed binary: it changes certificates only.
-	if o.rotation == nil {
-		phases = append(phases, &UploadBinaryPhase{Env: env, Binary: bin, File: file})
+	upload := &UploadBinaryPhase{Env: env, Binary: bin, File: file, Encoding: o.UploadEncoding}
+	switch {
+	case o.upgrade != nil:
+		phases = append(phases, o.upgrade.phases(env, cp, bin, upload)...)
+	case o.rotation != nil:
+		// A rotation keeps the deployed binary: it changes certificates only.
+		phases = append(phases, cp.Phases()...)
+	default:
+		phases = append(phases, upload)
+		for _, p := range cp.Phases() {
+			// A restore's steps come just before the first daemon starts.
+			if _, ok := p.(*ServicePhase); ok && o.BeforeServices != nil {
+				phases = append(phases, o.BeforeServices(env)...)
+				o.BeforeServices = nil
+			}
+			phases = append(phases, p)
+		}
 	}
-	phases = append(phases, cp.Phases()...)
 	m := &Manager{Env: env, Phases: append(phases, o.After...)}
 	err = m.Run(ctx)
 	res := &UpResult{Changes: gate.Changes(), Duration: time.Since(start)}
@@ -141,7 +163,7 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		_ = env.Journal.Record(rec)
 	}
 	summary := summaryText(o, hosts, res, err)
-	if res.Kubeconfig != "" {
+	if res.Kubeconfig != "" && o.upgrade == nil {
 		summary += "\n\n" + usageText(o.Cluster, res.Kubeconfig)
 	}
 	if o.JSON {
@@ -175,6 +197,9 @@ func summaryText(o UpOptions, runHosts []Host, res *UpResult, err error) string 
 	}
 	if err != nil {
 		verb = "failed"
+	}
+	if o.upgrade != nil {
+		return o.upgrade.summary(verb, res.Duration, hosts)
 	}
 	if o.rotation != nil {
 		n, what := len(o.rotation.done), "reissued and rolled out"

@@ -51,6 +51,7 @@ func (a *Agent) admitPod(pod *corev1.Pod) *rejection {
 			continue
 		}
 		if a.admitted[p.UID] || a.hasSandbox(p.UID) {
+			a.admitted[p.UID] = true // stat each sandbox record once
 			others = append(others, p)
 			active[p.UID] = true
 		}

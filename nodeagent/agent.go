@@ -17,7 +17,6 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -36,6 +35,7 @@ import (
 	"kforge.dev/kforge/controlplane/lb"
 	"kforge.dev/kforge/controlplane/roleconfig"
 	"kforge.dev/kforge/internal/certreload"
+	"kforge.dev/kforge/internal/health"
 	"kforge.dev/kforge/nodeagent/server"
 )
 
@@ -100,6 +100,7 @@ type Agent struct {
 	pullErrors map[string]int // image → failed attempts in a row, for ImagePullBackOff
 	readySeen  map[string]bool
 	workers    sync.WaitGroup
+	tokens     *tokenCache // service-account tokens of the pods' volumes
 }
 
 // options are knobs tests turn; the role uses the zero value.
@@ -155,6 +156,7 @@ func newAgent(cfg *Config, kc *rest.Config, log *slog.Logger, o options) (*Agent
 		pullErrors: map[string]int{},
 		readySeen:  map[string]bool{},
 		admitted:   map[types.UID]bool{},
+		tokens:     newTokenCache(),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](syncBackoffMin, syncBackoffMax),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agent-pods"}),
@@ -193,6 +195,7 @@ func newAgent(cfg *Config, kc *rest.Config, log *slog.Logger, o options) (*Agent
 	a.broadcaster = events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
 	a.recorder = a.broadcaster.NewRecorder(scheme.Scheme, "kubelet")
 	a.metrics = newAgentMetrics(a.registry, a.runningPods)
+	a.rt.timing = a.metrics.since
 	a.started = time.Now()
 	if cfg.HealthAddress != "" {
 		if a.ln, err = net.Listen("tcp", cfg.HealthAddress); err != nil {
@@ -291,21 +294,15 @@ func (a *Agent) Registry() *prometheus.Registry { return a.registry }
 // Handler serves /healthz (the process is up), /readyz (Ready, and the
 // Node it reports is Ready: what kforge up waits for) and /metrics.
 func (a *Agent) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !a.Ready() {
-			http.Error(w, "not ready: node not registered, informers not synced, or shutting down", http.StatusServiceUnavailable)
-			return
+	return health.Handler(func() string {
+		switch {
+		case !a.Ready():
+			return "node not registered, informers not synced, or shutting down"
+		case !a.nodeReady.Load():
+			return "the Node is not Ready (container runtime unreachable, or no pod CIDR yet)"
 		}
-		if !a.nodeReady.Load() {
-			http.Error(w, "not ready: the Node is not Ready (container runtime unreachable, or no pod CIDR yet)", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
-	return mux
+		return ""
+	}, a.registry)
 }
 
 // Run runs the agent until ctx ends, then shuts down in order: stop
@@ -557,6 +554,28 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 type agentMetrics struct {
 	startLatency prometheus.Histogram
 	syncs        *prometheus.CounterVec
+	// operations times the steps of starting a pod, as the kubelet's
+	// runtime operation histograms do: where a pod's start time goes.
+	operations *prometheus.HistogramVec
+}
+
+// The operations timed in kforge_agent_pod_operation_duration_seconds.
+const (
+	opNetNS        = "sandbox_netns"   // the pod's network namespace
+	opNetwork      = "sandbox_network" // CNI ADD of its interface and address
+	opVolumes      = "volumes"         // the pod's volumes set up
+	opImage        = "image"           // the image looked up (or pulled) and unpacked
+	opSpec         = "container_spec"  // the OCI spec: env, mounts, security
+	opCreate       = "container_create"
+	opStart        = "container_start" // task created and started
+	opStatusUpdate = "status_update"   // the pod status written to the API
+)
+
+// since records one operation that began at start.
+func (m *agentMetrics) since(op string, start time.Time) {
+	if m != nil {
+		m.operations.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	}
 }
 
 func newAgentMetrics(reg prometheus.Registerer, running func() float64) *agentMetrics {
@@ -570,8 +589,13 @@ func newAgentMetrics(reg prometheus.Registerer, running func() float64) *agentMe
 			Name: "kforge_agent_pod_syncs_total",
 			Help: "Pod syncs by result (ok or error).",
 		}, []string{"result"}),
+		operations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kforge_agent_pod_operation_duration_seconds",
+			Help:    "Duration of the steps of starting a pod, by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}, []string{"operation"}),
 	}
-	reg.MustRegister(m.startLatency, m.syncs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	reg.MustRegister(m.startLatency, m.syncs, m.operations, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "kforge_agent_running_pods",
 		Help: "Pods of this node the agent knows, not terminated.",
 	}, running))

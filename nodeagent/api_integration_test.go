@@ -545,6 +545,18 @@ func TestAgentAPI(t *testing.T) {
 			t.Errorf("kubelet client GET %s: %d, want 200", p, code)
 		}
 	}
+	// The steps of the pod's start are timed.
+	resp, err := kubeletClient.Get(apiURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, op := range []string{opNetNS, opNetwork, opVolumes, opImage, opSpec, opCreate, opStart, opStatusUpdate} {
+		if !bytes.Contains(metrics, []byte(`kforge_agent_pod_operation_duration_seconds_count{operation="`+op+`"}`)) {
+			t.Errorf("/metrics has no timing of %s", op)
+		}
+	}
 	if code := get(kubeletClient, "/containerLogs/default/nope/talk"); code != http.StatusNotFound {
 		t.Errorf("logs of a missing pod: %d, want 404", code)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -28,15 +29,19 @@ const (
 )
 
 // network attaches pods to the node's pod network through CNI: bridge +
-// host-local IPAM on the node's pod CIDR + portmap, and loopback as a
-// network of its own on "lo", as the CRI plugin does.
+// host-local IPAM on the node's pod CIDR, + portmap for pods with host
+// ports. Each plugin is a process to start, the cost of a pod's start on
+// a busy node, so the agent brings the namespace's "lo" up itself (the
+// CRI plugin runs the loopback plugin for it) and leaves portmap out of
+// the list for pods that map no host port.
 type network struct {
-	cfg  *Config
-	cni  *libcni.CNIConfig
-	lo   *libcni.NetworkConfigList
-	mu   sync.RWMutex
-	list *libcni.NetworkConfigList // nil until the pod CIDR is known
-	cidr string
+	cfg     *Config
+	cni     *libcni.CNIConfig
+	lo      *libcni.NetworkConfigList // detaches pods an older agent attached with it
+	mu      sync.RWMutex
+	list    *libcni.NetworkConfigList // nil until the pod CIDR is known
+	noPorts *libcni.NetworkConfigList // list without portmap
+	cidr    string
 }
 
 func newNetwork(cfg *Config, exec invoke.Exec) (*network, error) {
@@ -101,6 +106,8 @@ func (n *network) setPodCIDR(podCIDR string) error {
 	if err != nil {
 		return fmt.Errorf("cni: %w", err)
 	}
+	noPorts := *list
+	noPorts.Plugins = slices.DeleteFunc(slices.Clone(list.Plugins), func(p *libcni.PluginConfig) bool { return p.Network.Type == "portmap" })
 	if err := os.MkdirAll(n.cfg.CNI.ConfDir, 0o755); err != nil {
 		return fmt.Errorf("cni: %w", err)
 	}
@@ -111,7 +118,7 @@ func (n *network) setPodCIDR(podCIDR string) error {
 		}
 	}
 	n.mu.Lock()
-	n.list, n.cidr = list, podCIDR
+	n.list, n.noPorts, n.cidr = list, &noPorts, podCIDR
 	n.mu.Unlock()
 	return nil
 }
@@ -127,6 +134,28 @@ func (n *network) current() *libcni.NetworkConfigList {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	return n.list
+}
+
+// forPod is the network list for pod: without portmap when it maps no
+// host port.
+func (n *network) forPod(pod *corev1.Pod) *libcni.NetworkConfigList {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	if n.list == nil || hasHostPorts(pod) {
+		return n.list
+	}
+	return n.noPorts
+}
+
+func hasHostPorts(pod *corev1.Pod) bool {
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.HostPort != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func runtimeConf(pod *corev1.Pod, id, netns, ifName string) *libcni.RuntimeConf {
@@ -165,15 +194,12 @@ func runtimeConf(pod *corev1.Pod, id, netns, ifName string) *libcni.RuntimeConf 
 	return rt
 }
 
-// add attaches the namespace at netns: loopback, then the pod network.
-// It returns the pod's IPv4 address.
+// add attaches the namespace at netns (whose "lo" newNetNS brought up)
+// to the pod network. It returns the pod's IPv4 address.
 func (n *network) add(ctx context.Context, pod *corev1.Pod, id, netns string) (string, error) {
-	list := n.current()
+	list := n.forPod(pod)
 	if list == nil {
 		return "", fmt.Errorf("cni: the network is not ready: no pod CIDR yet")
-	}
-	if _, err := n.cni.AddNetworkList(ctx, n.lo, runtimeConf(pod, id, netns, "lo")); err != nil {
-		return "", fmt.Errorf("cni: loopback: %w", err)
 	}
 	res, err := n.cni.AddNetworkList(ctx, list, runtimeConf(pod, id, netns, podInterface))
 	if err != nil {
@@ -192,24 +218,30 @@ func (n *network) add(ctx context.Context, pod *corev1.Pod, id, netns string) (s
 }
 
 // del detaches the pod (its address returns to the pool). It works with
-// the namespace gone, as plugins must; without a known network list it
-// uses the cached one libcni kept at ADD.
+// the namespace gone, as plugins must, with the network list libcni
+// cached at ADD (with or without portmap, whatever the pod's record
+// says), else the current one.
 func (n *network) del(ctx context.Context, pod *corev1.Pod, id, netns string) error {
+	rt := runtimeConf(pod, id, netns, podInterface)
 	list := n.current()
-	if list == nil {
-		cached, _, err := n.cni.GetNetworkListCachedConfig(&libcni.NetworkConfigList{Name: cniNetworkName}, runtimeConf(pod, id, netns, podInterface))
-		if err != nil || cached == nil {
-			return nil // never added, or nothing left to release
-		}
+	cached, _, err := n.cni.GetNetworkListCachedConfig(&libcni.NetworkConfigList{Name: cniNetworkName}, rt)
+	if err == nil && cached != nil {
 		if list, err = libcni.ConfListFromBytes(cached); err != nil {
 			return fmt.Errorf("cni: cached config: %w", err)
 		}
 	}
-	if err := n.cni.DelNetworkList(ctx, list, runtimeConf(pod, id, netns, podInterface)); err != nil {
+	if list == nil {
+		return nil // never added, or nothing left to release
+	}
+	if err := n.cni.DelNetworkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("cni: %s: %w", cniNetworkName, err)
 	}
-	if err := n.cni.DelNetworkList(ctx, n.lo, runtimeConf(pod, id, netns, "lo")); err != nil {
-		return fmt.Errorf("cni: loopback: %w", err)
+	// Pods that an older agent attached with the loopback plugin.
+	loRT := runtimeConf(pod, id, netns, "lo")
+	if res, err := n.cni.GetNetworkListCachedResult(n.lo, loRT); err == nil && res != nil {
+		if err := n.cni.DelNetworkList(ctx, n.lo, loRT); err != nil {
+			return fmt.Errorf("cni: loopback: %w", err)
+		}
 	}
 	return nil
 }

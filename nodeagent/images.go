@@ -61,9 +61,11 @@ type credentials func(host string) (string, string, error)
 
 // ensureImage returns the image ref, unpacked, by policy; pulled says
 // whether it came from a registry this time. onPull, if set, is called
-// just before a pull. Concurrent pulls of one image share a pull only
-// when they share credsKey (the pull secrets they come with).
-func (r *runtime) ensureImage(ctx context.Context, ref string, policy corev1.PullPolicy, creds credentials, credsKey string, onPull func()) (img client.Image, pulled bool, err error) {
+// just before a pull. creds is called only for a pull (reading the pull
+// secrets costs API requests), once per shared pull. Concurrent pulls of
+// one image share a pull only when they share credsKey (the pull secrets
+// they come with).
+func (r *runtime) ensureImage(ctx context.Context, ref string, policy corev1.PullPolicy, creds func() credentials, credsKey string, onPull func()) (img client.Image, pulled bool, err error) {
 	name, err := normalizeImage(ref)
 	if err != nil {
 		return nil, false, fmt.Errorf("image %q: %w", ref, err)
@@ -87,7 +89,13 @@ func (r *runtime) ensureImage(ctx context.Context, ref string, policy corev1.Pul
 		if onPull != nil {
 			onPull()
 		}
-		v, perr, _ := r.pulls.Do(name+"\x00"+credsKey, func() (any, error) { return r.pull(ctx, name, creds) })
+		v, perr, _ := r.pulls.Do(name+"\x00"+credsKey, func() (any, error) {
+			var c credentials
+			if creds != nil {
+				c = creds()
+			}
+			return r.pull(ctx, name, c)
+		})
 		if perr != nil {
 			return nil, false, perr
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -28,9 +27,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
-	"kforge.dev/kforge/controlplane/local"
+	"kforge.dev/kforge/controlplane/local/localtest"
 	"kforge.dev/kforge/internal/busyboximage"
 )
 
@@ -183,43 +181,8 @@ func startControlPlane(t *testing.T) *rest.Config {
 // holding its PKI.
 func startControlPlaneDir(t *testing.T) (*rest.Config, string) {
 	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- local.Up(ctx, local.Options{Dir: dir, Port: 0, ErrOut: io.Discard,
-			Logger: slog.New(slog.DiscardHandler), ReadyTimeout: 40 * time.Second})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("local.Up: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("local.Up did not return 30s after cancel")
-		}
-	})
-	deadline := time.Now().Add(40 * time.Second)
-	for {
-		if _, err := os.Stat(local.KubeconfigPath(dir)); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no kubeconfig after 40s")
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("local.Up returned early: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", local.KubeconfigPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rc, dir
+	cp := localtest.Start(t)
+	return cp.Config, cp.Dir
 }
 
 // runAgent runs an agent until the returned stop is called.
@@ -515,8 +478,34 @@ func TestAgentRunsPods(t *testing.T) {
 	// down): a sandbox with its namespace, and a container.
 	const orphanUID = "0rphan00-0000-0000-0000-000000000000"
 	orphanNS := makeOrphan(t, cfg, sock, orphanUID)
+	// What an agent killed while making a sandbox leaves: the pod's
+	// namespace pinned, no sandbox record. The pod still starts.
+	half, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "half", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: itNode, TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{Name: "c", Image: itImage, Command: []string{"sleep", "3600"}}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newNetNS(filepath.Join(cfg.RunDir, "netns"), "pod-"+string(half.UID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.RootDir, "pods", string(half.UID)), 0o750); err != nil {
+		t.Fatal(err)
+	}
 
 	runAgent(t, cfg, rc, cniExec)
+	eventually(t, "pod half (a half-made sandbox) Ready", itWaitLong, func() error {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "half", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !isReady(&p.Status) {
+			return fmt.Errorf("conditions %+v, containers %+v", p.Status.Conditions, p.Status.ContainerStatuses)
+		}
+		return nil
+	})
 	time.Sleep(3 * time.Second) // a resync, probes and status writes
 	eventually(t, "the orphan removed", 10*time.Second, func() error {
 		if n := containersOf(t, sock, orphanUID); n != 0 {
@@ -739,13 +728,13 @@ func TestAgentRunsPods(t *testing.T) {
 	// Deleting the pods stops their containers, detaches them and lets the
 	// apiserver remove them.
 	start = time.Now()
-	for _, name := range []string{"web", "crash", "warm"} {
+	for _, name := range []string{"web", "crash", "warm", "half"} {
 		if err := cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	eventually(t, "pods gone", 30*time.Second, func() error {
-		for _, name := range []string{"web", "crash", "warm", "greedy", "port-a", "port-b", "hooked", "bad-hook", "pulled", "unauthorized", "never"} {
+		for _, name := range []string{"web", "crash", "warm", "half", "greedy", "port-a", "port-b", "hooked", "bad-hook", "pulled", "unauthorized", "never"} {
 			if _, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				return fmt.Errorf("%s: %v", name, err)
 			}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -135,6 +137,33 @@ func TestCNIConfList(t *testing.T) {
 	}
 	if _, err := cniConfList(cfg, "nonsense"); err == nil {
 		t.Error("a bad CIDR was accepted")
+	}
+
+	// Pods without host ports skip the portmap plugin (one process less).
+	cfg.CNI.ConfDir = t.TempDir()
+	n, err := newNetwork(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.setPodCIDR("198.19.3.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	types := func(l *libcni.NetworkConfigList) (out []string) {
+		for _, p := range l.Plugins {
+			out = append(out, p.Network.Type)
+		}
+		return out
+	}
+	plain := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Ports: []corev1.ContainerPort{{ContainerPort: 80}}}}}}
+	withHostPort := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Ports: []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}}}}}
+	if got := types(n.forPod(plain)); !slices.Equal(got, []string{"bridge"}) {
+		t.Errorf("plugins for a pod without host ports: %v", got)
+	}
+	if got := types(n.forPod(withHostPort)); !slices.Equal(got, []string{"bridge", "portmap"}) {
+		t.Errorf("plugins for a pod with a host port: %v", got)
+	}
+	if got := types(n.current()); !slices.Equal(got, []string{"bridge", "portmap"}) {
+		t.Errorf("the node's list: %v", got)
 	}
 }
 

@@ -133,6 +133,7 @@ func (a *Agent) sandboxUIDs() []types.UID {
 // and tears its sandbox down.
 func (a *Agent) removePodRuntime(ctx context.Context, uid types.UID, pod *corev1.Pod, recs []*containerRecord, grace time.Duration) error {
 	a.probes.removePod(uid)
+	a.tokens.forgetPod(uid)
 	if err := a.stopAll(ctx, recs, grace); err != nil {
 		return err
 	}
@@ -279,12 +280,14 @@ func (a *Agent) runPod(ctx context.Context, key string, pod *corev1.Pod) error {
 		return err
 	}
 	objects := &apiObjects{ctx: ctx, a: a}
+	volStart := time.Now()
 	volumes, err := a.setupVolumes(pod, sb, objects)
 	if err != nil {
 		a.recorder.Eventf(pod, nil, corev1.EventTypeWarning, "FailedMount", "MountVolume", "%v", err)
 		a.writeStatus(ctx, pod, a.viewOf(pod, sb, recs, waiting))
 		return err
 	}
+	a.metrics.since(opVolumes, volStart)
 	var requeue time.Duration
 	after := func(d time.Duration) {
 		if d > 0 && (requeue == 0 || d < requeue) {
@@ -452,7 +455,10 @@ func (a *Agent) writeStatus(ctx context.Context, pod *corev1.Pod, v podView) {
 	}
 	p := pod.DeepCopy()
 	p.Status = st
-	if _, err := a.client.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+	start := time.Now()
+	_, err := a.client.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
+	a.metrics.since(opStatusUpdate, start)
+	if err != nil {
 		if apierrors.IsConflict(err) {
 			// The informer's copy was stale; try again with the fresh one.
 			a.queue.AddAfter(pod.Namespace+"/"+pod.Name, 200*time.Millisecond)
@@ -496,9 +502,11 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, sb *sandbox
 	}
 	policy := pullPolicy(c)
 	pullStart := time.Now()
-	img, pulled, err := a.rt.ensureImage(ctx, c.Image, policy, pullSecretCredentials(pod, func(ns, name string) (*corev1.Secret, error) {
-		return a.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
-	}), pullSecretsKey(pod), func() {
+	img, pulled, err := a.rt.ensureImage(ctx, c.Image, policy, func() credentials {
+		return pullSecretCredentials(pod, func(ns, name string) (*corev1.Secret, error) {
+			return a.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		})
+	}, pullSecretsKey(pod), func() {
 		pullStart = time.Now()
 		a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Pulling", "Pull", "Pulling image %q", c.Image)
 	})
@@ -521,6 +529,7 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, sb *sandbox
 		a.recorder.Eventf(pod, nil, corev1.EventTypeWarning, "Failed", "Pull", "Failed to pull image %q: %v", c.Image, err)
 		return nil // retried on the pod's requeue (5 s), not an agent error
 	}
+	a.metrics.since(opImage, pullStart)
 	a.mu.Lock()
 	delete(a.pullErrors, c.Image)
 	a.mu.Unlock()
@@ -530,6 +539,7 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, sb *sandbox
 		a.recorder.Eventf(pod, nil, corev1.EventTypeNormal, "Pulled", "Pull", "Container image %q already present on machine", c.Image)
 	}
 
+	specStart := time.Now()
 	opts, err := a.containerSpec(ctx, pod, sb, c, img, volumes)
 	if err != nil {
 		var ce *configError
@@ -540,6 +550,7 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, sb *sandbox
 		}
 		return err
 	}
+	a.metrics.since(opSpec, specStart)
 	id := newContainerID()
 	l := map[string]string{
 		labelPodUID: string(pod.UID), labelPodName: pod.Name, labelPodNamespace: pod.Namespace,
@@ -794,15 +805,25 @@ func (o *apiObjects) Secret(ns, name string) (*corev1.Secret, error) {
 	return o.a.client.CoreV1().Secrets(ns).Get(o.ctx, name, metav1.GetOptions{})
 }
 
-// serviceAccountToken asks the TokenRequest API for a token bound to the
-// pod.
+// serviceAccountToken is a token bound to the pod, from the TokenRequest
+// API or, while fresh, from the agent's cache.
 func (a *Agent) serviceAccountToken(pod *corev1.Pod, p *corev1.ServiceAccountTokenProjection) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
 		sa = "default"
 	}
+	key := tokenKey{pod: pod.UID, account: sa, audience: p.Audience}
+	if p.ExpirationSeconds != nil {
+		key.expiration = *p.ExpirationSeconds
+	}
+	return a.tokens.get(key, func() (string, time.Time, error) { return a.requestToken(pod, sa, p) })
+}
+
+// requestToken asks the TokenRequest API for a token of sa bound to the
+// pod, and returns it with its expiry.
+func (a *Agent) requestToken(pod *corev1.Pod, sa string, p *corev1.ServiceAccountTokenProjection) (string, time.Time, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
 		ExpirationSeconds: p.ExpirationSeconds,
 		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
@@ -812,7 +833,7 @@ func (a *Agent) serviceAccountToken(pod *corev1.Pod, p *corev1.ServiceAccountTok
 	}
 	out, err := a.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, tr, metav1.CreateOptions{})
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
-	return out.Status.Token, nil
+	return out.Status.Token, out.Status.ExpirationTimestamp.Time, nil
 }

@@ -50,6 +50,8 @@ type runtime struct {
 	registryDir string
 	fifoDir     string
 	log         *slog.Logger
+	// timing, when set, records how long an operation took.
+	timing func(op string, start time.Time)
 
 	importMu sync.Mutex
 	imported map[string]time.Time // archive path → modification time imported
@@ -305,6 +307,7 @@ func (r *runtime) createAndStart(ctx context.Context, img client.Image, s contai
 	if err != nil {
 		return nil, fmt.Errorf("log file: %w", err)
 	}
+	createStart := time.Now()
 	c, err := r.c.NewContainer(ctx, s.id,
 		client.WithImage(img),
 		client.WithSnapshotter(r.snapshotter),
@@ -316,6 +319,7 @@ func (r *runtime) createAndStart(ctx context.Context, img client.Image, s contai
 		_ = cio2.log.Close()
 		return nil, fmt.Errorf("containerd: creating container: %w", err)
 	}
+	r.observe(opCreate, createStart)
 	if err := os.MkdirAll(r.fifoDir, 0o700); err != nil {
 		_ = cio2.log.Close()
 		return nil, err
@@ -329,6 +333,7 @@ func (r *runtime) createAndStart(ctx context.Context, img client.Image, s contai
 		}
 		return nil, &startError{msg: err.Error()}
 	}
+	taskStart := time.Now()
 	t, err := c.NewTask(ctx, cio.NewCreator(cio2.streams(r.fifoDir)...))
 	if err != nil {
 		_ = cio2.log.Close()
@@ -339,10 +344,17 @@ func (r *runtime) createAndStart(ctx context.Context, img client.Image, s contai
 		_, _ = t.Delete(ctx, client.WithProcessKill)
 		return fail("StartError", err)
 	}
+	r.observe(opStart, taskStart)
 	if _, err := c.SetLabels(ctx, map[string]string{labelStartedAt: formatTime(time.Now())}); err != nil {
 		return nil, fmt.Errorf("containerd: labelling %s: %w", s.id, err)
 	}
 	return r.record(ctx, c)
+}
+
+func (r *runtime) observe(op string, start time.Time) {
+	if r.timing != nil {
+		r.timing(op, start)
+	}
 }
 
 // startError is a container the runtime could not start: upstream's

@@ -71,16 +71,30 @@ func (a *Agent) ensureSandbox(ctx context.Context, pod *corev1.Pod) (*sandbox, e
 		if !a.net.ready() {
 			return nil, errors.New("network not ready: the node has no pod CIDR yet")
 		}
-		ns, err := newNetNS(filepath.Join(a.cfg.RunDir, "netns"), "pod-"+string(pod.UID))
+		// An agent killed half-way through a sandbox leaves its pinned
+		// namespace (and maybe an address) without a record: both go, or
+		// the pin blocks this pod for good.
+		pin := filepath.Join(a.cfg.RunDir, "netns", "pod-"+string(pod.UID))
+		if fileExists(pin) {
+			_ = a.net.del(ctx, pod, string(pod.UID), pin)
+			if err := removeNetNS(pin); err != nil {
+				return nil, err
+			}
+		}
+		start := time.Now()
+		ns, err := newNetNS(filepath.Dir(pin), filepath.Base(pin))
 		if err != nil {
 			return nil, err
 		}
+		a.metrics.since(opNetNS, start)
+		start = time.Now()
 		ip, err := a.net.add(ctx, pod, string(pod.UID), ns)
 		if err != nil {
 			_ = a.net.del(ctx, pod, string(pod.UID), ns)
 			_ = removeNetNS(ns)
 			return nil, err
 		}
+		a.metrics.since(opNetwork, start)
 		sb.NetNS, sb.IP = ns, ip
 	}
 	if err := a.writeEtcFiles(pod, sb); err != nil {

@@ -3,7 +3,6 @@ package serviceproxy
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
@@ -16,51 +15,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
-	"kforge.dev/kforge/controlplane/local"
+	"kforge.dev/kforge/controlplane/local/localtest"
 )
 
 // upControlPlane runs local.Up in a temp dir on a free port and returns
 // the admin client configuration.
 func upControlPlane(t *testing.T) *rest.Config {
 	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- local.Up(ctx, local.Options{Dir: dir, Port: 0, Logger: slog.New(slog.DiscardHandler), ReadyTimeout: 25 * time.Second})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("local.Up: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("local.Up did not return 20s after cancel")
-		}
-	})
-	path := local.KubeconfigPath(dir)
-	deadline := time.After(25 * time.Second)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("local.Up returned early: %v", err)
-		case <-deadline:
-			t.Fatal("no kubeconfig after 25s")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return localtest.Start(t).Config
 }
 
 // kernelState is what the kforge table of a namespace holds: its chains

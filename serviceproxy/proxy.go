@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/tools/events"
 
 	"kforge.dev/kforge/controlplane/roleconfig"
+	"kforge.dev/kforge/internal/health"
 )
 
 // Retry bounds after a failed transaction, and how long /healthz stays
@@ -223,17 +224,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 	serveErr := make(chan error, 1)
 	if p.ln != nil {
-		srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				serveErr <- fmt.Errorf("proxy: health server: %w", err)
-			}
-		}()
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
+		defer health.Serve(p.ln, p.Handler(), "proxy", serveErr)()
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -41,9 +41,8 @@ func procStatusKB(t *testing.T, name string) int64 {
 // TestCopyDoublingPatchIsRefused sends the JSON patch that made the
 // server grow without bound: eleven copy operations, each copying the
 // ConfigMap's data (a 200 KB value, then everything copied so far) into
-// itself. The accumulated copy limit stops it at 3 MiB: a 422, answered
-// within a second, while the process' peak RSS grows by less than
-// 100 MiB.
+// itself. The accumulated copy limit stops it at 3 MiB: a 422 while the
+// process' peak RSS grows by less than 100 MiB (the time is logged).
 func TestCopyDoublingPatchIsRefused(t *testing.T) {
 	e := startServer(t)
 	ctx := context.Background()
@@ -76,11 +75,9 @@ func TestCopyDoublingPatchIsRefused(t *testing.T) {
 	if se, ok := err.(apierrors.APIStatus); !ok || se.Status().Code != 422 || se.Status().Reason != metav1.StatusReasonInvalid {
 		t.Fatalf("copy-doubling patch: %v, want 422 Invalid", err)
 	}
-	// The race detector slows JSON handling several times over; the
-	// one-second bound is for a normal build.
-	if took > time.Second && !raceDetector {
-		t.Errorf("answered in %s, want within 1s", took)
-	}
+	// The answer time is logged above, not asserted: on a loaded machine
+	// it says nothing about the server. What bounds the work is the
+	// memory check below and the 422 itself.
 	// The race detector's shadow memory multiplies what every allocation
 	// costs (5-10x, by its documentation); +100 MiB is for a normal build.
 	limit := 100.0

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"kforge.dev/kforge/internal/ingressvalidation"
 )
 
 // validateObject is the validation upstream's registry strategies run
@@ -94,9 +95,10 @@ func validateObject(res *Resource, obj, old runtime.Object) field.ErrorList {
 			errs = append(errs, immutableRoleRef(o.RoleRef, old.(*rbacv1.ClusterRoleBinding).RoleRef)...)
 		}
 	case *networkingv1.Ingress:
-		errs = append(errs, validateIngress(o)...)
+		errs = append(errs, ingressvalidation.Validate(o)...)
 	default:
 		errs = append(errs, validateWorkloadKinds(obj, old)...)
+		errs = append(errs, validateClusterKinds(obj, old)...)
 	}
 	if res.Validate != nil {
 		errs = append(errs, res.Validate(obj, old)...)

@@ -39,6 +39,7 @@ const (
 // defaultWorkloadKinds applies the defaults of the kinds in this file on
 // create (old nil) and update. The status of a new object is reset.
 func defaultWorkloadKinds(obj, old runtime.Object) {
+	defaultClusterKinds(obj)
 	switch o := obj.(type) {
 	case *batchv1.Job:
 		if old == nil {

@@ -3,9 +3,6 @@ package controllers_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,10 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"kforge.dev/kforge/controlplane/controllers"
-	"kforge.dev/kforge/controlplane/local"
+	"kforge.dev/kforge/controlplane/local/localtest"
 )
 
 // startLocal runs kforge local up (etcd, apiserver and, in-process, the
@@ -38,48 +34,8 @@ func startLocal(t *testing.T) kubernetes.Interface {
 // folder (its configs and PKI).
 func startLocalIn(t *testing.T) (kubernetes.Interface, string) {
 	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- local.Up(ctx, local.Options{Dir: dir, Port: 0, ErrOut: io.Discard,
-			Logger: slog.New(slog.DiscardHandler), ReadyTimeout: 25 * time.Second})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Up: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("Up did not return 20s after cancel")
-		}
-	})
-	deadline := time.Now().Add(25 * time.Second)
-	for {
-		if _, err := os.Stat(local.KubeconfigPath(dir)); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no kubeconfig after 25s")
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("Up returned early: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", local.KubeconfigPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.QPS, rc.Burst = 200, 400
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs, dir
+	cp := localtest.Start(t)
+	return cp.Client(t), cp.Dir
 }
 
 // eventually polls cond every 100ms until it returns nil or the deadline.

@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
@@ -21,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/events"
 
 	"kforge.dev/kforge/controlplane/roleconfig"
+	"kforge.dev/kforge/internal/health"
 )
 
 // runner is what every controller is to the manager.
@@ -262,17 +262,12 @@ func (m *Manager) runControllers(ctx context.Context) error {
 // Handler serves /healthz (the process is up), /readyz (campaigning or
 // running controllers) and /metrics.
 func (m *Manager) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	return health.Handler(func() string {
 		if !m.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
+			return "informers not synced or shutting down"
 		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
-	return mux
+		return ""
+	}, m.registry)
 }
 
 // Leading reports whether this manager holds the Lease now.

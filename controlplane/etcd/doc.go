@@ -20,6 +20,14 @@
 //     /etcd/ (/etcd/health, /etcd/livez, /etcd/readyz), and /metrics:
 //     etcd's own Prometheus series (from the default registry, where embed
 //     registers them) plus kforge_etcd_* for the maintenance below.
+//   - Snapshots (snapshot.go): SaveSnapshot streams one from a member's
+//     maintenance API into a 0600 file; VerifySnapshot checks its sha256
+//     trailer and, with etcdutl, its database (revision, keys);
+//     RestoreSnapshot rebuilds a stopped member's data dir from one with
+//     etcdutl as a member of a new cluster (a new token, the revision moved
+//     RestoreRevisionBump ahead and marked compacted so clients relist),
+//     built beside the old data dir, which is renamed aside, never deleted
+//     (`kforge etcd restore`).
 //   - Logging: etcd logs through zap; a zap core forwards every entry to
 //     the injected *slog.Logger, so etcd is as quiet as kforge's -v says.
 //

@@ -16,10 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 
 	"kforge.dev/kforge/controlplane/local"
+	"kforge.dev/kforge/controlplane/local/localtest"
 	"kforge.dev/kforge/controlplane/scheduler"
 )
 
@@ -32,46 +32,8 @@ const (
 // client with the admin kubeconfig and the dir.
 func upControlPlane(t *testing.T) (kubernetes.Interface, string) {
 	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- local.Up(ctx, local.Options{Dir: dir, Port: 0, Logger: slog.New(slog.DiscardHandler), ReadyTimeout: 25 * time.Second})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("local.Up: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("local.Up did not return 20s after cancel")
-		}
-	})
-	path := local.KubeconfigPath(dir)
-	deadline := time.After(25 * time.Second)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("local.Up returned early: %v", err)
-		case <-deadline:
-			t.Fatal("no kubeconfig after 25s")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs, dir
+	cp := localtest.Start(t)
+	return cp.Client(t), cp.Dir
 }
 
 type instance struct {

@@ -2,18 +2,15 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -24,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/events"
 
 	"kforge.dev/kforge/controlplane/roleconfig"
+	"kforge.dev/kforge/internal/health"
 )
 
 // Scheduler places the pods whose spec.schedulerName is its name onto
@@ -183,17 +181,12 @@ func (s *Scheduler) Ready() bool { return s.ready.Load() }
 
 // Handler serves /healthz, /readyz and /metrics.
 func (s *Scheduler) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	return health.Handler(func() string {
 		if !s.Ready() {
-			http.Error(w, "not ready: informers not synced or shutting down", http.StatusServiceUnavailable)
-			return
+			return "informers not synced or shutting down"
 		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-	return mux
+		return ""
+	}, s.registry)
 }
 
 // Run schedules until ctx ends, then shuts down in order: stop taking
@@ -203,20 +196,9 @@ func (s *Scheduler) Handler() http.Handler {
 // lost, or the health server's error. A lost lease ends the scheduler
 // for good: the process should exit and be restarted.
 func (s *Scheduler) Run(ctx context.Context) error {
-	var srv *http.Server
 	serveErr := make(chan error, 1)
 	if s.ln != nil {
-		srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				serveErr <- fmt.Errorf("scheduler: health server: %w", err)
-			}
-		}()
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
+		defer health.Serve(s.ln, s.Handler(), "scheduler", serveErr)()
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

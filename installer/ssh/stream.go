@@ -34,6 +34,9 @@ type StreamOptions struct {
 	// Terminal requests a PTY; nil runs without one (stdout and stderr
 	// stay apart).
 	Terminal *Terminal
+	// Sudo runs cmd as root (through sudo when the login user is not
+	// root; a password goes ahead of Stdin, as with Run).
+	Sudo bool
 }
 
 // Stream runs cmd as the login user — or a login shell when cmd is empty
@@ -49,12 +52,20 @@ func (c *Client) Stream(ctx context.Context, cmd string, opts StreamOptions) (in
 	if err := ctx.Err(); err != nil {
 		return -1, err
 	}
+	stdin := opts.Stdin
+	if opts.Sudo && cmd != "" && c.cfg.User != "root" {
+		pw, err := c.sudo(ctx)
+		if err != nil {
+			return -1, err
+		}
+		cmd, stdin = sudoCommand(cmd, pw, stdin)
+	}
 	s, err := c.conn.NewSession()
 	if err != nil {
 		return -1, fmt.Errorf("host %s: opening a session: %w", c.cfg.Name, err)
 	}
 	defer s.Close()
-	s.Stdin, s.Stdout, s.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
+	s.Stdin, s.Stdout, s.Stderr = stdin, opts.Stdout, opts.Stderr
 	if s.Stdout == nil {
 		s.Stdout = io.Discard
 	}

@@ -62,6 +62,23 @@ type Upload struct {
 	Mode   fs.FileMode
 	// Owner is "user:group"; empty means root:root.
 	Owner string
+	// Encoded, when set, is sent instead of File: through an SSH
+	// session's standard input, decoded on the host, and the result's
+	// sha256 checked against File.SHA256 before it replaces Remote.
+	Encoded *Encoded
+	// Differs skips the comparison with the remote file, which the caller
+	// knows to differ (hashing a large remote file costs seconds).
+	Differs bool
+}
+
+// Encoded is a file's content as sent on the wire.
+type Encoded struct {
+	// Decoder is the host's command that reads the encoded bytes on stdin
+	// and writes the content on stdout: "zstd -dcq", "gzip -dc" or "cat".
+	Decoder string
+	// Open returns the encoded bytes from their start; Size is their length.
+	Open func() (io.ReadCloser, error)
+	Size int64
 }
 
 // RemoteFile is what a remote path holds.
@@ -109,16 +126,21 @@ func (c *Client) Upload(ctx context.Context, u Upload) (changed bool, err error)
 	if !path.IsAbs(u.Remote) {
 		return false, fmt.Errorf("host %s: upload destination %q is not absolute", c.cfg.Name, u.Remote)
 	}
-	cur, err := c.Stat(ctx, u.Remote)
-	if err != nil {
-		return false, err
+	if !u.Differs {
+		cur, err := c.Stat(ctx, u.Remote)
+		if err != nil {
+			return false, err
+		}
+		if cur.Exists && cur.SHA256 == u.File.SHA256 && cur.Mode == u.Mode.Perm() && cur.Owner == u.Owner {
+			return false, nil
+		}
 	}
-	if cur.Exists && cur.SHA256 == u.File.SHA256 && cur.Mode == u.Mode.Perm() && cur.Owner == u.Owner {
-		return false, nil
-	}
-	if c.cfg.User == "root" {
+	switch {
+	case u.Encoded != nil:
+		err = c.uploadEncoded(ctx, u)
+	case c.cfg.User == "root":
 		err = c.uploadDirect(ctx, u)
-	} else {
+	default:
 		err = c.uploadSudo(ctx, u)
 	}
 	if err != nil {
@@ -251,6 +273,34 @@ func (c *Client) uploadSudo(ctx context.Context, u Upload) error {
 		ShellQuote(tmp), ShellQuote(tmp), ShellQuote(u.Remote))
 	if _, err := c.Run(ctx, script, RunOptions{Sudo: true}); err != nil {
 		return err
+	}
+	return nil
+}
+
+// uploadEncoded streams u.Encoded into the decoder on the host, as root,
+// into a temporary file beside the destination, checks its sha256, sets
+// mode and owner, syncs it and renames it over the destination. One
+// session, no SFTP: the bytes cross the wire once, compressed.
+func (c *Client) uploadEncoded(ctx context.Context, u Upload) error {
+	src, err := u.Encoded.Open()
+	if err != nil {
+		return fmt.Errorf("host %s: uploading %s: opening the local file: %w", c.cfg.Name, u.Remote, err)
+	}
+	defer src.Close()
+	dir, base := path.Split(u.Remote)
+	tmp := dir + "." + base + ".kforge-" + randomSuffix()
+	user, group, _ := strings.Cut(u.Owner, ":")
+	if group == "" {
+		group = user
+	}
+	script := fmt.Sprintf(`set -e; mkdir -p %[1]s; trap 'rm -f %[2]s' EXIT; %[3]s > %[2]s
+got=$(sha256sum %[2]s | cut -d' ' -f1)
+if [ "$got" != %[4]s ]; then echo "checksum mismatch after the upload: sha256 $got, want %[4]s" >&2; exit 1; fi
+chmod %04[5]o %[2]s; chown %[6]s:%[7]s %[2]s; sync %[2]s; mv -f %[2]s %[8]s; trap - EXIT`,
+		ShellQuote(dir), ShellQuote(tmp), u.Encoded.Decoder, u.File.SHA256, u.Mode.Perm(),
+		ShellQuote(user), ShellQuote(group), ShellQuote(u.Remote))
+	if _, err := c.Run(ctx, script, RunOptions{Sudo: true, Stdin: src}); err != nil {
+		return fmt.Errorf("host %s: uploading %s: %w", c.cfg.Name, u.Remote, err)
 	}
 	return nil
 }

@@ -504,6 +504,11 @@ func TestUp(t *testing.T) {
 		})
 	})
 
+	t.Run("backup and restore", func(t *testing.T) { testBackupRestore(t, newBackupEnv(t, bin, dir)) })
+
+	// It upgrades back at its end, so the reset below finds the lab as it was.
+	t.Run("upgrade under load, logs, and back", func(t *testing.T) { testUpgrade(t, newRotateEnv(t, bin, dir)) })
+
 	t.Run("reset leaves the hosts clean", func(t *testing.T) {
 		if _, _, err := kforge(t, bin, nil, "reset", "-f", spec); err == nil {
 			t.Error("reset without --yes and without a terminal went ahead")

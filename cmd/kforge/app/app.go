@@ -124,6 +124,10 @@ those daemons itself: each is a role of this one binary.`,
 		newStatusCommand(streams, g),
 		newResetCommand(streams, g),
 		newNodeCommand(streams, g),
+		newUpgradeCommand(streams, g),
+		newLogsCommand(streams, g),
+		newBackupCommand(streams, g),
+		newRestoreCommand(streams, g),
 	)
 	return root
 }

@@ -3,6 +3,8 @@ package app
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -13,7 +15,7 @@ import (
 func newUpCommand(streams Streams, g *globalFlags) *cobra.Command {
 	var file clusterFileFlag
 	var dryRun, acceptNew bool
-	var output, binary string
+	var output, binary, encoding string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Install or converge the cluster over SSH: PKI, HA etcd, apiservers, load balancer",
@@ -42,12 +44,15 @@ reads, changes nothing, and lists what it would change.`,
 			if output != "text" && output != "json" {
 				return fmt.Errorf("--output must be text or json, not %q", output)
 			}
+			if !slices.Contains(installer.UploadEncodings, encoding) {
+				return fmt.Errorf("--upload-encoding must be one of %s, not %q", strings.Join(installer.UploadEncodings, ", "), encoding)
+			}
 			c, err := file.loadForSSH()
 			if err != nil {
 				return err
 			}
 			opts := installer.UpOptions{
-				Cluster: c, DryRun: dryRun, AcceptNewHostKeys: acceptNew, Binary: binary, JSON: output == "json",
+				Cluster: c, DryRun: dryRun, AcceptNewHostKeys: acceptNew, Binary: binary, UploadEncoding: encoding, JSON: output == "json",
 				TTY: isTerminal(streams.ErrOut), Out: streams.Out, ErrOut: streams.ErrOut,
 				Version: Version, Log: g.logger(streams.ErrOut),
 			}
@@ -61,6 +66,7 @@ reads, changes nothing, and lists what it would change.`,
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text (status lines on stderr) or json (one event per line on stdout)")
 	cmd.Flags().BoolVar(&acceptNew, "accept-new-host-keys", false, "pin host keys that spec.ssh.knownHosts does not know yet (a changed key is always refused)")
 	cmd.Flags().StringVar(&binary, "binary", "", "the kforge binary to push (default: this one)")
+	cmd.Flags().StringVar(&encoding, "upload-encoding", installer.EncodingAuto, "how the binary crosses the wire: auto (zstd if the host has it, else gzip), zstd, gzip, none (plain, one SSH session) or sftp")
 	return cmd
 }
 

@@ -3,7 +3,10 @@
 // HTTP server) and reports, side by side with the anchors, the time from
 // apply to all Ready, each pod's startup latency (first seen by a watch →
 // first seen Ready, as upstream's pod startup SLI counts it with the image
-// present), and each worker's agent RSS and CPU while it runs the pods.
+// present), each worker's agent RSS and CPU while it runs the pods, and
+// the mean time of each step of a pod's start in the agents (the agents'
+// kforge_agent_pod_operation_duration_seconds, read through the
+// apiserver's nodes/NAME/proxy/metrics before and after).
 //
 //	kforge lab up --dir lab && kforge up -f lab/cluster.yaml
 //	go run ./test/bench/pods -lab lab            # about a minute
@@ -14,6 +17,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -29,6 +33,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -171,6 +177,10 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	opsBefore, err := agentOperations(ctx, client, workers)
+	if err != nil {
+		return err
+	}
 
 	// Watch first, so every pod's creation is seen as it happens.
 	w, err := client.CoreV1().Pods(benchNS).Watch(ctx, metav1.ListOptions{LabelSelector: "app=" + benchName})
@@ -240,6 +250,10 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	opsAfter, err := agentOperations(ctx, client, workers)
+	if err != nil {
+		return err
+	}
 
 	mu.Lock()
 	var lat, toBound, toRunning, toReady []time.Duration
@@ -288,5 +302,93 @@ func run(ctx context.Context, o options) error {
 		fmt.Printf("%-8s %6d %11.1f MiB %+11.1f MiB %12s\n", w, perNode[w], float64(a.rssKB)/1024, float64(a.rssKB-b.rssKB)/1024, cpu)
 	}
 	fmt.Println("\nagent CPU: the agent process's user+system time over apply → all Ready, as a share of one core.")
+	fmt.Println()
+	fmt.Printf("%-36s %8s %12s %12s\n", "agent steps (all workers)", "count", "mean", "total")
+	ops := make([]string, 0, len(opsAfter))
+	for op := range opsAfter {
+		ops = append(ops, op)
+	}
+	sort.Strings(ops)
+	for _, op := range ops {
+		a, b := opsAfter[op], opsBefore[op]
+		n, sum := a.count-b.count, a.sum-b.sum
+		if n == 0 {
+			continue
+		}
+		fmt.Printf("%-36s %8d %12s %12s\n", op, n, seconds(sum/float64(n)), seconds(sum))
+	}
+	fmt.Println("\nagent steps: kforge_agent_pod_operation_duration_seconds over the run; steps of one pod run in sequence, pods in parallel (8 workers per agent).")
+	return printWarnings(ctx, client)
+}
+
+// printWarnings lists the Warning events of the bench's pods by reason,
+// with one message each: why a pod started late (a failed start, a
+// restart).
+func printWarnings(ctx context.Context, client kubernetes.Interface) error {
+	evs, err := client.CoreV1().Events(benchNS).List(ctx, metav1.ListOptions{FieldSelector: "type=Warning"})
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	count, example := map[string]int{}, map[string]string{}
+	for _, e := range evs.Items {
+		if !strings.HasPrefix(e.InvolvedObject.Name, benchName+"-") {
+			continue
+		}
+		n := max(e.Count, 1)
+		count[e.Reason] += int(n)
+		example[e.Reason] = e.Message
+	}
+	if len(count) == 0 {
+		fmt.Println("\nno Warning events for the bench's pods")
+		return nil
+	}
+	fmt.Println("\nWarning events for the bench's pods:")
+	for r, n := range count {
+		fmt.Printf("  %-28s %4d  e.g. %s\n", r, n, example[r])
+	}
 	return nil
+}
+
+func seconds(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(100 * time.Microsecond)
+}
+
+// opTotals are one operation's histogram count and sum.
+type opTotals struct {
+	count uint64
+	sum   float64
+}
+
+// agentOperations sums every worker's kforge_agent_pod_operation_duration_seconds
+// by operation, read through the apiserver's nodes/NAME/proxy/metrics.
+func agentOperations(ctx context.Context, client kubernetes.Interface, workers []string) (map[string]opTotals, error) {
+	out := map[string]opTotals{}
+	for _, w := range workers {
+		raw, err := client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", w, "proxy", "metrics").DoRaw(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: the agent's metrics: %w", w, err)
+		}
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+		if err != nil {
+			return nil, fmt.Errorf("%s: the agent's metrics: %w", w, err)
+		}
+		fam := fams["kforge_agent_pod_operation_duration_seconds"]
+		if fam == nil {
+			continue // an agent that has started no pod yet
+		}
+		for _, m := range fam.GetMetric() {
+			var op string
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "operation" {
+					op = l.GetValue()
+				}
+			}
+			t := out[op]
+			t.count += m.GetHistogram().GetSampleCount()
+			t.sum += m.GetHistogram().GetSampleSum()
+			out[op] = t
+		}
+	}
+	return out, nil
 }

@@ -1,4 +1,8 @@
-package apiserver
+// Package ingressvalidation is the API's validation of networking/v1
+// Ingress objects, shared by the apiserver (which refuses an invalid
+// Ingress with 422) and the ingress controller (which skips one, should
+// an older object be stored).
+package ingressvalidation
 
 import (
 	"net/netip"
@@ -9,14 +13,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
-// validateIngress follows upstream's ValidateIngressSpec
+// Validate follows upstream's ValidateIngressSpec
 // (pkg/apis/networking/validation): a default backend or rules; hosts
 // that are DNS names (a wildcard only as the first label), never IP
 // addresses; each path with a supported pathType and, for Exact and
 // Prefix, an absolute path without "//", "/./", "/../" or an encoded
 // slash; each backend either a Service (an RFC 1035 name and a port by
 // name or number, not both) or a resource.
-func validateIngress(ing *networkingv1.Ingress) field.ErrorList {
+func Validate(ing *networkingv1.Ingress) field.ErrorList {
 	sp := field.NewPath("spec")
 	var errs field.ErrorList
 	s := &ing.Spec

@@ -23,8 +23,8 @@ deps:
 	$(GO) mod download
 
 # Everything CI runs: prerequisites, lint (gofmt, vet, staticcheck), unit and integration tests with
-# the race detector, the kubectl suite, then the end-to-end tests on the lab.
-test: deps lint test-unit test-fuzz test-kubectl test-e2e
+# the race detector, the kubectl and Helm suites, then the end-to-end tests on the lab.
+test: deps lint test-unit test-fuzz test-kubectl test-helm test-e2e
 
 test-unit:
 	$(GO) test -race -count=1 ./...

@@ -56,7 +56,7 @@ func TestCustomResources(t *testing.T) {
 
 	// Invalid: the pattern and the maximum; kubectl prints the Status.
 	r := c.run(t, widget(ns, "bad", "{color: pink, size: 11}"), "apply", "-f", "-")
-	if r.Code == 0 || !strings.Contains(r.Err, `Widget.kubectl.kforge.dev "bad" is invalid`) ||
+	if r.Code == 0 || !strings.Contains(r.Err, `The Widget "bad" is invalid`) ||
 		!strings.Contains(r.Err, "spec.color") || !strings.Contains(r.Err, "spec.size") {
 		t.Fatalf("invalid widget: %s", r)
 	}

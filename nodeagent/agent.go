@@ -474,7 +474,7 @@ func (a *Agent) processNext(ctx context.Context) bool {
 		return true
 	}
 	if ctx.Err() == nil {
-		a.log.Info("pod sync failed, retrying", "pod", key, "err", err)
+		a.log.Warn("pod sync failed, retrying", "pod", key, "err", err)
 		a.queue.AddRateLimited(key)
 	}
 	return true

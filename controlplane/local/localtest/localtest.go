@@ -21,7 +21,7 @@ import (
 
 // readyTimeout bounds the start; the race detector on a loaded 2-core
 // machine needs most of it.
-const readyTimeout = 40 * time.Second
+const readyTimeout = 90 * time.Second
 
 // ControlPlane is a running local control plane.
 type ControlPlane struct {

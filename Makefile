@@ -27,7 +27,7 @@ deps:
 test: deps lint test-unit test-fuzz test-kubectl test-helm test-e2e
 
 test-unit:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 # Each apiserver fuzzer runs for FUZZTIME beyond its seeds (which every
 # go test replays); a 5xx or a panic fails it. About 2 minutes of CPU in

@@ -2,6 +2,8 @@ package apiserver
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 
@@ -12,6 +14,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"kforge.dev/kforge/controlplane/apiserver/internal/etcdtest"
+	"kforge.dev/kforge/controlplane/apiserver/storage"
 )
 
 // Nodes, Endpoints, EndpointSlices, Leases and IngressClasses are
@@ -120,4 +124,27 @@ func TestClusterKindsValidated(t *testing.T) {
 	ic.Spec.Controller = "example.com/other"
 	_, err = cs.NetworkingV1().IngressClasses().Update(ctx, ic, metav1.UpdateOptions{})
 	wantInvalid("controller change", err, "spec.controller")
+}
+
+// An apiserver told to stop fails /readyz at once, so load balancers
+// take it out while it finishes the requests in flight.
+func TestReadyzFailsWhileDraining(t *testing.T) {
+	srv, err := New(Options{Store: storage.New(etcdtest.Start(t)), ServiceCIDR: "10.96.0.0/16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func() int {
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv.serving.Store(&ctx)
+	if code := get(); code != http.StatusOK {
+		t.Fatalf("/readyz while serving: %d", code)
+	}
+	cancel()
+	if code := get(); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz while draining: %d, want 503", code)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -81,6 +82,10 @@ type Server struct {
 	reg   *Registry
 	store *storage.Store
 	log   *slog.Logger
+
+	// serving is Serve's context: when it ends, watches end and /readyz
+	// fails, while requests in flight finish.
+	serving atomic.Pointer[context.Context]
 
 	openapi openAPIDocs
 	fields  fieldManagers
@@ -253,6 +258,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok"))
 		return
 	case "readyz":
+		if s.draining() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if _, err := s.store.Revision(ctx); err != nil {
@@ -304,6 +313,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	withTimeout(w, r, d, &s.handlers, func(w http.ResponseWriter, r *http.Request) {
 		s.serveAuthenticated(w, r, path, u)
 	})
+}
+
+// draining reports that Serve's context has ended: the server finishes
+// what is in flight and takes nothing new.
+func (s *Server) draining() bool {
+	ctx := s.serving.Load()
+	return ctx != nil && (*ctx).Err() != nil
 }
 
 // isWatchRequest reports a watch: exempt from the in-flight cap and the
@@ -367,6 +383,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 	}
 	stopLease := s.startMasterLease(ctx)
 	defer stopLease()
+	s.serving.Store(&ctx)
+	// Requests get a context that outlives ctx: on shutdown the ones in
+	// flight finish (up to the drain timeout) rather than fail with
+	// "context canceled"; watches end with ctx (serveWatch).
+	reqCtx, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRequests()
 	hs := &http.Server{
 		Handler:           s.handler(),
 		TLSConfig:         tlsConfig,
@@ -381,7 +403,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 			MaxReadFrameSize:              http2StreamBuffer,
 			MaxReceiveBufferPerConnection: http2StreamBuffer * s.cfg.Limits.HTTP2MaxStreamsPerConnection,
 		},
-		BaseContext: func(net.Listener) context.Context { return ctx },
+		BaseContext: func(net.Listener) context.Context { return reqCtx },
 		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
@@ -399,6 +421,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 	stopLease()
 	s.leaveEndpoints(shutdownCtx)
 	err := hs.Shutdown(shutdownCtx)
+	cancelRequests() // what is left after the drain timeout (exec, logs -f)
 	s.WaitForWatches()
 	s.handlers.Wait()
 	if err != nil {

@@ -85,6 +85,12 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, req *request
 		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	if serving := s.serving.Load(); serving != nil {
+		// A watch ends when the server stops serving; the client
+		// re-watches, through the load balancer, elsewhere.
+		stop := context.AfterFunc(*serving, cancel)
+		defer stop()
+	}
 	defer cancel()
 
 	var startRev int64

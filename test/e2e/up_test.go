@@ -399,10 +399,10 @@ func TestUp(t *testing.T) {
 		if strings.Contains(out+stderr, password) {
 			t.Error("the sudo password appears in the output")
 		}
-		// The changes: w2's binary, and each of w2's daemons restarted on
-		// it (agent, proxy, dns).
+		// The changes: w2's binary and its stamp, and each of w2's daemons
+		// restarted on it (agent, proxy, dns, ingress).
 		restarts := len(regexp.MustCompile(`(?m)✓ w2 +restarted kforge-`).FindAllString(stderr, -1))
-		if !hostLines(stderr, "✓")["w2"] || restarts < 3 || !strings.Contains(out, fmt.Sprintf("(%d change(s))", 1+restarts)) {
+		if !hostLines(stderr, "✓")["w2"] || restarts < 3 || !strings.Contains(out, fmt.Sprintf("(%d change(s))", 2+restarts)) {
 			t.Errorf("w2 was not re-uploaded through sudo (%d restarts):\n%s\n%s", restarts, stderr, out)
 		}
 		if s := remoteSHA("w2"); s != remoteSHA("m1") {

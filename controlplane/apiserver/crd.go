@@ -200,7 +200,7 @@ func (s *Server) crdRes() *Resource {
 }
 
 // Replace implements storage.Mirror.
-func (c *crdWatcher) Replace(items []storage.KV, _ int64) {
+func (c *crdWatcher) Replace(items []storage.KV, rev int64) {
 	seen := map[string]bool{}
 	for _, kv := range items {
 		if crd := c.decode(kv); crd != nil {
@@ -217,7 +217,7 @@ func (c *crdWatcher) Replace(items []storage.KV, _ int64) {
 	}
 	c.mu.Unlock()
 	for _, name := range gone {
-		c.remove(name)
+		c.remove(name, rev)
 	}
 }
 
@@ -225,7 +225,7 @@ func (c *crdWatcher) Replace(items []storage.KV, _ int64) {
 func (c *crdWatcher) Apply(ev storage.Event) {
 	if ev.Type == storage.Deleted {
 		name := ev.KV.Key[strings.LastIndex(ev.KV.Key, "/")+1:]
-		c.remove(name)
+		c.remove(name, ev.KV.ModRevision)
 		return
 	}
 	if crd := c.decode(ev.KV); crd != nil {
@@ -272,7 +272,11 @@ func (c *crdWatcher) sync(crd *apiextensionsv1.CustomResourceDefinition) {
 	}
 }
 
-func (c *crdWatcher) remove(name string) {
+// remove stops serving a definition deleted at revision rev. The
+// revision stays as a tombstone: a copy older than the deletion (a
+// request's, applied late) cannot bring the resources back, while a
+// definition created again under the name is newer and is served.
+func (c *crdWatcher) remove(name string, rev int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gp, ok := c.served[name]; ok {
@@ -280,7 +284,7 @@ func (c *crdWatcher) remove(name string) {
 		c.s.reg.replaceCustom(group, plural, nil)
 	}
 	delete(c.served, name)
-	delete(c.rev, name)
+	c.rev[name] = max(c.rev[name]+1, rev)
 }
 
 // run removes the objects of deleted definitions, then their finalizer,

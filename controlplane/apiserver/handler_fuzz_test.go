@@ -120,12 +120,20 @@ func fuzzServe(t *testing.T, srv *Server, method, path, rawQuery, contentType st
 		Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
 		Host: "kforge", RequestURI: path, TLS: fuzzTLS(user),
 	}
-	r = r.WithContext(context.Background())
+	// A watch (any spelling of watch=true) streams until its client
+	// leaves: the client here leaves after a few seconds. A request cut
+	// short that way says nothing about the server.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r = r.WithContext(ctx)
 	if contentType != "" {
 		r.Header.Set("Content-Type", contentType)
 	}
 	w := httptest.NewRecorder()
 	srv.ServeHTTP(w, r)
+	if ctx.Err() != nil {
+		return
+	}
 	// A 504 is the right answer when the client set a ?timeout= the
 	// request could not meet; any other 5xx is the server's fault.
 	if q, err := url.ParseQuery(rawQuery); err == nil && q.Get("timeout") != "" && w.Code == http.StatusGatewayTimeout {

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 )
 
 // suite is what TestMain set up; nil when the suite is not enabled.
@@ -194,17 +195,23 @@ func (c *cluster) nodeAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	heartbeat := func() error {
-		n, err := c.cs.CoreV1().Nodes().Get(ctx, "helm-node", metav1.GetOptions{})
-		if err != nil {
+		// The controller manager writes the new Node too (pod CIDR,
+		// taints): a conflict is retried on a fresh copy, as an agent does.
+		err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+			n, err := c.cs.CoreV1().Nodes().Get(ctx, "helm-node", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			now := metav1.Now()
+			n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+				LastHeartbeatTime: now, LastTransitionTime: now}}
+			n.Status.Capacity = corev1.ResourceList{corev1.ResourceCPU: mustQuantity("4"), corev1.ResourceMemory: mustQuantity("8Gi"), corev1.ResourcePods: mustQuantity("110")}
+			n.Status.Allocatable = n.Status.Capacity
+			n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.0.99"}}
+			_, err = c.cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
 			return err
-		}
-		now := metav1.Now()
-		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-			LastHeartbeatTime: now, LastTransitionTime: now}}
-		n.Status.Capacity = corev1.ResourceList{corev1.ResourceCPU: mustQuantity("4"), corev1.ResourceMemory: mustQuantity("8Gi"), corev1.ResourcePods: mustQuantity("110")}
-		n.Status.Allocatable = n.Status.Capacity
-		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.0.99"}}
-		if _, err := c.cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		})
+		if err != nil {
 			return err
 		}
 		leases := c.cs.CoordinationV1().Leases(corev1.NamespaceNodeLease)
